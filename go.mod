@@ -1,0 +1,3 @@
+module github.com/nimbus-vmm/nimbus
+
+go 1.26.8
