@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"context"
 	"os"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
@@ -241,3 +242,11 @@ func (Coredump) Name() string            { return "vm.coredump" }
 func (Restore) Name() string             { return "vm.restore" }
 func (ReceiveMigration) Name() string    { return "vm.receive-migration" }
 func (SendMigration) Name() string       { return "vm.send-migration" }
+
+// Handler is what every front end talks to: it submits cmd to the control
+// loop and waits for the one reply (or for ctx to end, in which case the
+// loop still runs the command to completion). The Controller implements
+// it; unit tests of front ends may use a test double.
+type Handler interface {
+	Do(ctx context.Context, cmd Command) (any, error)
+}
