@@ -1,0 +1,302 @@
+package events
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeClock returns start, then start+steps[0], start+steps[1], ...
+func fakeClock(steps ...time.Duration) func() time.Time {
+	base := time.Unix(1_000_000, 0)
+	var mu sync.Mutex
+	i := -1
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		i++
+		if i == 0 {
+			return base
+		}
+		return base.Add(steps[i-1])
+	}
+}
+
+// The example from upstream's event_monitor output (reference §7).
+const upstreamExample = `{
+  "timestamp": {
+    "secs": 0,
+    "nanos": 4664404
+  },
+  "source": "virtio-device",
+  "event": "activated",
+  "properties": {
+    "id": "__rng"
+  }
+}
+
+`
+
+func TestEventBytesMatchesUpstream(t *testing.T) {
+	ev := Event{
+		Timestamp:  TimestampOf(4664404 * time.Nanosecond),
+		Source:     "virtio-device",
+		Event:      "activated",
+		Properties: map[string]string{"id": "__rng"},
+	}
+	if got := string(ev.Bytes()); got != upstreamExample {
+		t.Fatalf("got\n%q\nwant\n%q", got, upstreamExample)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestMonitorWritesSinkByteExact(t *testing.T) {
+	var sink syncBuffer
+	m := New(&sink, WithClock(fakeClock(4664404, 2*time.Second+7)))
+	m.Emit("virtio-device", "activated", map[string]string{"id": "__rng"})
+	m.Emit("vm", "booted", map[string]string{}) // empty map -> null
+	m.Close()
+
+	want := upstreamExample + `{
+  "timestamp": {
+    "secs": 2,
+    "nanos": 7
+  },
+  "source": "vm",
+  "event": "booted",
+  "properties": null
+}
+
+`
+	if got := sink.String(); got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+	// Consumers split on a blank line (test_infra, performance-metrics).
+	parts := strings.Split(strings.TrimSuffix(sink.String(), "\n\n"), "\n\n")
+	if len(parts) != 2 {
+		t.Fatalf("split into %d parts, want 2", len(parts))
+	}
+}
+
+func TestNoHTMLEscaping(t *testing.T) {
+	ev := Event{Source: "guest", Event: "panic", Properties: map[string]string{"event": "a<b>&c"}}
+	if !bytes.Contains(ev.Bytes(), []byte(`"event": "a<b>&c"`)) {
+		t.Fatalf("escaped: %s", ev.Bytes())
+	}
+}
+
+func TestSubscribersGetEventsInOrder(t *testing.T) {
+	m := New(nil, WithClock(fakeClock(1, 2, 3)))
+	defer m.Close()
+	ch1, cancel1 := m.Subscribe()
+	defer cancel1()
+	ch2, cancel2 := m.Subscribe()
+	defer cancel2()
+
+	props := map[string]string{"id": "_disk0", "bdf": "0000:00:06.0"}
+	m.Emit("vm", "booting", nil)
+	m.Emit("vm", "device-removed", props)
+	props["id"] = "mutated" // the monitor keeps its own copy
+	m.Emit("vm", "booted", nil)
+
+	for _, ch := range []<-chan Event{ch1, ch2} {
+		var names []string
+		for range 3 {
+			ev := <-ch
+			names = append(names, ev.Source+"/"+ev.Event)
+			if ev.Event == "device-removed" && ev.Properties["id"] != "_disk0" {
+				t.Fatalf("properties aliased the caller's map: %v", ev.Properties)
+			}
+			if ev.Event == "booted" && ev.Timestamp != (Timestamp{0, 3}) {
+				t.Fatalf("timestamp %+v", ev.Timestamp)
+			}
+		}
+		if got := strings.Join(names, ","); got != "vm/booting,vm/device-removed,vm/booted" {
+			t.Fatalf("got %s", got)
+		}
+	}
+}
+
+func TestSlowSubscriberIsDisconnectedNotBlocking(t *testing.T) {
+	m := New(nil)
+	defer m.Close()
+	slow, cancelSlow := m.Subscribe()
+	defer cancelSlow()
+	fast, cancelFast := m.Subscribe()
+	defer cancelFast()
+
+	for i := 0; i < SubscriberBuffer+10; i++ {
+		m.Emit("vm", "resized", nil) // must not block although nobody reads slow
+		<-fast
+	}
+	got := 0
+	for range slow {
+		got++
+	}
+	if got != SubscriberBuffer {
+		t.Fatalf("slow subscriber got %d events before disconnect, want %d", got, SubscriberBuffer)
+	}
+	// The fast one is still connected.
+	m.Emit("vm", "paused", nil)
+	if ev, ok := <-fast; !ok || ev.Event != "paused" {
+		t.Fatalf("fast subscriber: %v %v", ev, ok)
+	}
+}
+
+func TestCancelAndCloseCloseChannels(t *testing.T) {
+	m := New(nil)
+	ch, cancel := m.Subscribe()
+	cancel()
+	cancel() // idempotent
+	if _, ok := <-ch; ok {
+		t.Fatal("channel open after cancel")
+	}
+	ch2, cancel2 := m.Subscribe()
+	m.Close()
+	if _, ok := <-ch2; ok {
+		t.Fatal("channel open after Close")
+	}
+	cancel2() // after Close: no double close
+	m.Close()
+	m.Emit("vm", "booted", nil) // after Close: no-op, no panic
+	ch3, cancel3 := m.Subscribe()
+	if _, ok := <-ch3; ok {
+		t.Fatal("subscribing to a closed monitor gave an open channel")
+	}
+	cancel3()
+}
+
+func TestNilMonitor(t *testing.T) {
+	var m *Monitor
+	m.Emit("vm", "booted", nil)
+	ch, cancel := m.Subscribe()
+	cancel()
+	if _, ok := <-ch; ok {
+		t.Fatal("open channel")
+	}
+	m.Close()
+}
+
+// A sink whose reader never reads (a full pipe) must not block Emit, and
+// Close must still write everything once the reader catches up.
+func TestBlockedSinkDoesNotBlockEmit(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	m := New(w)
+	// Far more than a 64 KiB pipe buffer holds.
+	for range 2000 {
+		m.Emit("vm", "resizing", map[string]string{"pad": strings.Repeat("x", 100)})
+	}
+	read := make(chan int)
+	go func() {
+		b, _ := io.ReadAll(r)
+		read <- strings.Count(string(b), "\n\n")
+	}()
+	m.Close()
+	w.Close()
+	if got := <-read; got != 2000 {
+		t.Fatalf("read %d events, want 2000", got)
+	}
+}
+
+func TestSinkErrorDoesNotStopSubscribers(t *testing.T) {
+	m := New(failingWriter{})
+	defer m.Close()
+	ch, cancel := m.Subscribe()
+	defer cancel()
+	m.Emit("vm", "booting", nil)
+	m.Emit("vm", "booted", nil)
+	<-ch
+	if ev := <-ch; ev.Event != "booted" {
+		t.Fatalf("got %v", ev)
+	}
+}
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("broken") }
+
+func TestOpenPathTruncates(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "events.json")
+	if err := os.WriteFile(p, []byte("old contents that must go"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := OpenPath(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(f, WithClock(fakeClock(0)))
+	m.Emit("vmm", "starting", nil)
+	m.Close()
+	f.Close()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "{\n  \"timestamp\": {\n    \"secs\": 0,\n    \"nanos\": 0\n  },\n  \"source\": \"vmm\",\n  \"event\": \"starting\",\n  \"properties\": null\n}\n\n"
+	if string(b) != want {
+		t.Fatalf("got %q", b)
+	}
+	if _, err := OpenPath(filepath.Join(t.TempDir(), "no", "such", "dir")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestOpenFd(t *testing.T) {
+	fds := make([]int, 2)
+	if err := unix.Pipe2(fds, 0); err != nil {
+		t.Fatal(err)
+	}
+	r := os.NewFile(uintptr(fds[0]), "r")
+	defer r.Close()
+	f, err := OpenFd(fds[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(f)
+	m.Emit("vm", "booted", nil)
+	m.Close()
+	f.Close()
+	b, _ := io.ReadAll(r)
+	if !bytes.Contains(b, []byte(`"event": "booted"`)) {
+		t.Fatalf("got %q", b)
+	}
+	// Far above any fd this process has open.
+	if _, err := OpenFd(1 << 20); !errors.Is(err, unix.EBADF) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := OpenFd(-1); !errors.Is(err, unix.EBADF) {
+		t.Fatalf("err = %v", err)
+	}
+}
