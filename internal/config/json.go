@@ -1,0 +1,763 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// ErrJSON classifies a request body that is not valid JSON for the target
+// type. The API renders it as upstream's
+// ["Failed to deserialize JSON", "<detail>"], the detail being the wrapped
+// error's text after the "...: " prefix (see JSONError.Detail).
+var ErrJSON = errors.New("Failed to deserialize JSON")
+
+// JSONError is a deserialization failure; Detail is the serde-like message.
+type JSONError struct{ Detail string }
+
+func (e *JSONError) Error() string { return ErrJSON.Error() + ": " + e.Detail }
+
+// Unwrap makes errors.Is(err, ErrJSON) hold.
+func (e *JSONError) Unwrap() error { return ErrJSON }
+
+func jsonErr(err error) error {
+	var je *JSONError
+	if errors.As(err, &je) {
+		return je
+	}
+	// Go's messages name the method-less alias types; say "field" instead.
+	msg := strings.ReplaceAll(err.Error(), "Go struct field plain.", "field ")
+	msg = strings.TrimPrefix(msg, "json: ")
+	return &JSONError{Detail: msg}
+}
+
+// Decode parses a vm.create body (a whole VmConfig), applying upstream's
+// defaults for every absent field. Errors wrap ErrJSON.
+func Decode(data []byte) (*VmConfig, error) {
+	var c VmConfig
+	if err := DecodeInto(data, &c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// DecodeInto parses any request body (a VmConfig or one sub-config such as a
+// vm.add-disk DiskConfig, or RestoreConfig, ...) into v with upstream's
+// defaults. Unknown fields are ignored, as serde does. Errors wrap ErrJSON.
+func DecodeInto[T any](data []byte, v *T) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return jsonErr(err)
+	}
+	return nil
+}
+
+// DecodeBody is DecodeInto returning a fresh value.
+func DecodeBody[T any](data []byte) (*T, error) {
+	v := new(T)
+	if err := DecodeInto(data, v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// Encode renders c exactly as vm.info reports it under "config".
+func Encode(c *VmConfig) ([]byte, error) { return json.Marshal(c) }
+
+// requireFields mirrors serde's "missing field" errors for non-Option
+// fields without a default. An explicit null counts as missing because a
+// null can't become a number or string in serde either.
+func requireFields(data []byte, names ...string) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return err
+	}
+	if m == nil {
+		return &JSONError{Detail: "invalid type: null, expected struct"}
+	}
+	for _, n := range names {
+		raw, ok := m[n]
+		if !ok {
+			return &JSONError{Detail: fmt.Sprintf("missing field `%s`", n)}
+		}
+		if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+			return &JSONError{Detail: fmt.Sprintf("invalid type: null for field `%s`", n)}
+		}
+	}
+	return nil
+}
+
+// decodeEnum checks s against upstream's variant names.
+func decodeEnum(data []byte, dst *string, variants ...string) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return err
+	}
+	for _, v := range variants {
+		if s == v {
+			*dst = s
+			return nil
+		}
+	}
+	quoted := make([]string, len(variants))
+	for i, v := range variants {
+		quoted[i] = "`" + v + "`"
+	}
+	return &JSONError{Detail: fmt.Sprintf("unknown variant `%s`, expected one of %s", s, strings.Join(quoted, ", "))}
+}
+
+// isNull reports whether data is the JSON literal null.
+func isNull(data []byte) bool { return bytes.Equal(bytes.TrimSpace(data), []byte("null")) }
+
+// ---------------------------------------------------------------------------
+// Enums
+
+// UnmarshalJSON accepts only upstream's variant names.
+func (v *CoreScheduling) UnmarshalJSON(b []byte) error {
+	return decodeEnum(b, (*string)(v), "Vm", "Vcpu", "Off")
+}
+
+// UnmarshalJSON accepts only upstream's variant names.
+func (v *CpuProfile) UnmarshalJSON(b []byte) error {
+	return decodeEnum(b, (*string)(v), "Host")
+}
+
+// UnmarshalJSON accepts only upstream's variant names.
+func (v *HotplugMethod) UnmarshalJSON(b []byte) error {
+	return decodeEnum(b, (*string)(v), "Acpi", "VirtioMem")
+}
+
+// UnmarshalJSON accepts only upstream's variant names.
+func (v *ImageType) UnmarshalJSON(b []byte) error {
+	return decodeEnum(b, (*string)(v), "FixedVhd", "Qcow2", "Raw", "Vhdx", "FlatVmdk", "Unknown")
+}
+
+// UnmarshalJSON accepts only upstream's variant names.
+func (v *LockGranularity) UnmarshalJSON(b []byte) error {
+	return decodeEnum(b, (*string)(v), "ByteRange", "Full")
+}
+
+// UnmarshalJSON accepts only upstream's variant names.
+func (v *VhostMode) UnmarshalJSON(b []byte) error {
+	return decodeEnum(b, (*string)(v), "Client", "Server")
+}
+
+// UnmarshalJSON accepts only upstream's variant names.
+func (v *ConsoleOutputMode) UnmarshalJSON(b []byte) error {
+	return decodeEnum(b, (*string)(v), "Off", "Pty", "Tty", "File", "Socket", "Null")
+}
+
+// UnmarshalJSON accepts only upstream's variant names.
+func (v *MemoryRestoreMode) UnmarshalJSON(b []byte) error {
+	return decodeEnum(b, (*string)(v), "Copy", "OnDemand")
+}
+
+// UnmarshalJSON accepts only upstream's variant names.
+func (v *MemoryMigrationMode) UnmarshalJSON(b []byte) error {
+	return decodeEnum(b, (*string)(v), "Precopy", "Postcopy")
+}
+
+// UnmarshalJSON accepts only upstream's variant names.
+func (v *TimeoutStrategy) UnmarshalJSON(b []byte) error {
+	return decodeEnum(b, (*string)(v), "Cancel", "Ignore")
+}
+
+// ---------------------------------------------------------------------------
+// Structs. Each decodes into a copy pre-filled with upstream's defaults via a
+// method-less alias type, so nested and bare decoding behave the same.
+
+// UnmarshalJSON applies upstream's defaults to absent fields.
+func (c *VmConfig) UnmarshalJSON(b []byte) error {
+	if isNull(b) {
+		return &JSONError{Detail: "invalid type: null, expected struct VmConfig"}
+	}
+	type plain VmConfig
+	p := plain(DefaultVmConfig())
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = VmConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires boot_vcpus and max_vcpus, as upstream does.
+func (c *CpusConfig) UnmarshalJSON(b []byte) error {
+	if isNull(b) {
+		*c = DefaultCpusConfig()
+		return nil
+	}
+	if err := requireFields(b, "boot_vcpus", "max_vcpus"); err != nil {
+		return err
+	}
+	type plain CpusConfig
+	p := plain(DefaultCpusConfig())
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = CpusConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires all four topology parts.
+func (c *CpuTopology) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "threads_per_core", "cores_per_die", "dies_per_package", "packages"); err != nil {
+		return err
+	}
+	type plain CpuTopology
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = CpuTopology(p)
+	return nil
+}
+
+// UnmarshalJSON requires vcpu and host_cpus.
+func (c *CpuAffinity) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "vcpu", "host_cpus"); err != nil {
+		return err
+	}
+	type plain CpuAffinity
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = CpuAffinity(p)
+	return nil
+}
+
+// UnmarshalJSON requires size; other fields default.
+func (c *MemoryConfig) UnmarshalJSON(b []byte) error {
+	if isNull(b) {
+		*c = DefaultMemoryConfig()
+		return nil
+	}
+	if err := requireFields(b, "size"); err != nil {
+		return err
+	}
+	type plain MemoryConfig
+	p := plain(DefaultMemoryConfig())
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = MemoryConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires id and size.
+func (c *MemoryZoneConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "id", "size"); err != nil {
+		return err
+	}
+	type plain MemoryZoneConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = MemoryZoneConfig(p)
+	return nil
+}
+
+// UnmarshalJSON fills fw_cfg defaults (everything on).
+func (c *FwCfgConfig) UnmarshalJSON(b []byte) error {
+	type plain FwCfgConfig
+	p := plain{E820: true, Kernel: true, Cmdline: true, Initramfs: true, ACPITables: true}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = FwCfgConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires size and refill_time.
+func (c *TokenBucketConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "size", "refill_time"); err != nil {
+		return err
+	}
+	type plain TokenBucketConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = TokenBucketConfig(p)
+	return nil
+}
+
+// UnmarshalJSON denies unknown fields, as upstream's
+// #[serde(deny_unknown_fields)] does.
+func (c *RateLimiterConfig) UnmarshalJSON(b []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	for k := range m {
+		if k != "bandwidth" && k != "ops" {
+			return &JSONError{Detail: fmt.Sprintf("unknown field `%s`, expected `bandwidth` or `ops`", k)}
+		}
+	}
+	type plain RateLimiterConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = RateLimiterConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires queue_index and host_cpus.
+func (c *VirtQueueAffinity) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "queue_index", "host_cpus"); err != nil {
+		return err
+	}
+	type plain VirtQueueAffinity
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = VirtQueueAffinity(p)
+	return nil
+}
+
+// UnmarshalJSON applies the disk defaults (1x128 queues, sparse, Unknown
+// image type, ByteRange locking).
+func (c *DiskConfig) UnmarshalJSON(b []byte) error {
+	type plain DiskConfig
+	p := plain(DefaultDiskConfig())
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = DiskConfig(p)
+	return nil
+}
+
+// UnmarshalJSON applies the NIC defaults. As upstream, fds that arrive in
+// JSON are not real descriptors and decode as -1 each, and a missing MAC is
+// replaced by a random locally administered one.
+func (c *NetConfig) UnmarshalJSON(b []byte) error {
+	type plain NetConfig
+	p := plain(DefaultNetConfig())
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	for i := range p.Fds {
+		p.Fds[i] = -1
+	}
+	if p.MAC == "" {
+		mac, err := RandomMAC()
+		if err != nil {
+			return err
+		}
+		p.MAC = mac
+	}
+	*c = NetConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires src when the rng object is given.
+func (c *RngConfig) UnmarshalJSON(b []byte) error {
+	if isNull(b) {
+		*c = DefaultRngConfig()
+		return nil
+	}
+	if err := requireFields(b, "src"); err != nil {
+		return err
+	}
+	type plain RngConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = RngConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires size.
+func (c *BalloonConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "size"); err != nil {
+		return err
+	}
+	type plain BalloonConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = BalloonConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires tag and socket; queues default to 1x1024.
+func (c *FsConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "tag", "socket"); err != nil {
+		return err
+	}
+	type plain FsConfig
+	p := plain{NumQueues: DefaultFsNumQueues, QueueSize: DefaultFsQueueSize}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = FsConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires socket, queue_sizes and device_type.
+func (c *GenericVhostUserConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "socket", "queue_sizes", "device_type"); err != nil {
+		return err
+	}
+	type plain GenericVhostUserConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = GenericVhostUserConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires file.
+func (c *PmemConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "file"); err != nil {
+		return err
+	}
+	type plain PmemConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = PmemConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires mode when the serial object is given.
+func (c *SerialConfig) UnmarshalJSON(b []byte) error {
+	if isNull(b) {
+		*c = DefaultSerialConfig()
+		return nil
+	}
+	if err := requireFields(b, "mode"); err != nil {
+		return err
+	}
+	type plain SerialConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = SerialConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires mode when the console object is given.
+func (c *ConsoleConfig) UnmarshalJSON(b []byte) error {
+	if isNull(b) {
+		*c = DefaultConsoleConfig()
+		return nil
+	}
+	if err := requireFields(b, "mode"); err != nil {
+		return err
+	}
+	type plain ConsoleConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = ConsoleConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires mode; unlike the whole-field default, a given
+// object without iobase has none (upstream's Option without default).
+func (c *DebugConsoleConfig) UnmarshalJSON(b []byte) error {
+	if isNull(b) {
+		*c = DefaultDebugConsoleConfig()
+		return nil
+	}
+	if err := requireFields(b, "mode"); err != nil {
+		return err
+	}
+	type plain DebugConsoleConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = DebugConsoleConfig(p)
+	return nil
+}
+
+// UnmarshalJSON decodes a VFIO device; a JSON fd is not a real descriptor
+// and decodes as -1, as upstream.
+func (c *DeviceConfig) UnmarshalJSON(b []byte) error {
+	type plain DeviceConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	if p.Fd != nil {
+		inv := int32(-1)
+		p.Fd = &inv
+	}
+	if p.XExcludeMmapBars == nil {
+		p.XExcludeMmapBars = []uint64{}
+	}
+	*c = DeviceConfig(p)
+	return nil
+}
+
+// MarshalJSON always writes x_exclude_mmap_bars (a plain Vec upstream).
+func (c DeviceConfig) MarshalJSON() ([]byte, error) {
+	type plain DeviceConfig
+	p := plain(c)
+	if p.XExcludeMmapBars == nil {
+		p.XExcludeMmapBars = []uint64{}
+	}
+	return json.Marshal(p)
+}
+
+// UnmarshalJSON requires socket.
+func (c *UserDeviceConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "socket"); err != nil {
+		return err
+	}
+	type plain UserDeviceConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = UserDeviceConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires path; num_queues defaults to 1.
+func (c *VdpaConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "path"); err != nil {
+		return err
+	}
+	type plain VdpaConfig
+	p := plain{NumQueues: DefaultVdpaNumQueues}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = VdpaConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires cid and socket.
+func (c *VsockConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "cid", "socket"); err != nil {
+		return err
+	}
+	type plain VsockConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = VsockConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires guest_numa_id.
+func (c *NumaConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "guest_numa_id"); err != nil {
+		return err
+	}
+	type plain NumaConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = NumaConfig(p)
+	return nil
+}
+
+// UnmarshalJSON defaults both aperture weights to 1.
+func (c *PciSegmentConfig) UnmarshalJSON(b []byte) error {
+	type plain PciSegmentConfig
+	p := plain{Mmio32ApertureWeight: DefaultApertureWeight, Mmio64ApertureWeight: DefaultApertureWeight}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = PciSegmentConfig(p)
+	return nil
+}
+
+// UnmarshalJSON applies the platform defaults and upstream's field aliases
+// (serial_number, uuid); a JSON iommufd_fd decodes as -1.
+func (c *PlatformConfig) UnmarshalJSON(b []byte) error {
+	type plain PlatformConfig
+	p := plain(DefaultPlatformConfig())
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	var alias struct {
+		SerialNumber *string `json:"serial_number"`
+		UUID         *string `json:"uuid"`
+	}
+	if err := json.Unmarshal(b, &alias); err != nil {
+		return err
+	}
+	if alias.SerialNumber != nil && p.SystemSerialNumber == "" {
+		p.SystemSerialNumber = *alias.SerialNumber
+	}
+	if alias.UUID != nil && p.SystemUUID == "" {
+		p.SystemUUID = *alias.UUID
+	}
+	if p.IommufdFd != nil {
+		inv := int32(-1)
+		p.IommufdFd = &inv
+	}
+	*c = PlatformConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires socket.
+func (c *TpmConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "socket"); err != nil {
+		return err
+	}
+	type plain TpmConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = TpmConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires path and access.
+func (c *LandlockConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "path", "access"); err != nil {
+		return err
+	}
+	type plain LandlockConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = LandlockConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires id; JSON fds decode as -1 each.
+func (c *RestoredNetConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "id"); err != nil {
+		return err
+	}
+	type plain RestoredNetConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	for i := range p.Fds {
+		p.Fds[i] = -1
+	}
+	*c = RestoredNetConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires id; a JSON fd decodes as -1.
+func (c *RestoredVfioConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "id"); err != nil {
+		return err
+	}
+	type plain RestoredVfioConfig
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	if p.Fd != nil {
+		inv := int32(-1)
+		p.Fd = &inv
+	}
+	*c = RestoredVfioConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires id and host_numa_node.
+func (c *ZoneUpdate) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "id", "host_numa_node"); err != nil {
+		return err
+	}
+	type plain ZoneUpdate
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = ZoneUpdate(p)
+	return nil
+}
+
+// UnmarshalJSON requires source_url; defaults Copy, no prefault, no resume.
+func (c *RestoreConfig) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "source_url"); err != nil {
+		return err
+	}
+	type plain RestoreConfig
+	p := plain{MemoryRestoreMode: MemoryRestoreCopy}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	if p.ZoneUpdates == nil {
+		p.ZoneUpdates = []ZoneUpdate{}
+	}
+	if p.IommufdFd != nil {
+		inv := int32(-1)
+		p.IommufdFd = &inv
+	}
+	*c = RestoreConfig(p)
+	return nil
+}
+
+// UnmarshalJSON requires receiver_url; memory_mode defaults to Precopy.
+func (c *ReceiveMigrationData) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "receiver_url"); err != nil {
+		return err
+	}
+	type plain ReceiveMigrationData
+	p := plain{MemoryMode: MigrationPrecopy}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	if p.ZoneUpdates == nil {
+		p.ZoneUpdates = []ZoneUpdate{}
+	}
+	if p.IommufdFd != nil {
+		inv := int32(-1)
+		p.IommufdFd = &inv
+	}
+	*c = ReceiveMigrationData(p)
+	return nil
+}
+
+// UnmarshalJSON requires destination_url and fills upstream's defaults
+// (300 ms downtime, 3600 s timeout, Cancel, one connection, Precopy).
+func (c *SendMigrationData) UnmarshalJSON(b []byte) error {
+	if err := requireFields(b, "destination_url"); err != nil {
+		return err
+	}
+	type plain SendMigrationData
+	p := plain(DefaultSendMigrationData())
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*c = SendMigrationData(p)
+	return nil
+}
+
+// MarshalJSON writes zone_updates as [] when empty (a plain Vec upstream).
+func (c RestoreConfig) MarshalJSON() ([]byte, error) {
+	type plain RestoreConfig
+	p := plain(c)
+	if p.ZoneUpdates == nil {
+		p.ZoneUpdates = []ZoneUpdate{}
+	}
+	return json.Marshal(p)
+}
+
+// MarshalJSON writes zone_updates as [] when empty (a plain Vec upstream).
+func (c ReceiveMigrationData) MarshalJSON() ([]byte, error) {
+	type plain ReceiveMigrationData
+	p := plain(c)
+	if p.ZoneUpdates == nil {
+		p.ZoneUpdates = []ZoneUpdate{}
+	}
+	return json.Marshal(p)
+}
