@@ -1,0 +1,161 @@
+package boot
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
+)
+
+// xenElfnotePhys32Entry is XEN_ELFNOTE_PHYS32_ENTRY (xen/include/public/elfnote.h).
+const xenElfnotePhys32Entry = 18
+
+// PVHEntry returns the 32-bit PVH entry point from the ELF's PT_NOTE
+// segments (a "Xen" note of type XEN_ELFNOTE_PHYS32_ENTRY), or ErrNoPVH.
+func PVHEntry(f *elf.File) (uint64, error) {
+	for _, prog := range f.Progs {
+		if prog.Type != elf.PT_NOTE {
+			continue
+		}
+		data, err := io.ReadAll(prog.Open())
+		if err != nil {
+			return 0, fmt.Errorf("reading PT_NOTE: %w: %w", ErrInvalidKernel, err)
+		}
+		if entry, ok := findPVHNote(data, f.ByteOrder); ok {
+			return entry, nil
+		}
+	}
+	return 0, ErrNoPVH
+}
+
+// findPVHNote walks ELF notes (namesz, descsz, type, name, desc, each
+// padded to 4 bytes).
+func findPVHNote(data []byte, bo binary.ByteOrder) (uint64, bool) {
+	align4 := func(n uint64) uint64 { return (n + 3) &^ 3 }
+	for len(data) >= 12 {
+		namesz, descsz, typ := uint64(bo.Uint32(data)), uint64(bo.Uint32(data[4:])), bo.Uint32(data[8:])
+		rest := data[12:]
+		nameEnd := align4(namesz)
+		descEnd := nameEnd + align4(descsz)
+		if nameEnd > uint64(len(rest)) || nameEnd+descsz > uint64(len(rest)) {
+			return 0, false
+		}
+		name := rest[:namesz]
+		desc := rest[nameEnd : nameEnd+descsz]
+		if typ == xenElfnotePhys32Entry && bytes.Equal(bytes.TrimRight(name, "\x00"), []byte("Xen")) {
+			switch descsz {
+			case 4:
+				return uint64(bo.Uint32(desc)), true
+			case 8:
+				return bo.Uint64(desc), true
+			}
+			return 0, false
+		}
+		if descEnd > uint64(len(rest)) {
+			return 0, false
+		}
+		data = rest[descEnd:]
+	}
+	return 0, false
+}
+
+// loadPVH loads PT_LOAD segments at their physical addresses and writes
+// hvm_start_info, the module list and the memory map as upstream's
+// configure_pvh does.
+func loadPVH(mem GuestMemory, ram []x86.Region, p Params) (*Result, error) {
+	f, err := elf.NewFile(bytes.NewReader(p.Kernel))
+	if err != nil {
+		return nil, fmt.Errorf("parsing ELF: %w: %w", ErrInvalidKernel, err)
+	}
+	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB || f.Machine != elf.EM_X86_64 {
+		return nil, fmt.Errorf("ELF is not little-endian x86-64: %w", ErrInvalidKernel)
+	}
+	entry, err := PVHEntry(f)
+	if err != nil {
+		return nil, err
+	}
+	var kernel x86.Region
+	loaded := false
+	for _, prog := range f.Progs {
+		if prog.Type != elf.PT_LOAD {
+			continue
+		}
+		if prog.Filesz > prog.Memsz {
+			return nil, fmt.Errorf("segment at %#x: file size above memory size: %w", prog.Paddr, ErrInvalidKernel)
+		}
+		if prog.Paddr < x86.HighRAMStart || !inRAM(ram, prog.Paddr, prog.Memsz) {
+			return nil, fmt.Errorf("segment [%#x, +%#x) outside RAM above 1 MiB: %w", prog.Paddr, prog.Memsz, ErrLayout)
+		}
+		seg := make([]byte, prog.Memsz) // the bss part must read as zero
+		if _, err := io.ReadFull(prog.Open(), seg[:prog.Filesz]); err != nil {
+			return nil, fmt.Errorf("reading segment at %#x: %w: %w", prog.Paddr, ErrInvalidKernel, err)
+		}
+		if err := write(mem, seg, prog.Paddr, "kernel segment"); err != nil {
+			return nil, err
+		}
+		end := prog.Paddr + prog.Memsz
+		if !loaded {
+			kernel = x86.Region{Start: prog.Paddr, Size: prog.Memsz}
+			loaded = true
+		} else {
+			start := min(kernel.Start, prog.Paddr)
+			kernel = x86.Region{Start: start, Size: max(kernel.End(), end) - start}
+		}
+	}
+	if !loaded {
+		return nil, fmt.Errorf("ELF has no PT_LOAD segment: %w", ErrInvalidKernel)
+	}
+
+	cmd, err := writeCmdline(mem, ram, p.Cmdline, x86.CmdlineMaxSize-1)
+	if err != nil {
+		return nil, err
+	}
+	initrd, err := placeInitramfs(mem, ram, p.Initramfs, kernel.End(), ^uint64(0))
+	if err != nil {
+		return nil, err
+	}
+
+	si := StartInfo{
+		Magic:        StartInfoMagic,
+		Version:      1,
+		CmdlinePaddr: cmd.Start,
+		RSDPPaddr:    p.RSDPAddr,
+		MemmapPaddr:  x86.MemmapStart,
+	}
+	if initrd.Size > 0 {
+		mb, _ := ModlistEntry{Paddr: initrd.Start, Size: initrd.Size}.MarshalBinary()
+		if err := write(mem, mb, x86.ModlistStart, "PVH module list"); err != nil {
+			return nil, err
+		}
+		si.NrModules = 1
+		si.ModlistPaddr = x86.ModlistStart
+	}
+	var mm []byte
+	for _, e := range MemoryMap(ram) {
+		b, _ := MemmapEntry(e).MarshalBinary()
+		mm = append(mm, b...)
+		si.MemmapEntries++
+	}
+	// The table must end before the boot stack page at 0x8000.
+	if x86.MemmapStart+uint64(len(mm)) > x86.BootStackStart {
+		return nil, fmt.Errorf("PVH memory map with %d entries: %w", si.MemmapEntries, ErrLayout)
+	}
+	if err := write(mem, mm, x86.MemmapStart, "PVH memory map"); err != nil {
+		return nil, err
+	}
+	sb, _ := si.MarshalBinary()
+	if err := write(mem, sb, x86.PVHInfoStart, "hvm_start_info"); err != nil {
+		return nil, err
+	}
+	return &Result{
+		Protocol:  PVH,
+		Entry:     entry,
+		InfoAddr:  x86.PVHInfoStart,
+		Kernel:    kernel,
+		Initramfs: initrd,
+		Cmdline:   cmd,
+	}, nil
+}
