@@ -1,0 +1,199 @@
+package vmm
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/nimbus-vmm/nimbus/internal/config"
+)
+
+// handleDevice runs the device and resize commands; ok is false for any
+// other command. Hot (booted) changes need machine support that does not
+// exist yet and fail with ErrUnsupported after the same validation as
+// upstream; cold changes edit the stored config.
+func (c *Controller) handleDevice(cmd Command) (value any, err error, ok bool) {
+	switch v := cmd.(type) {
+	case AddDisk:
+		return nil, c.coldAdd("The disk could not be added to the VM", nil, func(cfg *config.VmConfig) error {
+			cfg.Disks = append(cfg.Disks, v.Config)
+			return nil
+		}), true
+	case AddNet:
+		return nil, c.coldAdd("The network device could not be added to the VM", v.Fds, func(cfg *config.VmConfig) error {
+			n := v.Config
+			if len(v.Fds) > 0 {
+				// Fd numbers in the body are ignored; the received ones count.
+				n.Fds = fdNumbers(v.Fds)
+			}
+			cfg.Net = append(cfg.Net, n)
+			return nil
+		}), true
+	case AddFs:
+		return nil, c.coldAdd("The fs could not be added to the VM", nil, func(cfg *config.VmConfig) error {
+			cfg.Fs = append(cfg.Fs, v.Config)
+			return nil
+		}), true
+	case AddPmem:
+		return nil, c.coldAdd("The pmem device could not be added to the VM", nil, func(cfg *config.VmConfig) error {
+			cfg.Pmem = append(cfg.Pmem, v.Config)
+			return nil
+		}), true
+	case AddDevice:
+		return nil, c.coldAdd("The device could not be added to the VM", v.Fds, func(cfg *config.VmConfig) error {
+			d := v.Config
+			if len(v.Fds) > 1 {
+				return leaf(ErrBadConfig, "Expected at most one file descriptor for a VFIO device, got %d", len(v.Fds))
+			}
+			if len(v.Fds) == 1 {
+				fd := fdNumbers(v.Fds)[0]
+				d.Fd = &fd
+			}
+			cfg.Devices = append(cfg.Devices, d)
+			return nil
+		}), true
+	case AddUserDevice:
+		return nil, c.coldAdd("The user device could not be added to the VM", nil, func(cfg *config.VmConfig) error {
+			cfg.UserDevices = append(cfg.UserDevices, v.Config)
+			return nil
+		}), true
+	case AddVdpa:
+		return nil, c.coldAdd("The vDPA device could not be added to the VM", nil, func(cfg *config.VmConfig) error {
+			cfg.Vdpa = append(cfg.Vdpa, v.Config)
+			return nil
+		}), true
+	case AddVsock:
+		return nil, c.coldAdd("The vsock device could not be added to the VM", nil, func(cfg *config.VmConfig) error {
+			if cfg.Vsock != nil {
+				return ErrTooManyVsock
+			}
+			vs := v.Config
+			cfg.Vsock = &vs
+			return nil
+		}), true
+	case AddGenericVhostUser:
+		return nil, c.coldAdd("The generic vhost-user device could not be added to the VM", nil, func(cfg *config.VmConfig) error {
+			cfg.GenericVhostUser = append(cfg.GenericVhostUser, v.Config)
+			return nil
+		}), true
+	case RemoveDevice:
+		return nil, wrap("The device could not be removed from the VM", c.removeDevice(v.ID)), true
+	case Resize:
+		return nil, wrap("The VM could not be resized", c.resize(v)), true
+	case ResizeZone:
+		return nil, wrap("The memory zone could not be resized", c.resizeZone(v)), true
+	case ResizeDisk:
+		return nil, wrap("The disk could not be resized", c.resizeDisk(v)), true
+	}
+	return nil, nil, false
+}
+
+func fdNumbers(fs []*os.File) []int32 {
+	out := make([]int32, len(fs))
+	for i, f := range fs {
+		out[i] = int32(f.Fd())
+	}
+	return out
+}
+
+// coldAdd is upstream's vm_add_*: the change is validated on a clone of
+// the config (400/409 on failure); a booted VM would hotplug it (not
+// supported yet); otherwise the validated clone becomes the config, with
+// no id assigned to the new device. files (received fds) are closed on
+// every failure and otherwise kept open, with the config, until delete.
+func (c *Controller) coldAdd(apiText string, files []*os.File, add func(*config.VmConfig) error) (err error) {
+	defer func() {
+		if err != nil {
+			closeFiles(files)
+			err = wrap(apiText, err)
+		}
+	}()
+	if c.cfg == nil {
+		return ErrNotCreated
+	}
+	cfg, err := cloneConfig(c.cfg)
+	if err != nil {
+		return err
+	}
+	if err := add(cfg); err != nil {
+		return err
+	}
+	// Validate a copy: Validate may normalise what it checks, and the
+	// stored config keeps exactly what was sent.
+	check, err := cloneConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if err := validateConfig(check); err != nil {
+		return err
+	}
+	if c.machine != nil {
+		return fmt.Errorf("hotplug: %w", ErrUnsupported)
+	}
+	c.cfg = cfg
+	c.files = append(c.files, files...)
+	return nil
+}
+
+// removeDevice is upstream's vm_remove_device.
+func (c *Controller) removeDevice(id string) error {
+	if c.machine != nil {
+		return fmt.Errorf("hot removal: %w", ErrUnsupported)
+	}
+	if c.cfg == nil {
+		return ErrNotCreated
+	}
+	if !removeDevice(c.cfg, id) {
+		return leaf(ErrNotFound, "No device with id %q to remove", id)
+	}
+	return nil
+}
+
+// resize is upstream's vm_resize; a cold resize edits the config without
+// validating it (validation runs at boot).
+func (c *Controller) resize(r Resize) error {
+	if c.cfg == nil {
+		return ErrNotCreated
+	}
+	if c.machine != nil {
+		return fmt.Errorf("hot resize: %w", ErrUnsupported)
+	}
+	if r.DesiredVcpus != nil {
+		c.cfg.Cpus.BootVcpus = *r.DesiredVcpus
+	}
+	if r.DesiredRAM != nil {
+		c.cfg.Memory.Size = *r.DesiredRAM
+	}
+	if r.DesiredBalloon != nil && c.cfg.Balloon != nil {
+		c.cfg.Balloon.Size = *r.DesiredBalloon
+	}
+	return nil
+}
+
+// resizeZone is upstream's vm_resize_zone.
+func (c *Controller) resizeZone(r ResizeZone) error {
+	if c.cfg == nil {
+		return ErrNotCreated
+	}
+	if c.machine != nil {
+		return fmt.Errorf("hot zone resize: %w", ErrUnsupported)
+	}
+	for i := range c.cfg.Memory.Zones {
+		if c.cfg.Memory.Zones[i].ID == r.ID {
+			c.cfg.Memory.Zones[i].Size = r.DesiredRAM
+			return nil
+		}
+	}
+	c.log.Error("Could not find the memory zone for the resize", "id", r.ID)
+	return ErrResizeZone
+}
+
+// resizeDisk is upstream's vm_resize_disk: only a booted VM can.
+func (c *Controller) resizeDisk(r ResizeDisk) error {
+	if c.cfg == nil {
+		return ErrNotCreated
+	}
+	if c.machine == nil {
+		return ErrResizeDisk
+	}
+	return fmt.Errorf("disk resize: %w", ErrUnsupported)
+}

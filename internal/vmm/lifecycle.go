@@ -1,0 +1,323 @@
+package vmm
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/nimbus-vmm/nimbus/internal/config"
+)
+
+// handle runs one command on the loop goroutine. exit reports that the
+// loop must stop after replying (vmm.shutdown). Every error is a chain
+// headed by upstream's ApiError text for the endpoint.
+func (c *Controller) handle(cmd Command) (value any, err error, exit bool) {
+	switch v := normalize(cmd).(type) {
+	case Ping:
+		return &PingResponse{
+			BuildVersion: c.opts.BuildVersion,
+			Version:      c.opts.Version,
+			Pid:          int64(os.Getpid()),
+			Features:     append([]string(nil), c.opts.Features...),
+		}, nil, false
+	case ShutdownVMM:
+		if err := c.vmDelete(); err != nil {
+			c.log.Error("deleting the VM during vmm.shutdown failed", "err", err)
+			c.dropMachine()
+			c.emit("vmm", "shutdown")
+			return nil, fmt.Errorf("The VMM could not shutdown: %w", err), true
+		}
+		c.emit("vmm", "shutdown")
+		return nil, nil, true
+	case CreateVM:
+		return nil, wrap("The VM could not be created", c.vmCreate(v.Config)), false
+	case BootVM:
+		return nil, wrap("The VM could not boot", c.vmBoot()), false
+	case DeleteVM:
+		return nil, wrap("The VM could not be deleted", c.vmDelete()), false
+	case ShutdownVM:
+		return nil, wrap("The VM could not shutdown", c.vmShutdown()), false
+	case RebootVM:
+		return nil, wrap("The VM could not reboot", c.vmReboot()), false
+	case PauseVM:
+		return nil, wrap("The VM could not be paused", c.vmPause()), false
+	case ResumeVM:
+		return nil, wrap("The VM could not resume", c.vmResume()), false
+	case PowerButton:
+		return nil, wrap("Error triggering power button", c.withMachine(Machine.PowerButton)), false
+	case NMI:
+		return nil, wrap("Error triggering NMI", c.withMachine(Machine.NMI)), false
+	case Info:
+		info, err := c.vmInfo()
+		if err != nil {
+			return nil, wrap("The VM info is not available", err), false
+		}
+		return info, nil, false
+	case GetCounters:
+		if c.machine == nil {
+			return nil, wrap("The VM info is not available", ErrNotRunning), false
+		}
+		return c.machine.Counters(), nil, false
+	case Snapshot:
+		return nil, wrap("The VM could not be snapshotted", c.vmSnapshot()), false
+	case Coredump:
+		if c.machine == nil {
+			return nil, wrap("The VM could not be coredumped", ErrNotRunning), false
+		}
+		return nil, wrap("The VM could not be coredumped", fmt.Errorf("coredump: %w", ErrUnsupported)), false
+	case Restore:
+		closeFiles(v.Fds)
+		if c.cfg != nil || c.machine != nil {
+			return nil, wrap("The VM could not be restored", ErrAlreadyCreated), false
+		}
+		return nil, wrap("The VM could not be restored", fmt.Errorf("restore: %w", ErrUnsupported)), false
+	case ReceiveMigration:
+		closeFiles(v.Fds)
+		return nil, wrap("Error receiving migration", fmt.Errorf("live migration: %w", ErrUnsupported)), false
+	case SendMigration:
+		if c.machine == nil {
+			return nil, wrap("Error dispatching the migration worker", ErrNotRunning), false
+		}
+		return nil, wrap("Error dispatching the migration worker", fmt.Errorf("live migration: %w", ErrUnsupported)), false
+	default:
+		if r, e, ok := c.handleDevice(v); ok {
+			return r, e, false
+		}
+		closeFiles(commandFiles(cmd))
+		return nil, fmt.Errorf("unknown command %q: %w", cmd.Name(), ErrUnsupported), false
+	}
+}
+
+func wrap(apiText string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", apiText, err)
+}
+
+func (c *Controller) withMachine(f func(Machine) error) error {
+	if c.machine == nil {
+		return ErrNotRunning
+	}
+	return f(c.machine)
+}
+
+func (c *Controller) vmCreate(cfg *config.VmConfig) error {
+	if c.cfg != nil {
+		return ErrAlreadyCreated
+	}
+	if cfg == nil {
+		return leaf(ErrBadConfig, "no VM config given")
+	}
+	// Stored as sent: validation happens at boot, as upstream.
+	stored, err := cloneConfig(cfg)
+	if err != nil {
+		return err
+	}
+	c.cfg = stored
+	return nil
+}
+
+// vmBoot is upstream's vm_boot: "vm booting" is emitted first, even when
+// the boot then fails.
+func (c *Controller) vmBoot() error {
+	c.emit("vm", "booting")
+	if c.cfg == nil {
+		return ErrMissingConfig
+	}
+	if c.machine != nil {
+		return ErrAlreadyCreated
+	}
+	cfg, err := cloneConfig(c.cfg)
+	if err != nil {
+		return err
+	}
+	// Validate what the user gave, then fill in ids and MACs; the filled
+	// copy becomes the stored config so vm.info shows the runtime values.
+	if err := validateConfig(cfg); err != nil {
+		return err
+	}
+	fillRuntime(cfg)
+	c.cfg = cfg
+	if err := c.newMachine(); err != nil {
+		return err
+	}
+	// As upstream, a machine whose boot failed stays (state Created): a
+	// second boot says "already created"; shutdown or delete recovers.
+	if err := c.machine.Boot(); err != nil {
+		return err
+	}
+	c.state = StateRunning
+	c.emit("vm", "booted")
+	return nil
+}
+
+// newMachine builds a machine for the stored config (upstream Vm::new).
+func (c *Controller) newMachine() error {
+	exits := make(chan MachineExit, 1)
+	m, err := c.opts.Factory(c.cfg, exits)
+	if err != nil {
+		return err
+	}
+	if m == nil {
+		return fmt.Errorf("the machine factory returned no machine: %w", ErrUnsupported)
+	}
+	c.machine, c.exits, c.state = m, exits, StateCreated
+	return nil
+}
+
+// dropMachine shuts the machine down (if any) and forgets it.
+func (c *Controller) dropMachine() error {
+	m := c.machine
+	c.machine, c.exits, c.state = nil, nil, ""
+	if m == nil {
+		return nil
+	}
+	return m.Shutdown()
+}
+
+// vmShutdown is upstream's vm_shutdown: the machine is taken out and
+// dropped even when shutting it down fails; the config stays, so info
+// says Created and boot works again.
+func (c *Controller) vmShutdown() error {
+	if c.machine == nil {
+		return ErrNotRunning
+	}
+	// A machine whose boot failed (Created) is released without the
+	// Created->Shutdown transition check, so shutdown and delete recover it.
+	var terr error
+	if c.state != StateCreated {
+		terr = validTransition(c.state, StateShutdown)
+	}
+	err := c.dropMachine()
+	if terr != nil {
+		return terr
+	}
+	if err != nil {
+		return err
+	}
+	c.emit("vm", "shutdown")
+	return nil
+}
+
+// vmReboot is upstream's vm_reboot: shut the machine down and boot a new
+// one from the same (already filled-in) config.
+func (c *Controller) vmReboot() error {
+	c.emit("vm", "rebooting")
+	if c.machine == nil {
+		return ErrNotCreated
+	}
+	if err := c.dropMachine(); err != nil {
+		return err
+	}
+	if err := c.newMachine(); err != nil {
+		return err
+	}
+	if err := c.machine.Boot(); err != nil {
+		// Upstream only stores the new Vm once it booted.
+		if serr := c.dropMachine(); serr != nil {
+			c.log.Error("releasing the machine after a failed reboot failed", "err", serr)
+		}
+		return err
+	}
+	c.state = StateRunning
+	c.emit("vm", "rebooted")
+	return nil
+}
+
+// vmDelete is upstream's vm_delete: idempotent; a booted VM is shut down
+// first.
+func (c *Controller) vmDelete() error {
+	if c.cfg == nil {
+		return nil
+	}
+	if c.machine != nil {
+		if err := c.vmShutdown(); err != nil {
+			return err
+		}
+	}
+	c.cfg = nil
+	closeFiles(c.files)
+	c.files = nil
+	c.emit("vm", "deleted")
+	return nil
+}
+
+// vmmShutdown deletes the VM on the way out (signals, guest exits, ctx),
+// making sure no machine survives even if deleting fails.
+func (c *Controller) vmmShutdown() {
+	if err := c.vmDelete(); err != nil {
+		c.log.Error("deleting the VM during VMM shutdown failed", "err", err)
+		if err := c.dropMachine(); err != nil {
+			c.log.Error("releasing the machine failed", "err", err)
+		}
+		c.cfg = nil
+		closeFiles(c.files)
+		c.files = nil
+	}
+	c.emit("vmm", "shutdown")
+}
+
+// vmPause is Vm::pause: "vm pausing" first, then the transition check.
+func (c *Controller) vmPause() error {
+	if c.machine == nil {
+		return ErrNotRunning
+	}
+	c.emit("vm", "pausing")
+	if err := validTransition(c.state, StatePaused); err != nil {
+		return fmt.Errorf("Cannot pause VM: %w", fmt.Errorf("Failed to pause migratable component: %w", migratableTransition(err)))
+	}
+	if err := c.machine.Pause(); err != nil {
+		return fmt.Errorf("Cannot pause VM: %w", err)
+	}
+	c.state = StatePaused
+	c.emit("vm", "paused")
+	return nil
+}
+
+// vmResume is Vm::resume.
+func (c *Controller) vmResume() error {
+	if c.machine == nil {
+		return ErrNotRunning
+	}
+	c.emit("vm", "resuming")
+	if err := validTransition(c.state, StateRunning); err != nil {
+		return fmt.Errorf("Cannot resume VM: %w", fmt.Errorf("Failed to resume migratable component: %w", migratableTransition(err)))
+	}
+	if err := c.machine.Resume(); err != nil {
+		return fmt.Errorf("Cannot resume VM: %w", err)
+	}
+	c.state = StateRunning
+	c.emit("vm", "resumed")
+	return nil
+}
+
+// vmSnapshot checks upstream's preconditions; writing snapshots is not
+// implemented yet.
+func (c *Controller) vmSnapshot() error {
+	if c.machine == nil {
+		return ErrNotRunning
+	}
+	c.emit("vm", "snapshotting")
+	if c.state != StatePaused {
+		return fmt.Errorf("Cannot snapshot VM: %w", fmt.Errorf("Failed to snapshot migratable component: %w",
+			leaf(ErrInvalidState, "Trying to snapshot while VM is running")))
+	}
+	return fmt.Errorf("Cannot snapshot VM: %w", fmt.Errorf("snapshot: %w", ErrUnsupported))
+}
+
+func (c *Controller) vmInfo() (*VmInfo, error) {
+	if c.cfg == nil {
+		return nil, ErrNotCreated
+	}
+	cfg, err := cloneConfig(c.cfg) // the reply is encoded on another goroutine
+	if err != nil {
+		return nil, err
+	}
+	info := &VmInfo{Config: cfg, State: StateCreated, MemoryActualSize: memoryActualSize(cfg)}
+	if c.machine != nil {
+		info.State = c.state
+		info.MemoryActualSize = c.machine.MemoryActualSize()
+		info.DeviceTree = c.machine.DeviceTree()
+	}
+	return info, nil
+}

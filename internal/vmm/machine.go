@@ -1,0 +1,111 @@
+package vmm
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/nimbus-vmm/nimbus/internal/config"
+)
+
+// Machine is one booted (or booting) VM as the control loop sees it:
+// upstream's Vm object. internal/vm implements it over KVM; tests use a
+// double (internal/vmm/vmmtest). Only the control-loop goroutine calls its
+// methods, one at a time, so implementations need no locking against the
+// loop; they report guest-initiated events through the exits channel given
+// to the MachineFactory, never by calling back into the Controller.
+//
+// The loop tracks the VM state (Created/Running/Paused) and checks
+// upstream's transition table before calling Pause/Resume, so a Machine only
+// does the work.
+type Machine interface {
+	// Boot starts the vCPUs and devices. It returns once the VM runs; the
+	// machine may fill runtime values (pty paths) into its config until then.
+	Boot() error
+	// Pause stops the vCPUs and devices; Resume restarts them.
+	Pause() error
+	Resume() error
+	// Shutdown stops and releases everything the machine holds (goroutines,
+	// fds, guest memory). The loop drops the Machine afterwards even if
+	// Shutdown fails, and calls no method on it again.
+	Shutdown() error
+	// PowerButton injects an ACPI power-button event; NMI an NMI to every vCPU.
+	PowerButton() error
+	NMI() error
+	// Counters is vm.counters: device id -> counter -> value.
+	Counters() Counters
+	// DeviceTree is vm.info's device_tree.
+	DeviceTree() map[string]*DeviceNode
+	// MemoryActualSize is vm.info's memory_actual_size for a booted VM
+	// (configured RAM minus balloon plus virtio-mem plugged).
+	MemoryActualSize() uint64
+}
+
+// ExitReason says why a guest stopped on its own.
+type ExitReason int
+
+// Guest-initiated exits (upstream: guest_exit_evt, reset_evt, exit_evt from
+// a vCPU error).
+const (
+	// ExitPoweroff: ACPI shutdown or a triple fault style exit.
+	ExitPoweroff ExitReason = iota + 1
+	// ExitReset: the guest asked for a reset (i8042, CMOS, ACPI reset register).
+	ExitReset
+	// ExitFatal: a vCPU hit an error it cannot continue from; Err says
+	// which, including a register dump where the machine has one.
+	ExitFatal
+)
+
+func (r ExitReason) String() string {
+	switch r {
+	case ExitPoweroff:
+		return "poweroff"
+	case ExitReset:
+		return "reset"
+	case ExitFatal:
+		return "fatal"
+	}
+	return fmt.Sprintf("ExitReason(%d)", int(r))
+}
+
+// MachineExit is one guest-initiated exit.
+type MachineExit struct {
+	Reason ExitReason
+	Err    error // for ExitFatal
+}
+
+// MachineFactory builds a Machine for a validated config (upstream's
+// Vm::new). exits has capacity 1 and belongs to this machine only; the
+// machine must send with NotifyExit (never block: the loop may be busy
+// shutting this very machine down), so like upstream's eventfds a second
+// exit before the loop has looked is coalesced into the first. cfg is the
+// loop's stored config: the machine may write runtime fill-ins into it
+// during the factory call and Boot, and must not touch it afterwards.
+type MachineFactory func(cfg *config.VmConfig, exits chan<- MachineExit) (Machine, error)
+
+// NotifyExit reports e on exits without blocking; it returns false when an
+// exit is already pending (the new one is dropped).
+func NotifyExit(exits chan<- MachineExit, e MachineExit) bool {
+	select {
+	case exits <- e:
+		return true
+	default:
+		return false
+	}
+}
+
+// kvmDevice is where NoKVMFactory looks for KVM.
+var kvmDevice = "/dev/kvm"
+
+// NoKVMFactory is the default factory until the KVM machine lands: it
+// really opens /dev/kvm so the error says why booting is impossible here
+// ("KVM is not available: open /dev/kvm: no such file or directory"), and
+// when KVM is there it says the machine is not built yet. It never
+// pretends to boot.
+func NoKVMFactory(cfg *config.VmConfig, exits chan<- MachineExit) (Machine, error) {
+	f, err := os.OpenFile(kvmDevice, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("KVM is not available: %w", err)
+	}
+	f.Close()
+	return nil, fmt.Errorf("the KVM machine is not built yet: %w", ErrUnsupported)
+}
