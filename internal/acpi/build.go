@@ -1,0 +1,155 @@
+package acpi
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
+)
+
+// Platform addresses the tables describe.
+const (
+	APICAddress   = x86.APICStart
+	IOAPICAddress = x86.IOAPICStart
+)
+
+// ErrTables reports tables that cannot be built or placed.
+var ErrTables = errors.New("acpi tables")
+
+// Config is what the tables describe.
+type Config struct {
+	BootCPUs int // enabled vCPUs
+	MaxCPUs  int // MADT entries; 0 means BootCPUs
+	X2APIC   bool
+	// Serial adds COM1 (PNP0501) at 0x3f8 with SerialIRQ (default 4).
+	Serial    bool
+	SerialIRQ uint32
+	// PCI32 and PCI64 are the host bridge's MMIO windows for BARs; a zero
+	// PCI32 means the 32-bit device area below MMCONFIG, a zero PCI64 none.
+	PCI32, PCI64 x86.Region
+}
+
+// Tables reports where Build put each table.
+type Tables struct {
+	RSDP, XSDT, DSDT, FADT, MADT, MCFG uint64
+	End                                uint64 // first byte after the last table
+}
+
+// DSDT returns the Differentiated System Description Table: the S5 sleep
+// state the shutdown device decodes, COM1, the PCI host bridge and the
+// motherboard resource reserving MMCONFIG (as upstream's device manager).
+func DSDT(cfg Config) (*SDT, error) {
+	terms := []Term{Name("_S5_", Package(Int(5)))}
+	if cfg.Serial {
+		irq := cfg.SerialIRQ
+		if irq == 0 {
+			irq = 4
+		}
+		terms = append(terms, Device("_SB_.COM1",
+			Name("_HID", EISAID("PNP0501")),
+			Name("_UID", Int(0)),
+			Name("_DDN", String("COM1")),
+			Name("_CRS", ResourceTemplate(
+				Interrupt{Consumer: true, Edge: true, Number: irq},
+				IO{Min: 0x3f8, Max: 0x3f8, Length: 8},
+			)),
+		))
+	}
+	pci32 := cfg.PCI32
+	if pci32.Size == 0 {
+		pci32 = x86.Region{Start: x86.Mem32BitReservedStart, Size: x86.Mem32BitDevicesSize}
+	}
+	if pci32.End() > 1<<32 {
+		return nil, fmt.Errorf("%w: 32-bit PCI window ends above 4 GiB", ErrTables)
+	}
+	crs := []Resource{
+		WordBusNumber(0, 0xff),
+		IO{Min: 0xcf8, Max: 0xcf8, Align: 1, Length: 8},
+		WordIO(0, 0xcf7),
+		WordIO(0xd00, 0xffff),
+		DWordMemory(NotCacheable, true, uint32(pci32.Start), uint32(pci32.End()-1)),
+	}
+	if cfg.PCI64.Size > 0 {
+		crs = append(crs, QWordMemory(NotCacheable, true, cfg.PCI64.Start, cfg.PCI64.End()-1))
+	}
+	terms = append(terms,
+		Device("_SB_.PCI0",
+			Name("_HID", EISAID("PNP0A08")),
+			Name("_CID", EISAID("PNP0A03")),
+			Name("_ADR", Int(0)),
+			Name("_SEG", Int(0)),
+			Name("_UID", Int(0)),
+			Name("_CRS", ResourceTemplate(crs...)),
+		),
+		Device("_SB_.MBRD",
+			Name("_HID", EISAID("PNP0C02")),
+			Name("_UID", Int(0)),
+			Name("_CRS", ResourceTemplate(Memory32Fixed{true, x86.PCIMMConfigStart, x86.PCIMMConfigSize})),
+		),
+	)
+	aml, err := Marshal(terms...)
+	if err != nil {
+		return nil, err
+	}
+	return &SDT{Signature: "DSDT", Revision: 6, OEMTableID: "CHDSDT", Body: aml}, nil
+}
+
+// Build writes the tables back to back from the RSDP at 0xa0000 in
+// upstream's order (RSDP, DSDT, FACP, APIC, MCFG, XSDT) and returns their
+// addresses; RSDP is what boot_params/hvm_start_info must carry.
+func Build(mem io.WriterAt, cfg Config) (Tables, error) {
+	if cfg.MaxCPUs == 0 {
+		cfg.MaxCPUs = cfg.BootCPUs
+	}
+	dsdt, err := DSDT(cfg)
+	if err != nil {
+		return Tables{}, err
+	}
+	madt, err := MADT(cfg.BootCPUs, cfg.MaxCPUs, cfg.X2APIC)
+	if err != nil {
+		return Tables{}, fmt.Errorf("%w: %w", ErrTables, err)
+	}
+	t := Tables{RSDP: x86.RSDPPointer}
+	next := t.RSDP + 36
+	var blobs [][]byte
+	var addrs []uint64
+	place := func(s *SDT) (uint64, error) {
+		b, err := s.MarshalBinary()
+		if err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrTables, err)
+		}
+		addr := next
+		blobs, addrs = append(blobs, b), append(addrs, addr)
+		next += uint64(len(b))
+		return addr, nil
+	}
+	if t.DSDT, err = place(dsdt); err != nil {
+		return Tables{}, err
+	}
+	if t.FADT, err = place(FADT(t.DSDT)); err != nil {
+		return Tables{}, err
+	}
+	if t.MADT, err = place(madt); err != nil {
+		return Tables{}, err
+	}
+	if t.MCFG, err = place(MCFG(x86.PCIMMConfigStart, x86.PCIMMConfigSize)); err != nil {
+		return Tables{}, err
+	}
+	if t.XSDT, err = place(XSDT([]uint64{t.FADT, t.MADT, t.MCFG})); err != nil {
+		return Tables{}, err
+	}
+	t.End = next
+	// Keep clear of the SMBIOS entry point at 0xf0000.
+	if t.End > x86.SMBIOSStart {
+		return Tables{}, fmt.Errorf("%w: tables end at %#x, past %#x", ErrTables, t.End, x86.SMBIOSStart)
+	}
+	blobs = append(blobs, RSDP(t.XSDT))
+	addrs = append(addrs, t.RSDP)
+	for i, b := range blobs {
+		if _, err := mem.WriteAt(b, int64(addrs[i])); err != nil {
+			return Tables{}, fmt.Errorf("%w: writing table at %#x: %w", ErrTables, addrs[i], err)
+		}
+	}
+	return t, nil
+}
