@@ -50,7 +50,7 @@ func validTransition(from, to State) error {
 	ok := false
 	switch from {
 	case StateCreated:
-		ok = to == StateRunning || to == StatePaused || to == StateBreakPoint
+		ok = to == StateRunning || to == StatePaused || to == StateBreakPoint || to == StateShutdown
 	case StateRunning:
 		ok = to == StatePaused || to == StateShutdown || to == StateBreakPoint
 	case StateShutdown:

@@ -1,51 +1,81 @@
 package vmm
 
 import (
-	"encoding/json"
 	"fmt"
+	"reflect"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
 )
 
-// cloneConfig deep-copies a config through its JSON form, which is its
-// complete serialized state (upstream clones the serde struct).
+// cloneConfig deep-copies a config (upstream clones the serde struct).
+// It copies values field by field, so it works for any value, even one
+// that would not survive a JSON round trip.
 func cloneConfig(c *config.VmConfig) (*config.VmConfig, error) {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return nil, fmt.Errorf("cannot copy the VM config: %w", err)
-	}
-	var out config.VmConfig
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("cannot copy the VM config: %w", err)
-	}
-	return &out, nil
+	out := deepCopy(reflect.ValueOf(c)).Interface().(*config.VmConfig)
+	return out, nil
 }
 
-// The validation and fill-in methods come from internal/config; they are
-// looked up through these interfaces so this package builds while that
-// work lands.
-type validator interface{ Validate() error }
-type idAssigner interface{ AssignDeviceIDs() }
+func deepCopy(v reflect.Value) reflect.Value {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			return reflect.Zero(v.Type())
+		}
+		p := reflect.New(v.Type().Elem())
+		p.Elem().Set(deepCopy(v.Elem()))
+		return p
+	case reflect.Slice:
+		if v.IsNil() {
+			return reflect.Zero(v.Type())
+		}
+		s := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
+		for i := range v.Len() {
+			s.Index(i).Set(deepCopy(v.Index(i)))
+		}
+		return s
+	case reflect.Map:
+		if v.IsNil() {
+			return reflect.Zero(v.Type())
+		}
+		m := reflect.MakeMapWithSize(v.Type(), v.Len())
+		for it := v.MapRange(); it.Next(); {
+			m.SetMapIndex(it.Key(), deepCopy(it.Value()))
+		}
+		return m
+	case reflect.Struct:
+		s := reflect.New(v.Type()).Elem()
+		s.Set(v) // copies unexported fields too; exported ones are deepened below
+		for i := range v.NumField() {
+			if s.Field(i).CanSet() {
+				s.Field(i).Set(deepCopy(v.Field(i)))
+			}
+		}
+		return s
+	case reflect.Array:
+		a := reflect.New(v.Type()).Elem()
+		for i := range v.Len() {
+			a.Index(i).Set(deepCopy(v.Index(i)))
+		}
+		return a
+	default:
+		return v
+	}
+}
 
 // validateConfig runs config validation, wrapped as upstream's
 // VmError::ConfigValidation ("Failed to validate config").
 func validateConfig(c *config.VmConfig) error {
-	v, ok := any(c).(validator)
-	if !ok {
-		return fmt.Errorf("Failed to validate config: %w",
-			fmt.Errorf("config validation is not built yet: %w", ErrUnsupported))
-	}
-	if err := v.Validate(); err != nil {
+	if err := c.Validate(); err != nil {
 		return fmt.Errorf("Failed to validate config: %w", err)
 	}
 	return nil
 }
 
-// fillRuntime assigns device ids and MACs where absent (done at boot).
-func fillRuntime(c *config.VmConfig) {
-	if a, ok := any(c).(idAssigner); ok {
-		a.AssignDeviceIDs()
-	}
+// fillRuntime assigns device ids and MACs where absent (done at boot, as
+// upstream's device manager does).
+func fillRuntime(c *config.VmConfig) error {
+	c.AssignDeviceIDs()
+	return c.FillMACs()
 }
 
 // removeDevice is upstream's VmConfig::remove_device: drop the device

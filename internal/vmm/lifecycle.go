@@ -136,7 +136,9 @@ func (c *Controller) vmBoot() error {
 	if err := validateConfig(cfg); err != nil {
 		return err
 	}
-	fillRuntime(cfg)
+	if err := fillRuntime(cfg); err != nil {
+		return err
+	}
 	c.cfg = cfg
 	if err := c.newMachine(); err != nil {
 		return err
@@ -182,12 +184,9 @@ func (c *Controller) vmShutdown() error {
 	if c.machine == nil {
 		return ErrNotRunning
 	}
-	// A machine whose boot failed (Created) is released without the
-	// Created->Shutdown transition check, so shutdown and delete recover it.
-	var terr error
-	if c.state != StateCreated {
-		terr = validTransition(c.state, StateShutdown)
-	}
+	// Upstream takes the Vm out before checking, so even a refused
+	// transition drops the machine.
+	terr := validTransition(c.state, StateShutdown)
 	err := c.dropMachine()
 	if terr != nil {
 		return terr

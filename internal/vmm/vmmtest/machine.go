@@ -1,0 +1,115 @@
+// Package vmmtest provides a test double for vmm.Machine, so the control
+// loop and the front ends can be tested without KVM.
+package vmmtest
+
+import (
+	"sync"
+
+	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/vmm"
+)
+
+// Machine is a vmm.Machine that records calls and returns preset errors.
+// It starts no goroutines. Exit simulates a guest-initiated exit.
+type Machine struct {
+	mu    sync.Mutex
+	cfg   *config.VmConfig
+	exits chan<- vmm.MachineExit
+	calls []string
+
+	// Preset errors, returned by the matching method.
+	BootErr, PauseErr, ResumeErr, ShutdownErr, PowerButtonErr, NMIErr error
+	// Values returned by the query methods.
+	Tree    map[string]*vmm.DeviceNode
+	Ctrs    vmm.Counters
+	MemSize uint64
+}
+
+func (m *Machine) record(name string, err error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.calls = append(m.calls, name)
+	return err
+}
+
+// Boot implements vmm.Machine.
+func (m *Machine) Boot() error { return m.record("Boot", m.BootErr) }
+
+// Pause implements vmm.Machine.
+func (m *Machine) Pause() error { return m.record("Pause", m.PauseErr) }
+
+// Resume implements vmm.Machine.
+func (m *Machine) Resume() error { return m.record("Resume", m.ResumeErr) }
+
+// Shutdown implements vmm.Machine.
+func (m *Machine) Shutdown() error { return m.record("Shutdown", m.ShutdownErr) }
+
+// PowerButton implements vmm.Machine.
+func (m *Machine) PowerButton() error { return m.record("PowerButton", m.PowerButtonErr) }
+
+// NMI implements vmm.Machine.
+func (m *Machine) NMI() error { return m.record("NMI", m.NMIErr) }
+
+// Counters implements vmm.Machine.
+func (m *Machine) Counters() vmm.Counters { m.record("Counters", nil); return m.Ctrs }
+
+// DeviceTree implements vmm.Machine.
+func (m *Machine) DeviceTree() map[string]*vmm.DeviceNode { return m.Tree }
+
+// MemoryActualSize implements vmm.Machine.
+func (m *Machine) MemoryActualSize() uint64 { return m.MemSize }
+
+// Calls returns the methods called so far, in order.
+func (m *Machine) Calls() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.calls...)
+}
+
+// Config is the config the machine was built from.
+func (m *Machine) Config() *config.VmConfig { return m.cfg }
+
+// Exit simulates a guest-initiated exit, as a real machine reports it.
+func (m *Machine) Exit(e vmm.MachineExit) bool { return vmm.NotifyExit(m.exits, e) }
+
+// Factory builds Machines and remembers them. Err, when set, makes the
+// next builds fail; Prepare, when set, configures each new machine (e.g.
+// preset errors) before the controller sees it.
+type Factory struct {
+	mu       sync.Mutex
+	Err      error
+	Prepare  func(*Machine)
+	machines []*Machine
+}
+
+// New is a vmm.MachineFactory.
+func (f *Factory) New(cfg *config.VmConfig, exits chan<- vmm.MachineExit) (vmm.Machine, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Err != nil {
+		return nil, f.Err
+	}
+	m := &Machine{cfg: cfg, exits: exits, MemSize: cfg.Memory.Size}
+	if f.Prepare != nil {
+		f.Prepare(m)
+	}
+	f.machines = append(f.machines, m)
+	return m, nil
+}
+
+// Machines returns every machine built so far.
+func (f *Factory) Machines() []*Machine {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*Machine(nil), f.machines...)
+}
+
+// Last returns the most recently built machine, or nil.
+func (f *Factory) Last() *Machine {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.machines) == 0 {
+		return nil
+	}
+	return f.machines[len(f.machines)-1]
+}
