@@ -24,7 +24,12 @@ func Required() bool { return os.Getenv(RequireEnv) == "1" }
 // unusable it skips the test, or fails it when Required.
 func Require(t testing.TB) *kvm.System {
 	t.Helper()
-	sys, err := kvm.Open()
+	return require(t, kvm.Open)
+}
+
+func require(t testing.TB, open func() (*kvm.System, error)) *kvm.System {
+	t.Helper()
+	sys, err := open()
 	if err != nil {
 		if Required() {
 			t.Fatalf("%s=1 but KVM is unusable: %v", RequireEnv, err)
