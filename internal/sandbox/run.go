@@ -1,0 +1,483 @@
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"debug/elf"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nimbus-vmm/nimbus/internal/guestimage"
+)
+
+// Mode selects where Run executes the command.
+type Mode int
+
+const (
+	// Auto runs on the host when /dev/kvm is usable, otherwise under QEMU.
+	Auto Mode = iota
+	// QEMU always boots the TCG sandbox guest.
+	QEMU
+	// Host runs the command directly on this machine.
+	Host
+)
+
+func (m Mode) String() string {
+	switch m {
+	case QEMU:
+		return "qemu"
+	case Host:
+		return "host"
+	default:
+		return "auto"
+	}
+}
+
+// KVMModules are the modules the sandbox guest loads to get /dev/kvm;
+// their dependencies (irqbypass, kvm, ccp) are added. TCG emulates AMD SVM
+// only, so it is kvm-amd, not kvm-intel.
+var KVMModules = []string{"kvm_amd"}
+
+// File maps a host file or directory to a path in the sandbox.
+type File struct {
+	Host  string
+	Guest string // absolute
+}
+
+// Config describes one sandbox run.
+type Config struct {
+	Args  []string // command and arguments (required)
+	Files []File
+	Env   []string // KEY=VALUE, added to the command's environment
+	Dir   string   // working directory (a guest path); default "/"
+
+	// Stdout receives the command's output (stdout and stderr merged, as
+	// on the guest console), line by line as it is printed. Nil discards.
+	Stdout io.Writer
+	// Log receives the sandbox's own messages: figures and boot errors.
+	Log io.Writer
+
+	Timeout  time.Duration // default 10 minutes
+	Mode     Mode
+	MemoryMB int // guest memory, default 4096
+	CPUs     int // guest vCPUs, default 2
+
+	CacheDir string  // kernel cache; default DefaultCacheDir()
+	Kernel   *Kernel // default EnsureKernel(CacheDir)
+	QEMU     string  // default qemu-system-x86_64 from PATH
+	Busybox  string  // default /bin/busybox (Debian busybox-static)
+	// Modules overrides KVMModules (tests use an empty, non-nil slice).
+	Modules []string
+}
+
+// Result is the outcome of a run that got as far as running the command.
+type Result struct {
+	ExitStatus  int
+	Mode        Mode          // QEMU or Host
+	BootTime    time.Duration // QEMU start to init running (QEMU mode)
+	CommandTime time.Duration
+	// ImageBytes is the size of the sandbox initramfs (QEMU mode).
+	ImageBytes int64
+}
+
+// Run executes cfg.Args in the sandbox and returns its exit status. An
+// error means the command's status is unknown (boot failure, timeout,
+// missing tools).
+//
+// In QEMU mode the files are packed with busybox and the KVM modules into
+// an initramfs; the guest init loads the modules, runs the command with
+// /dev/kvm, stdin /dev/null and NIMBUS_IN_SANDBOX=1, prints an exit marker
+// and powers off.
+//
+// In host mode the files are symlinked into a temporary root R (guest path
+// /a/b becomes R/a/b) and, in Args, Env values and Dir, any value equal to
+// or below a shipped guest path, or below a shipped file's directory, is
+// rewritten to R+value. NIMBUS_SANDBOX_ROOT gives R ("/" under QEMU).
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if len(cfg.Args) == 0 {
+		return nil, fmt.Errorf("%w: no command", ErrBoot)
+	}
+	for _, f := range cfg.Files {
+		if !path.IsAbs(f.Guest) {
+			return nil, fmt.Errorf("%w: guest path %q is not absolute", ErrBoot, f.Guest)
+		}
+	}
+	for _, e := range cfg.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || !validEnvName(k) {
+			return nil, fmt.Errorf("%w: bad environment entry %q", ErrBoot, e)
+		}
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Minute
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = io.Discard
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	if cfg.Dir == "" {
+		cfg.Dir = "/"
+	}
+	mode := cfg.Mode
+	if mode == Auto {
+		mode = QEMU
+		if HaveKVM() {
+			mode = Host
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	if mode == Host {
+		return runHost(ctx, cfg)
+	}
+	return runQEMU(ctx, cfg)
+}
+
+func validEnvName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i, c := range k {
+		if !(c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// quote makes s one shell word.
+func quote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// checkTools verifies QEMU and busybox before anything slow happens.
+func checkTools(cfg *Config) error {
+	if cfg.QEMU == "" {
+		cfg.QEMU = "qemu-system-x86_64"
+	}
+	q, err := exec.LookPath(cfg.QEMU)
+	if err != nil {
+		return fmt.Errorf("%w: %s not found: install Debian package qemu-system-x86 (bash scripts/install-deps.sh): %w", ErrMissingTool, cfg.QEMU, err)
+	}
+	cfg.QEMU = q
+	if cfg.Busybox == "" {
+		cfg.Busybox = "/bin/busybox"
+	}
+	f, err := elf.Open(cfg.Busybox)
+	if err != nil {
+		return fmt.Errorf("%w: static busybox at %s: install Debian package busybox-static (bash scripts/install-deps.sh): %w", ErrMissingTool, cfg.Busybox, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%w: %s is dynamically linked: install Debian package busybox-static", ErrMissingTool, cfg.Busybox)
+		}
+	}
+	return nil
+}
+
+func newNonce() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Console markers printed by the sandbox init, each followed by the run's
+// nonce so that command output cannot fake them.
+const (
+	markInit  = "NIMBUS-SANDBOX-INIT"
+	markStart = "NIMBUS-SANDBOX-START"
+	markExit  = "NIMBUS-SANDBOX-EXIT"
+	// errPrefix starts the init's own error lines, shown to the caller.
+	errPrefix = "nimbus-sandbox:"
+)
+
+// initScript is the sandbox guest's /init.
+func initScript(nonce string, modules []string, cfg Config) string {
+	var s strings.Builder
+	fmt.Fprintf(&s, `#!/bin/sh
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+echo %s %s
+`, markInit, nonce)
+	for _, m := range modules {
+		fmt.Fprintf(&s, "insmod %s || echo %s insmod %s failed\n", m, errPrefix, m)
+	}
+	fmt.Fprintf(&s, "[ -c /dev/kvm ] || echo %s /dev/kvm is missing after loading the KVM modules\n", errPrefix)
+	fmt.Fprintf(&s, "export %s=1 %s=/ HOME=/root\n", EnvInSandbox, EnvSandboxRoot)
+	for _, e := range cfg.Env {
+		k, v, _ := strings.Cut(e, "=")
+		fmt.Fprintf(&s, "export %s=%s\n", k, quote(v))
+	}
+	fmt.Fprintf(&s, "cd %s || echo %s cannot cd to %s\n", quote(cfg.Dir), errPrefix, quote(cfg.Dir))
+	fmt.Fprintf(&s, "echo %s %s\n", markStart, nonce)
+	words := make([]string, len(cfg.Args))
+	for i, a := range cfg.Args {
+		words[i] = quote(a)
+	}
+	fmt.Fprintf(&s, "%s </dev/null 2>&1\nrc=$?\n", strings.Join(words, " "))
+	fmt.Fprintf(&s, "echo %s %s $rc\nsync\npoweroff -f\n", markExit, nonce)
+	return s.String()
+}
+
+func runQEMU(ctx context.Context, cfg Config) (*Result, error) {
+	if err := checkTools(&cfg); err != nil {
+		return nil, err
+	}
+	if cfg.MemoryMB <= 0 {
+		cfg.MemoryMB = 4096
+	}
+	if cfg.CPUs <= 0 {
+		cfg.CPUs = 2
+	}
+	if cfg.Kernel == nil {
+		if cfg.CacheDir == "" {
+			d, err := DefaultCacheDir()
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrKernel, err)
+			}
+			cfg.CacheDir = d
+		}
+		k, err := EnsureKernel(ctx, cfg.CacheDir)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Kernel = k
+	}
+	modules := cfg.Modules
+	if modules == nil {
+		modules = KVMModules
+	}
+
+	nonce := newNonce()
+	b := guestimage.NewBuilder()
+	if err := b.AddBusybox(cfg.Busybox); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBoot, err)
+	}
+	var modPaths []string
+	if len(modules) > 0 {
+		ix, err := guestimage.LoadModuleIndex(cfg.Kernel.ModulesDir)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrKernel, err)
+		}
+		if modPaths, err = b.AddModules(ix, modules...); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrKernel, err)
+		}
+	}
+	for _, f := range cfg.Files {
+		if err := b.AddHostFile(f.Host, f.Guest); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBoot, err)
+		}
+	}
+	if err := b.AddFile("/init", []byte(initScript(nonce, modPaths, cfg)), 0o755); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBoot, err)
+	}
+	tmp, err := os.MkdirTemp("", "nimbus-sandbox-")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBoot, err)
+	}
+	defer os.RemoveAll(tmp)
+	initrd := filepath.Join(tmp, "initrd.cpio")
+	f, err := os.Create(initrd)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBoot, err)
+	}
+	// Uncompressed: the kernel unpacks it at TCG speed.
+	bw := bufio.NewWriterSize(f, 1<<20)
+	werr := b.Encode(bw, guestimage.None)
+	if werr == nil {
+		werr = bw.Flush()
+	}
+	f.Close()
+	if werr != nil {
+		return nil, fmt.Errorf("%w: writing initramfs: %w", ErrBoot, werr)
+	}
+	res := &Result{Mode: QEMU}
+	if fi, err := os.Stat(initrd); err == nil {
+		res.ImageBytes = fi.Size()
+	}
+
+	args := []string{"-accel", "tcg", "-cpu", "max", "-m", strconv.Itoa(cfg.MemoryMB), "-smp", strconv.Itoa(cfg.CPUs),
+		"-nographic", "-no-reboot", "-nic", "none",
+		"-kernel", cfg.Kernel.Image, "-initrd", initrd,
+		"-append", "console=ttyS0 quiet rdinit=/init panic=-1 mitigations=off"}
+	cmd := exec.CommandContext(ctx, cfg.QEMU, args...)
+	cmd.WaitDelay = 5 * time.Second
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBoot, err)
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%w: starting %s: %w", ErrBoot, cfg.QEMU, err)
+	}
+	con := newConsole(nonce, cfg.Stdout, cfg.Log, start)
+	con.scan(out)
+	werr = cmd.Wait()
+
+	res.BootTime, res.CommandTime = con.bootTime, con.cmdTime
+	if ctx.Err() != nil && !con.exited {
+		return nil, fmt.Errorf("%w after %v (QEMU killed): %w\n%s", ErrTimeout, cfg.Timeout, ctx.Err(), con.tail())
+	}
+	if !con.exited {
+		return nil, fmt.Errorf("%w: guest ended without the exit marker (qemu: %v %s); console:\n%s",
+			ErrBoot, werr, strings.TrimSpace(stderr.String()), con.tail())
+	}
+	res.ExitStatus = con.status
+	fmt.Fprintf(cfg.Log, "nimbus-sandbox: qemu tcg: initramfs %.1f MiB, L1 boot %.2fs (QEMU start to init), command %.2fs, exit status %d\n",
+		float64(res.ImageBytes)/(1<<20), res.BootTime.Seconds(), res.CommandTime.Seconds(), res.ExitStatus)
+	return res, nil
+}
+
+// console follows the sandbox guest's serial output.
+type console struct {
+	nonce     string
+	stdout    io.Writer
+	log       io.Writer
+	start     time.Time
+	running   bool
+	exited    bool
+	status    int
+	bootTime  time.Duration
+	cmdStart  time.Time
+	cmdTime   time.Duration
+	lastLines []string // the console's last lines, for error reports
+}
+
+func newConsole(nonce string, stdout, log io.Writer, start time.Time) *console {
+	return &console{nonce: nonce, stdout: stdout, log: log, start: start}
+}
+
+func (c *console) scan(r io.Reader) {
+	br := bufio.NewReaderSize(r, 64*1024)
+	for {
+		line, err := br.ReadString('\n')
+		if line != "" {
+			c.line(strings.TrimRight(line, "\r\n"))
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (c *console) line(l string) {
+	if len(c.lastLines) >= 60 {
+		c.lastLines = c.lastLines[1:]
+	}
+	c.lastLines = append(c.lastLines, l)
+	switch {
+	case c.exited:
+	case c.running:
+		if i := strings.Index(l, markExit+" "+c.nonce+" "); i >= 0 {
+			if i > 0 { // the command's last line had no newline
+				fmt.Fprintln(c.stdout, l[:i])
+			}
+			st, err := strconv.Atoi(strings.TrimSpace(l[i+len(markExit)+len(c.nonce)+2:]))
+			if err != nil {
+				return
+			}
+			c.exited, c.status, c.running = true, st, false
+			c.cmdTime = time.Since(c.cmdStart)
+			return
+		}
+		fmt.Fprintln(c.stdout, l)
+	// Kernel messages may share a line with init's output, so match the
+	// markers anywhere in a line.
+	case strings.Contains(l, markInit+" "+c.nonce):
+		c.bootTime = time.Since(c.start)
+	case strings.Contains(l, markStart+" "+c.nonce):
+		c.running, c.cmdStart = true, time.Now()
+	case strings.HasPrefix(l, errPrefix):
+		fmt.Fprintln(c.log, l)
+	}
+}
+
+func (c *console) tail() string {
+	return strings.Join(c.lastLines, "\n")
+}
+
+// runHost runs the command on this machine with the files under a
+// temporary root (see Run).
+func runHost(ctx context.Context, cfg Config) (*Result, error) {
+	root, err := os.MkdirTemp("", "nimbus-sandbox-root-")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBoot, err)
+	}
+	defer os.RemoveAll(root)
+	var prefixes []string
+	for _, f := range cfg.Files {
+		abs, err := filepath.Abs(f.Host)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBoot, err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBoot, err)
+		}
+		dst := filepath.Join(root, filepath.FromSlash(f.Guest))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBoot, err)
+		}
+		if err := os.Symlink(abs, dst); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBoot, err)
+		}
+		prefixes = append(prefixes, path.Clean(f.Guest), path.Dir(path.Clean(f.Guest)))
+	}
+	mapPath := func(v string) string {
+		for _, p := range prefixes {
+			if p != "/" && (v == p || strings.HasPrefix(v, p+"/")) {
+				return filepath.Join(root, v)
+			}
+		}
+		return v
+	}
+	args := make([]string, len(cfg.Args))
+	for i, a := range cfg.Args {
+		args[i] = mapPath(a)
+	}
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), EnvSandboxRoot+"="+root)
+	for _, e := range cfg.Env {
+		k, v, _ := strings.Cut(e, "=")
+		cmd.Env = append(cmd.Env, k+"="+mapPath(v))
+	}
+	cmd.Dir = mapPath(cfg.Dir)
+	if cfg.Dir == "/" {
+		cmd.Dir = root
+	}
+	cmd.Stdout = cfg.Stdout
+	cmd.Stderr = cfg.Stdout
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	err = cmd.Run()
+	res := &Result{Mode: Host, CommandTime: time.Since(start)}
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("%w after %v: %w", ErrTimeout, cfg.Timeout, ctx.Err())
+	case errors.As(err, &ee):
+		res.ExitStatus = ee.ExitCode()
+	case err != nil:
+		return nil, fmt.Errorf("%w: %w", ErrBoot, err)
+	}
+	fmt.Fprintf(cfg.Log, "nimbus-sandbox: host (/dev/kvm present): command %.2fs, exit status %d\n", res.CommandTime.Seconds(), res.ExitStatus)
+	return res, nil
+}

@@ -1,0 +1,202 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lockedBuffer records each Write separately, to show output is streamed
+// line by line.
+type lockedBuffer struct {
+	mu     sync.Mutex
+	writes []string
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.writes = append(b.writes, string(p))
+	return len(p), nil
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Join(b.writes, "")
+}
+
+func TestMissingQEMUIsAClearError(t *testing.T) {
+	_, err := Run(context.Background(), Config{Args: []string{"true"}, Mode: QEMU, QEMU: "nimbus-no-such-qemu"})
+	if !errors.Is(err, ErrMissingTool) || !strings.Contains(err.Error(), "qemu-system-x86") {
+		t.Fatalf("err = %v, wanted ErrMissingTool naming the qemu-system-x86 package", err)
+	}
+	bb := filepath.Join(t.TempDir(), "busybox")
+	os.WriteFile(bb, []byte("not elf"), 0o755)
+	_, err = Run(context.Background(), Config{Args: []string{"true"}, Mode: QEMU, QEMU: "sh", Busybox: bb})
+	if !errors.Is(err, ErrMissingTool) || !strings.Contains(err.Error(), "busybox-static") {
+		t.Fatalf("err = %v, wanted ErrMissingTool naming busybox-static", err)
+	}
+}
+
+// fakeQEMU is a stand-in for qemu-system-x86_64 that checks the initramfs
+// it is given and prints what a sandbox guest would print.
+const fakeQEMU = `#!/bin/sh
+while [ $# -gt 0 ]; do case "$1" in -initrd) initrd=$2; shift;; esac; shift; done
+nonce=$(grep -ao 'NIMBUS-SANDBOX-START [0-9a-f]*' "$initrd" | head -n1 | cut -d' ' -f2)
+grep -q 'shipped-content' "$initrd" || { echo "file not shipped" >&2; exit 1; }
+grep -q "export FOO='a b'" "$initrd" || { echo "env not set" >&2; exit 1; }
+case "$FAKE" in
+hang) exec sleep 60 ;;
+panic) printf 'Kernel panic - not syncing: boom\r\n'; exit 0 ;;
+esac
+printf '[    0.000000] Linux version noise\r\n'
+printf 'NIMBUS-SANDBOX-INIT %s\r\n' "$nonce"
+printf 'nimbus-sandbox: insmod x failed\r\n'
+printf 'NIMBUS-SANDBOX-START %s\r\n' "$nonce"
+printf 'hello\r\n'
+printf 'NIMBUS-SANDBOX-EXIT fakenonce 0\r\n'
+printf 'partialNIMBUS-SANDBOX-EXIT %s 3\r\n' "$nonce"
+printf 'reboot: Power down\r\n'
+`
+
+func fakeSetup(t *testing.T) Config {
+	dir := t.TempDir()
+	q := filepath.Join(dir, "qemu")
+	os.WriteFile(q, []byte(fakeQEMU), 0o755)
+	msg := filepath.Join(dir, "msg")
+	os.WriteFile(msg, []byte("shipped-content\n"), 0o644)
+	img := filepath.Join(dir, "vmlinuz")
+	os.WriteFile(img, []byte("kernel"), 0o644)
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		// Any static ELF passes the busybox check; the fake never runs it.
+		t.Skip("no static busybox on this host (Debian package busybox-static)")
+	}
+	return Config{
+		Args: []string{"sh", "-c", "echo hi"}, Files: []File{{Host: msg, Guest: "/data/msg"}},
+		Env: []string{"FOO=a b"}, Mode: QEMU, QEMU: q, Busybox: bb, Modules: []string{},
+		Kernel: &Kernel{Image: img, ModulesDir: dir, Version: "fake"}, Timeout: time.Minute,
+	}
+}
+
+func TestRunParsesConsoleAndReturnsStatus(t *testing.T) {
+	cfg := fakeSetup(t)
+	var out lockedBuffer
+	var log bytes.Buffer
+	cfg.Stdout, cfg.Log = &out, &log
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitStatus != 3 {
+		t.Fatalf("exit status %d, wanted 3", res.ExitStatus)
+	}
+	want := []string{"hello\n", "NIMBUS-SANDBOX-EXIT fakenonce 0\n", "partial\n"}
+	if strings.Join(out.writes, "|") != strings.Join(want, "|") {
+		t.Fatalf("stdout writes %q, wanted %q", out.writes, want)
+	}
+	if !strings.Contains(log.String(), "nimbus-sandbox: insmod x failed") || !strings.Contains(log.String(), "L1 boot") {
+		t.Fatalf("log lacks the init error or the figures:\n%s", log.String())
+	}
+}
+
+func TestRunReportsBootFailureAndTimeout(t *testing.T) {
+	cfg := fakeSetup(t)
+	t.Setenv("FAKE", "panic")
+	_, err := Run(context.Background(), cfg)
+	if !errors.Is(err, ErrBoot) || !strings.Contains(err.Error(), "Kernel panic") {
+		t.Fatalf("panic: err = %v, wanted ErrBoot with the console tail", err)
+	}
+	t.Setenv("FAKE", "hang")
+	cfg.Timeout = 500 * time.Millisecond
+	_, err = Run(context.Background(), cfg)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("hang: err = %v, wanted ErrTimeout", err)
+	}
+}
+
+func TestHostModeMapsGuestPaths(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "msg"), []byte("from-host\n"), 0o644)
+	var out bytes.Buffer
+	res, err := Run(context.Background(), Config{
+		Mode:   Host,
+		Files:  []File{{Host: filepath.Join(dir, "msg"), Guest: "/data/msg"}},
+		Env:    []string{"MSG=/data/msg", "OTHER=/etc/hostname"},
+		Args:   []string{"sh", "-c", `cat /data/msg 2>/dev/null || echo not-rewritten; cat "$MSG"; echo "$OTHER"; test "$NIMBUS_SANDBOX_ROOT" = "$PWD" && echo root-ok; exit 3`},
+		Stdout: &out,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "not-rewritten\nfrom-host\n/etc/hostname\nroot-ok\n"
+	if res.ExitStatus != 3 || out.String() != want {
+		t.Fatalf("status %d output %q, wanted 3 and %q", res.ExitStatus, out.String(), want)
+	}
+}
+
+func TestInitScriptQuoting(t *testing.T) {
+	s := initScript("n", []string{"/lib/modules/kvm.ko"}, Config{Args: []string{"echo", "it's"}, Env: []string{"A=x'y"}, Dir: "/"})
+	for _, want := range []string{`'echo' 'it'\''s' </dev/null`, `export A='x'\''y'`, "insmod /lib/modules/kvm.ko", "poweroff -f"} {
+		if !strings.Contains(s, want) {
+			t.Fatalf("init lacks %q:\n%s", want, s)
+		}
+	}
+	if out, err := exec.Command("sh", "-n", "-c", s).CombinedOutput(); err != nil {
+		t.Fatalf("sh -n: %v %s", err, out)
+	}
+	if _, err := Run(context.Background(), Config{Args: []string{"x"}, Env: []string{"1A=b"}}); err == nil {
+		t.Fatal("bad env name accepted")
+	}
+}
+
+func TestParseKernelDepends(t *testing.T) {
+	out := "linux-image-amd64\n  Depends: linux-image-6.1.0-56-amd64\n  Recommends: firmware\n"
+	if got := parseKernelDepends([]byte(out)); got != "linux-image-6.1.0-56-amd64" {
+		t.Fatalf("got %q", got)
+	}
+	if got := parseKernelDepends([]byte("N: Unable to locate package\n")); got != "" {
+		t.Fatalf("got %q from garbage", got)
+	}
+}
+
+// TestBootRealSandbox boots the real QEMU TCG sandbox once: the command sees
+// the shipped file, the environment and /dev/kvm, and its exit status 3
+// comes back.
+func TestBootRealSandbox(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 not installed (bash scripts/install-deps.sh); skipping the real boot")
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "msg"), []byte("shipped\n"), 0o644)
+	var out, log lockedBuffer
+	res, err := Run(context.Background(), Config{
+		Mode:   QEMU,
+		Files:  []File{{Host: filepath.Join(dir, "msg"), Guest: "/data/msg"}},
+		Env:    []string{"FOO=bar baz"},
+		Args:   []string{"sh", "-c", `cat /data/msg; echo "FOO=$FOO"; ls -l /dev/kvm; exit 3`},
+		Stdout: &out, Log: &log, Timeout: 5 * time.Minute,
+	})
+	if err != nil {
+		t.Fatalf("%v\nlog:\n%s", err, log.String())
+	}
+	t.Logf("%s", log.String())
+	if res.BootTime <= 0 || res.CommandTime <= 0 {
+		t.Fatalf("boot time %v, command time %v: init markers not seen", res.BootTime, res.CommandTime)
+	}
+	got := out.String()
+	if res.ExitStatus != 3 || !strings.HasPrefix(got, "shipped\nFOO=bar baz\ncrw") || !strings.Contains(got, "/dev/kvm") {
+		t.Fatalf("status %d output:\n%s", res.ExitStatus, got)
+	}
+	if len(out.writes) < 3 {
+		t.Fatalf("output came in %d writes, wanted one per line", len(out.writes))
+	}
+}
