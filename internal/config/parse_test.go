@@ -34,7 +34,9 @@ func TestParseOptionsToJSON(t *testing.T) {
 			return ParseDisk("path=/d,readonly=on,image_type=raw,bw_size=1000,bw_refill_time=100,id=d0,pci_segment=1,queue_affinity=[0@[1]],lock_granularity=full,serial=S,iommu=on")
 		},
 			`{"path":"/d","readonly":true,"direct":false,"num_queues":1,"queue_size":128,"vhost_user":false,"rate_limiter_config":{"bandwidth":{"size":1000,"one_time_burst":0,"refill_time":100}},"disable_io_uring":false,"disable_aio":false,"serial":"S","queue_affinity":[{"queue_index":0,"host_cpus":[1]}],"backing_files":false,"sparse":true,"image_type":"Raw","lock_granularity":"Full","id":"d0","iommu":true,"pci_segment":1}`},
-		{"net", func() (any, error) { return ParseNet("tap=t0,mac=12:34:56:78:90:01,ip=192.168.1.1,mask=255.255.255.0,mtu=1500") },
+		{"net", func() (any, error) {
+			return ParseNet("tap=t0,mac=12:34:56:78:90:01,ip=192.168.1.1,mask=255.255.255.0,mtu=1500")
+		},
 			`{"tap":"t0","ip":"192.168.1.1","mask":"255.255.255.0","mac":"12:34:56:78:90:01","mtu":1500,"num_queues":2,"queue_size":256,"vhost_user":false,"vhost_mode":"Client","offload_tso":true,"offload_ufo":true,"offload_csum":true,"pci_segment":0}`},
 		{"rng", func() (any, error) { return ParseRng("src=/dev/random") }, `{"src":"/dev/random","pci_segment":0}`},
 		{"balloon", func() (any, error) { return ParseBalloon("size=1G,free_page_reporting=on") },
@@ -48,7 +50,9 @@ func TestParseOptionsToJSON(t *testing.T) {
 		{"device", func() (any, error) { return ParseDevice("path=/sys/bus/pci/devices/0000:01:00.0,iommu=on") },
 			`{"path":"/sys/bus/pci/devices/0000:01:00.0","x_exclude_mmap_bars":[],"iommu":true,"pci_segment":0}`},
 		{"vsock", func() (any, error) { return ParseVsock("cid=3,socket=/v") }, `{"cid":3,"socket":"/v","pci_segment":0}`},
-		{"numa", func() (any, error) { return ParseNuma("guest_numa_id=0,cpus=[0-3],distances=[1@15,2@20],memory_zones=[mem0]") },
+		{"numa", func() (any, error) {
+			return ParseNuma("guest_numa_id=0,cpus=[0-3],distances=[1@15,2@20],memory_zones=[mem0]")
+		},
 			`{"guest_numa_id":0,"cpus":[0,1,2,3],"distances":[{"destination":1,"distance":15},{"destination":2,"distance":20}],"memory_zones":["mem0"]}`},
 		{"platform", func() (any, error) { return ParsePlatform("num_pci_segments=2,iommu_segments=[1],uuid=u") },
 			`{"num_pci_segments":2,"iommu_segments":[1],"iommu_address_width_bits":64,"system_uuid":"u","iommufd":false,"vfio_p2p_dma":true}`},
