@@ -165,3 +165,24 @@ func fmtSscanHex(s string, b *byte) (int, error) {
 	*b = byte(v)
 	return n, err
 }
+
+func FuzzVmConfigDecode(f *testing.F) {
+	for _, s := range []string{`{}`, `{"cpus":{"boot_vcpus":1,"max_vcpus":1}}`, `{"disks":[{"path":"/a"}],"net":[{"fds":[3,4]}]}`,
+		`{"platform":{"iommufd_fd":3},"devices":[{"fd":1}]}`, `{"payload":{"kernel":"/k"},"vsock":{"cid":3,"socket":"/s"}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Decode(data)
+		if err != nil {
+			if !errors.Is(err, ErrJSON) {
+				t.Fatalf("error %v does not wrap ErrJSON", err)
+			}
+			return
+		}
+		_ = c.Validate()
+		c.AssignDeviceIDs()
+		if _, err := Encode(c); err != nil {
+			t.Fatalf("encode: %v", err)
+		}
+	})
+}
