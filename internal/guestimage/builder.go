@@ -142,6 +142,10 @@ func (b *Builder) AddHostFile(hostPath, guestPath string) error {
 		return fmt.Errorf("%w: %w", ErrImage, err)
 	}
 	for _, de := range des {
+		hp := filepath.Join(hostPath, de.Name())
+		if _, err := os.Stat(hp); errors.Is(err, fs.ErrNotExist) && de.Type()&fs.ModeSymlink != 0 {
+			continue // a dangling link inside a tree (e.g. to an uninstalled package's file)
+		}
 		if err := b.AddHostFile(filepath.Join(hostPath, de.Name()), path.Join(guestPath, de.Name())); err != nil {
 			return err
 		}

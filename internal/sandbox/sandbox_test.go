@@ -200,3 +200,14 @@ func TestBootRealSandbox(t *testing.T) {
 		t.Fatalf("output came in %d writes, wanted one per line", len(out.writes))
 	}
 }
+
+func TestParseLdd(t *testing.T) {
+	out := "\tlinux-vdso.so.1 (0x00007ffc)\n\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n"
+	libs, err := parseLdd([]byte(out))
+	if err != nil || strings.Join(libs, ",") != "/lib/x86_64-linux-gnu/libz.so.1,/lib64/ld-linux-x86-64.so.2" {
+		t.Fatalf("libs %v err %v", libs, err)
+	}
+	if _, err := parseLdd([]byte("\tlibfoo.so.1 => not found\n")); !errors.Is(err, ErrMissingTool) {
+		t.Fatalf("missing lib: err = %v", err)
+	}
+}

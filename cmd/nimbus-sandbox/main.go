@@ -1,0 +1,158 @@
+// Command nimbus-sandbox runs commands and Go test binaries where KVM
+// works: directly when /dev/kvm exists, otherwise inside a QEMU TCG guest
+// with nested KVM (see internal/sandbox).
+//
+//	nimbus-sandbox [--file HOST:GUEST]... [--env K=V]... [--timeout D] [--mode auto|qemu|host] -- CMD ARGS...
+//	nimbus-sandbox test [-run REGEX] [-timeout D] [-qemu] [-mode M] PKG...
+//	nimbus-sandbox kernel
+//
+// The first form exits with the command's status (125 if the sandbox
+// itself failed). `test` exits 1 if any package failed. `kernel` fetches
+// the Debian kernel into the build cache and prints its paths.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nimbus-vmm/nimbus/internal/sandbox"
+)
+
+// exitSandboxFailure is the status when the command's own status is
+// unknown, as with env(1) and timeout(1).
+const exitSandboxFailure = 125
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+type modeFlag struct{ m *sandbox.Mode }
+
+func (f modeFlag) String() string {
+	if f.m == nil {
+		return "auto"
+	}
+	return f.m.String()
+}
+
+func (f modeFlag) Set(v string) error {
+	switch v {
+	case "auto":
+		*f.m = sandbox.Auto
+	case "qemu":
+		*f.m = sandbox.QEMU
+	case "host":
+		*f.m = sandbox.Host
+	default:
+		return fmt.Errorf("mode must be auto, qemu or host")
+	}
+	return nil
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "test":
+			return runTests(ctx, args[1:], stdout, stderr)
+		case "kernel":
+			return runKernel(ctx, stdout, stderr)
+		}
+	}
+	fs := flag.NewFlagSet("nimbus-sandbox", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var files, env listFlag
+	cfg := sandbox.Config{Stdout: stdout, Log: stderr}
+	fs.Var(&files, "file", "ship HOST:GUEST into the sandbox (repeatable)")
+	fs.Var(&env, "env", "set K=V for the command (repeatable)")
+	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "kill the sandbox after this long")
+	fs.StringVar(&cfg.Dir, "dir", "/", "working directory (a guest path)")
+	fs.Var(modeFlag{&cfg.Mode}, "mode", "auto (host if /dev/kvm works, else qemu), qemu or host")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: nimbus-sandbox [flags] -- CMD ARGS...\n       nimbus-sandbox test [-run REGEX] [-qemu] PKG...\n       nimbus-sandbox kernel\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg.Args = fs.Args()
+	if len(cfg.Args) == 0 {
+		fs.Usage()
+		return 2
+	}
+	for _, f := range files {
+		h, g, ok := strings.Cut(f, ":")
+		if !ok || h == "" || !strings.HasPrefix(g, "/") {
+			fmt.Fprintf(stderr, "nimbus-sandbox: --file %q: want HOST:GUEST with an absolute GUEST path\n", f)
+			return 2
+		}
+		cfg.Files = append(cfg.Files, sandbox.File{Host: h, Guest: g})
+	}
+	cfg.Env = env
+	res, err := sandbox.Run(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "nimbus-sandbox: %v\n", err)
+		return exitSandboxFailure
+	}
+	return res.ExitStatus
+}
+
+func runTests(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("nimbus-sandbox test", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	tc := sandbox.TestConfig{Stdout: stdout, Log: stderr}
+	fs.StringVar(&tc.Run, "run", "", "run only tests matching this regexp (-test.run)")
+	fs.DurationVar(&tc.Timeout, "timeout", 20*time.Minute, "bound for the whole sandbox run")
+	fs.BoolVar(&tc.WithQEMU, "qemu", false, "ship the host's QEMU into the sandbox for reference guests ("+sandbox.EnvQEMU+")")
+	fs.Var(modeFlag{&tc.Mode}, "mode", "auto, qemu or host")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	tc.Packages = fs.Args()
+	if len(tc.Packages) == 0 {
+		fmt.Fprintln(stderr, "usage: nimbus-sandbox test [-run REGEX] [-qemu] PKG...")
+		return 2
+	}
+	start := time.Now()
+	sum, err := sandbox.RunTests(ctx, tc)
+	fmt.Fprintf(stderr, "nimbus-sandbox: test run took %.1fs\n", time.Since(start).Seconds())
+	if err != nil {
+		fmt.Fprintf(stderr, "nimbus-sandbox: %v\n", err)
+		return 1
+	}
+	if sum.Failed > 0 {
+		return 1
+	}
+	return 0
+}
+
+func runKernel(ctx context.Context, stdout, stderr io.Writer) int {
+	dir, err := sandbox.DefaultCacheDir()
+	if err == nil {
+		var k *sandbox.Kernel
+		if k, err = sandbox.EnsureKernel(ctx, dir); err == nil {
+			fmt.Fprintf(stdout, "version %s\nimage %s\nmodules %s\n", k.Version, k.Image, k.ModulesDir)
+			return 0
+		}
+	}
+	fmt.Fprintf(stderr, "nimbus-sandbox: %v\n", err)
+	if errors.Is(err, sandbox.ErrMissingTool) {
+		return exitSandboxFailure
+	}
+	return 1
+}

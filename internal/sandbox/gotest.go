@@ -1,0 +1,335 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nimbus-vmm/nimbus/internal/guestimage"
+)
+
+// TestConfig describes a run of Go test packages in one sandbox boot.
+type TestConfig struct {
+	Packages []string // go package patterns, relative to ModuleRoot
+	Run      string   // -test.run regexp
+	// Timeout bounds the whole sandbox run (default 20 minutes); each test
+	// binary also gets -test.timeout of the same value.
+	Timeout  time.Duration
+	Stdout   io.Writer // go-test-style output
+	Log      io.Writer // build steps and figures
+	Mode     Mode
+	WithQEMU bool   // ship the host's QEMU so tests can run reference guests (EnvQEMU)
+	Root     string // module root; default ModuleRoot()
+	CacheDir string // default DefaultCacheDir()
+}
+
+// TestSummary counts test packages.
+type TestSummary struct {
+	Passed, Failed, NoTests int
+}
+
+// testPkg is one package to run.
+type testPkg struct {
+	ImportPath, Dir, Bin string
+	HasTestdata          bool
+}
+
+// RunTests builds each package's test binary (CGO_ENABLED=0), the
+// ./cmd/... binaries, and the guest assets, then runs every test binary
+// with -test.v, NIMBUS_REQUIRE_KVM=1 and the Env* variables set, inside ONE
+// sandbox (QEMU boot or, with /dev/kvm, the host). It prints each binary's
+// output followed by "ok"/"FAIL" lines as `go test` does, and finally
+// "N passed, N failed". A package that fails to build counts as failed.
+func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
+	var sum TestSummary
+	if tc.Stdout == nil {
+		tc.Stdout = io.Discard
+	}
+	if tc.Log == nil {
+		tc.Log = io.Discard
+	}
+	if tc.Timeout <= 0 {
+		tc.Timeout = 20 * time.Minute
+	}
+	var err error
+	if tc.Root == "" {
+		if tc.Root, err = ModuleRoot(); err != nil {
+			return sum, err
+		}
+	}
+	if tc.CacheDir == "" {
+		if tc.CacheDir, err = DefaultCacheDir(); err != nil {
+			return sum, err
+		}
+	}
+	mode := tc.Mode
+	if mode == Auto {
+		mode = QEMU
+		if HaveKVM() {
+			mode = Host
+		}
+	}
+	work := filepath.Join(tc.CacheDir, "..", "sandbox")
+	if work, err = filepath.Abs(work); err != nil {
+		return sum, err
+	}
+	os.RemoveAll(work)
+	for _, d := range []string{"tests", "bin"} {
+		if err := os.MkdirAll(filepath.Join(work, d), 0o755); err != nil {
+			return sum, err
+		}
+	}
+
+	// 1. Test binaries.
+	pkgs, err := listPackages(ctx, tc.Root, tc.Packages)
+	if err != nil {
+		return sum, err
+	}
+	var run []testPkg
+	for _, p := range pkgs {
+		if p.Bin == "" {
+			fmt.Fprintf(tc.Stdout, "?   \t%s\t[no test files]\n", p.ImportPath)
+			sum.NoTests++
+			continue
+		}
+		p.Bin = filepath.Join(work, "tests", strings.ReplaceAll(p.ImportPath, "/", "_")+".test")
+		t0 := time.Now()
+		if out, err := goCmd(ctx, tc.Root, "test", "-c", "-o", p.Bin, p.ImportPath); err != nil {
+			fmt.Fprintf(tc.Stdout, "%s\nFAIL\t%s [build failed]\n", strings.TrimSpace(out), p.ImportPath)
+			sum.Failed++
+			continue
+		}
+		fmt.Fprintf(tc.Log, "nimbus-sandbox: built %s test binary in %.1fs\n", p.ImportPath, time.Since(t0).Seconds())
+		run = append(run, p)
+	}
+	if len(run) == 0 {
+		fmt.Fprintf(tc.Stdout, "%d passed, %d failed\n", sum.Passed, sum.Failed)
+		return sum, nil
+	}
+
+	// 2. Binaries and guest assets for end-to-end tests.
+	if out, err := goCmd(ctx, tc.Root, "build", "-o", filepath.Join(work, "bin")+"/", "./cmd/..."); err != nil {
+		return sum, fmt.Errorf("%w: building ./cmd/... failed:\n%s", ErrBoot, out)
+	}
+	k, err := EnsureKernel(ctx, tc.CacheDir)
+	if err != nil {
+		return sum, err
+	}
+	ix, err := guestimage.LoadModuleIndex(k.ModulesDir)
+	if err != nil {
+		return sum, fmt.Errorf("%w: %w", ErrKernel, err)
+	}
+	guestMods := filepath.Join(work, "guest-modules")
+	if err := ix.ExportModules(guestMods, guestimage.DefaultModules...); err != nil {
+		return sum, fmt.Errorf("%w: %w", ErrKernel, err)
+	}
+	const busybox = "/bin/busybox"
+
+	// 3. Where things are for the command: guest paths under QEMU, host
+	// paths on the host.
+	var files []File
+	loc := func(host, guest string) string {
+		if mode == Host {
+			return host
+		}
+		files = append(files, File{Host: host, Guest: guest})
+		return guest
+	}
+	env := []string{
+		EnvRequireKVM + "=1",
+		EnvBinDir + "=" + loc(filepath.Join(work, "bin"), "/nimbus/bin"),
+		EnvGuestKernel + "=" + loc(k.Image, "/nimbus/guest/vmlinuz"),
+		EnvGuestModules + "=" + loc(guestMods, "/nimbus/guest/modules"),
+		EnvBusybox + "=" + loc(busybox, "/nimbus/guest/busybox"),
+		"TMPDIR=/tmp",
+	}
+	if tc.WithQEMU {
+		if mode == Host {
+			if q, err := exec.LookPath("qemu-system-x86_64"); err == nil {
+				env = append(env, EnvQEMU+"="+q)
+			}
+		} else {
+			qf, gq, err := QEMUFiles("")
+			if err != nil {
+				return sum, err
+			}
+			files = append(files, qf...)
+			env = append(env, EnvQEMU+"="+gq)
+		}
+	}
+	nonce := newNonce()
+	var script strings.Builder
+	script.WriteString("#!/bin/sh\n")
+	for i, p := range run {
+		bin := loc(p.Bin, "/nimbus/tests/"+filepath.Base(p.Bin))
+		dir := p.Dir
+		if mode != Host {
+			dir = "/nimbus/src/" + p.ImportPath
+			if p.HasTestdata {
+				loc(filepath.Join(p.Dir, "testdata"), dir+"/testdata")
+			}
+		}
+		args := []string{bin, "-test.v", "-test.timeout", tc.Timeout.String()}
+		if tc.Run != "" {
+			args = append(args, "-test.run", tc.Run)
+		}
+		for j := range args {
+			args[j] = quote(args[j])
+		}
+		fmt.Fprintf(&script, "mkdir -p %s; cd %s\necho %s %s %d\n%s 2>&1\necho %s %s %d $?\n",
+			quote(dir), quote(dir), markTestBegin, nonce, i, strings.Join(args, " "), markTestEnd, nonce, i)
+	}
+	scriptPath := filepath.Join(work, "run-tests.sh")
+	if err := os.WriteFile(scriptPath, []byte(script.String()), 0o755); err != nil {
+		return sum, err
+	}
+	runScript := loc(scriptPath, "/nimbus/run-tests.sh")
+
+	rep := &testReporter{out: tc.Stdout, nonce: nonce, pkgs: run, status: make([]int, len(run))}
+	for i := range rep.status {
+		rep.status[i] = -1
+	}
+	res, err := Run(ctx, Config{
+		Args: []string{"sh", runScript}, Files: files, Env: env, Mode: mode,
+		Stdout: rep, Log: tc.Log, Timeout: tc.Timeout, CacheDir: tc.CacheDir, Kernel: k,
+	})
+	rep.flush()
+	for i, p := range run {
+		switch st := rep.status[i]; {
+		case st == 0:
+			sum.Passed++
+		case st < 0:
+			fmt.Fprintf(tc.Stdout, "FAIL\t%s [did not run to completion]\n", p.ImportPath)
+			sum.Failed++
+		default:
+			sum.Failed++
+		}
+	}
+	fmt.Fprintf(tc.Stdout, "%d passed, %d failed\n", sum.Passed, sum.Failed)
+	if err != nil {
+		return sum, err
+	}
+	if res.ExitStatus != 0 {
+		return sum, fmt.Errorf("%w: test script exited %d", ErrBoot, res.ExitStatus)
+	}
+	return sum, nil
+}
+
+const (
+	markTestBegin = "NIMBUS-TEST-BEGIN"
+	markTestEnd   = "NIMBUS-TEST-END"
+)
+
+// testReporter turns the test script's output into go-test-style output.
+type testReporter struct {
+	mu     sync.Mutex
+	out    io.Writer
+	nonce  string
+	pkgs   []testPkg
+	status []int // -1 until the package's end marker
+	start  time.Time
+	buf    []byte
+}
+
+func (r *testReporter) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.buf = append(r.buf, p...)
+	for {
+		i := bytes.IndexByte(r.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		r.line(string(r.buf[:i]))
+		r.buf = r.buf[i+1:]
+	}
+}
+
+func (r *testReporter) flush() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.buf) > 0 {
+		r.line(string(r.buf))
+		r.buf = nil
+	}
+}
+
+func (r *testReporter) line(l string) {
+	f := strings.Fields(l)
+	if len(f) >= 3 && f[1] == r.nonce {
+		switch f[0] {
+		case markTestBegin:
+			r.start = time.Now()
+			return
+		case markTestEnd:
+			if len(f) != 4 {
+				break
+			}
+			i, err1 := strconv.Atoi(f[2])
+			st, err2 := strconv.Atoi(f[3])
+			if err1 != nil || err2 != nil || i < 0 || i >= len(r.pkgs) {
+				break
+			}
+			r.status[i] = st
+			word := "ok  "
+			if st != 0 {
+				word = "FAIL"
+			}
+			fmt.Fprintf(r.out, "%s\t%s\t%.3fs\n", word, r.pkgs[i].ImportPath, time.Since(r.start).Seconds())
+			return
+		}
+	}
+	fmt.Fprintln(r.out, l)
+}
+
+// listPackages expands patterns with go list.
+func listPackages(ctx context.Context, root string, patterns []string) ([]testPkg, error) {
+	args := append([]string{"list", "-f", "{{.ImportPath}}\t{{.Dir}}\t{{len .TestGoFiles}}\t{{len .XTestGoFiles}}"}, patterns...)
+	out, err := goCmd(ctx, root, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: go list %v:\n%s", ErrBoot, patterns, out)
+	}
+	var pkgs []testPkg
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Split(l, "\t")
+		if len(f) != 4 {
+			continue
+		}
+		p := testPkg{ImportPath: f[0], Dir: f[1]}
+		if f[2] != "0" || f[3] != "0" {
+			p.Bin = "yes"
+		}
+		if fi, err := os.Stat(filepath.Join(p.Dir, "testdata")); err == nil && fi.IsDir() {
+			p.HasTestdata = true
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs, nil
+}
+
+// goCmd runs the go tool in dir with cgo disabled (the sandbox has no C
+// libraries) and returns its combined output.
+func goCmd(ctx context.Context, dir string, args ...string) (string, error) {
+	gobin := "go"
+	if g := os.Getenv("GO"); g != "" {
+		gobin = g
+	} else if _, err := exec.LookPath("go"); err != nil {
+		if _, err := os.Stat("/usr/local/go/bin/go"); err == nil {
+			gobin = "/usr/local/go/bin/go"
+		}
+	}
+	cmd := exec.CommandContext(ctx, gobin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+

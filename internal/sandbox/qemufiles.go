@@ -1,0 +1,62 @@
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// QEMUFiles lists what running the host's dynamically linked QEMU inside
+// the sandbox guest needs: the binary, the shared libraries ldd reports
+// (at the same paths, so the guest's ld.so finds them) and the firmware
+// directories. It returns the guest path of the binary, for EnvQEMU.
+func QEMUFiles(qemu string) ([]File, string, error) {
+	if qemu == "" {
+		qemu = "qemu-system-x86_64"
+	}
+	bin, err := exec.LookPath(qemu)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %s not found: install Debian package qemu-system-x86: %w", ErrMissingTool, qemu, err)
+	}
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: ldd %s: %w", ErrMissingTool, bin, err)
+	}
+	const guestBin = "/usr/bin/qemu-system-x86_64"
+	files := []File{{Host: bin, Guest: guestBin}}
+	libs, err := parseLdd(out)
+	if err != nil {
+		return nil, "", err
+	}
+	for _, l := range libs {
+		files = append(files, File{Host: l, Guest: l})
+	}
+	for _, d := range []string{"/usr/share/qemu", "/usr/share/seabios"} {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			files = append(files, File{Host: d, Guest: d})
+		}
+	}
+	return files, guestBin, nil
+}
+
+// parseLdd returns the absolute library paths in ldd output.
+func parseLdd(out []byte) ([]string, error) {
+	var libs []string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && filepath.IsAbs(f[2]):
+			libs = append(libs, f[2])
+		case len(f) >= 1 && filepath.IsAbs(f[0]): // the dynamic loader
+			libs = append(libs, f[0])
+		case len(f) >= 2 && f[1] == "=>" && (len(f) < 3 || f[2] == "not"):
+			return nil, fmt.Errorf("%w: shared library %s not found", ErrMissingTool, f[0])
+		}
+	}
+	return libs, nil
+}
