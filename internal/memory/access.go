@@ -1,0 +1,155 @@
+package memory
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+)
+
+// find returns the region containing gpa, or nil.
+func (m *Memory) find(gpa uint64) *region {
+	i := sort.Search(len(m.regions), func(i int) bool { return m.regions[i].End() > gpa })
+	if i < len(m.regions) && m.regions[i].GPA <= gpa {
+		return &m.regions[i]
+	}
+	return nil
+}
+
+func badAddress(gpa uint64, n int) error {
+	return fmt.Errorf("guest address %#x (+%d): %w", gpa, n, ErrBadAddress)
+}
+
+// Slice returns the n bytes of guest RAM at gpa, aliasing guest memory.
+// The range must lie in one region. Use the slice for the duration of one
+// request only: it dangles after Close.
+func (m *Memory) Slice(gpa, n uint64) ([]byte, error) {
+	r := m.find(gpa)
+	if r == nil {
+		return nil, badAddress(gpa, int(min(n, 1<<31)))
+	}
+	off := gpa - r.GPA
+	if n > r.Size-off {
+		return nil, badAddress(gpa, int(min(n, 1<<31)))
+	}
+	return r.data[off : off+n : off+n], nil
+}
+
+// ReadAt copies guest RAM at guest-physical address off into p. It may
+// span adjacent regions; on a gap or the end of RAM it returns the bytes
+// copied so far and an error wrapping ErrBadAddress (io.ReaderAt style).
+func (m *Memory) ReadAt(p []byte, off int64) (int, error) {
+	return m.access(p, off, false)
+}
+
+// WriteAt copies p into guest RAM at guest-physical address off, with
+// ReadAt's rules.
+func (m *Memory) WriteAt(p []byte, off int64) (int, error) {
+	return m.access(p, off, true)
+}
+
+func (m *Memory) access(p []byte, off int64, write bool) (int, error) {
+	if off < 0 {
+		return 0, badAddress(uint64(off), len(p))
+	}
+	gpa := uint64(off)
+	done := 0
+	for done < len(p) {
+		cur := gpa + uint64(done)
+		if cur < gpa { // wrapped past 2^64
+			return done, badAddress(cur, len(p)-done)
+		}
+		r := m.find(cur)
+		if r == nil {
+			return done, badAddress(cur, len(p)-done)
+		}
+		mem := r.data[cur-r.GPA:]
+		var n int
+		if write {
+			n = copy(mem, p[done:])
+		} else {
+			n = copy(p[done:], mem)
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// fixed returns the size bytes at gpa; little-endian scalar accesses must
+// not straddle regions.
+func (m *Memory) fixed(gpa, size uint64) ([]byte, error) { return m.Slice(gpa, size) }
+
+// ReadU8 reads a byte at gpa.
+func (m *Memory) ReadU8(gpa uint64) (uint8, error) {
+	b, err := m.fixed(gpa, 1)
+	if err != nil {
+		return 0, err
+	}
+	return b[0], nil
+}
+
+// ReadU16 reads a little-endian uint16 at gpa.
+func (m *Memory) ReadU16(gpa uint64) (uint16, error) {
+	b, err := m.fixed(gpa, 2)
+	if err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint16(b), nil
+}
+
+// ReadU32 reads a little-endian uint32 at gpa.
+func (m *Memory) ReadU32(gpa uint64) (uint32, error) {
+	b, err := m.fixed(gpa, 4)
+	if err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint32(b), nil
+}
+
+// ReadU64 reads a little-endian uint64 at gpa.
+func (m *Memory) ReadU64(gpa uint64) (uint64, error) {
+	b, err := m.fixed(gpa, 8)
+	if err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint64(b), nil
+}
+
+// WriteU8 writes a byte at gpa.
+func (m *Memory) WriteU8(gpa uint64, v uint8) error {
+	b, err := m.fixed(gpa, 1)
+	if err != nil {
+		return err
+	}
+	b[0] = v
+	return nil
+}
+
+// WriteU16 writes a little-endian uint16 at gpa.
+func (m *Memory) WriteU16(gpa uint64, v uint16) error {
+	b, err := m.fixed(gpa, 2)
+	if err != nil {
+		return err
+	}
+	binary.LittleEndian.PutUint16(b, v)
+	return nil
+}
+
+// WriteU32 writes a little-endian uint32 at gpa.
+func (m *Memory) WriteU32(gpa uint64, v uint32) error {
+	b, err := m.fixed(gpa, 4)
+	if err != nil {
+		return err
+	}
+	binary.LittleEndian.PutUint32(b, v)
+	return nil
+}
+
+// WriteU64 writes a little-endian uint64 at gpa.
+func (m *Memory) WriteU64(gpa uint64, v uint64) error {
+	b, err := m.fixed(gpa, 8)
+	if err != nil {
+		return err
+	}
+	binary.LittleEndian.PutUint64(b, v)
+	return nil
+}

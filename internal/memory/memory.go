@@ -1,0 +1,248 @@
+package memory
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nimbus-vmm/nimbus/internal/kvm"
+)
+
+// Sentinel error categories.
+var (
+	// ErrBadAddress: a guest-physical access outside RAM.
+	ErrBadAddress = errors.New("guest address out of range")
+	// ErrInvalid: sizes or options that cannot be mapped.
+	ErrInvalid = errors.New("invalid guest memory configuration")
+	// ErrMap: the host refused to allocate or map the memory.
+	ErrMap = errors.New("mapping guest memory failed")
+)
+
+// DefaultHugepageSize is used when Hugepages is set without a size.
+const DefaultHugepageSize = 2 << 20
+
+// Options says how one zone's host memory is allocated, following
+// upstream's MemoryConfig/MemoryZoneConfig fields of the same names.
+type Options struct {
+	// Shared backs the memory with a memfd mapped MAP_SHARED (needed by
+	// vhost-user back ends), instead of private anonymous memory.
+	Shared bool
+	// Hugepages backs the memory with hugetlbfs pages of HugepageSize
+	// (0 means DefaultHugepageSize).
+	Hugepages    bool
+	HugepageSize uint64
+	// Prefault populates every page at creation (MAP_POPULATE).
+	Prefault bool
+	// THP asks for transparent huge pages (MADV_HUGEPAGE); ignored with
+	// Hugepages.
+	THP bool
+	// Reserve commits swap/RAM for the whole size up front; by default the
+	// mapping is MAP_NORESERVE and pages are committed as the guest
+	// touches them. Hugepage mappings are always reserved.
+	Reserve bool
+}
+
+// Zone is one memory zone (upstream's memory_zones): a named amount of
+// RAM with its own allocation options. Zones are laid out in order from
+// guest address 0, skipping the 32-bit hole.
+type Zone struct {
+	ID   string
+	Size uint64
+	Options
+}
+
+// RegionInfo describes one mapped RAM region.
+type RegionInfo struct {
+	Region
+	Zone     string
+	HostAddr uint64 // host virtual address of the first byte
+	Slot     uint32 // KVM slot, valid after Register
+	// FD is the zone's memfd (Shared zones) or -1, and FileOffset the
+	// region's offset in it; vhost-user back ends map the memory by these.
+	FD         int
+	FileOffset uint64
+}
+
+type zoneMap struct {
+	id   string
+	data []byte // the whole zone's mapping
+	fd   int
+}
+
+type region struct {
+	RegionInfo
+	data []byte // the region's part of its zone's mapping
+}
+
+// Memory is a guest's RAM: host mappings laid out in guest-physical
+// address space. Its accessors are safe for concurrent use; Close is not,
+// and must come after every user has stopped.
+type Memory struct {
+	zones   []zoneMap
+	regions []region // sorted by GPA, non-overlapping
+	size    uint64
+}
+
+// New maps size bytes of guest RAM with the upstream layout (one zone).
+func New(size uint64, opts Options) (*Memory, error) {
+	return NewZones([]Zone{{ID: "", Size: size, Options: opts}})
+}
+
+// NewZones maps the zones in order from guest address 0.
+func NewZones(zones []Zone) (*Memory, error) {
+	if len(zones) == 0 {
+		return nil, fmt.Errorf("no memory zones: %w", ErrInvalid)
+	}
+	m := &Memory{}
+	next := uint64(0)
+	for _, z := range zones {
+		zm, err := mapZone(z)
+		if err != nil {
+			m.Close()
+			return nil, err
+		}
+		m.zones = append(m.zones, zm)
+		var regs []Region
+		regs, next = layoutFrom(next, z.Size)
+		off := uint64(0)
+		for _, r := range regs {
+			data := zm.data[off : off+r.Size : off+r.Size]
+			m.regions = append(m.regions, region{
+				RegionInfo: RegionInfo{Region: r, Zone: z.ID, HostAddr: hostAddr(data), FD: zm.fd, FileOffset: off},
+				data:       data,
+			})
+			off += r.Size
+		}
+		m.size += z.Size
+	}
+	sort.Slice(m.regions, func(i, j int) bool { return m.regions[i].GPA < m.regions[j].GPA })
+	return m, nil
+}
+
+func mapZone(z Zone) (zoneMap, error) {
+	name := z.ID
+	if name == "" {
+		name = "ram"
+	}
+	if z.Size == 0 || z.Size%PageSize != 0 {
+		return zoneMap{}, fmt.Errorf("zone %q: size %#x is not a positive multiple of %d: %w", name, z.Size, PageSize, ErrInvalid)
+	}
+	var hugeBits int
+	if z.Hugepages {
+		hs := z.HugepageSize
+		if hs == 0 {
+			hs = DefaultHugepageSize
+		}
+		if hs&(hs-1) != 0 || hs < PageSize {
+			return zoneMap{}, fmt.Errorf("zone %q: hugepage_size %#x is not a power of two: %w", name, hs, ErrInvalid)
+		}
+		if z.Size%hs != 0 {
+			return zoneMap{}, fmt.Errorf("zone %q: size %#x is not a multiple of hugepage_size %#x: %w", name, z.Size, hs, ErrInvalid)
+		}
+		// MAP_HUGE_* and MFD_HUGE_* encode log2(size) at bit 26.
+		hugeBits = bits.TrailingZeros64(hs) << unix.MAP_HUGE_SHIFT
+	}
+
+	prot := unix.PROT_READ | unix.PROT_WRITE
+	flags := 0
+	// hugetlb pages are reserved at mmap time even so: without a
+	// reservation a later fault would SIGBUS the whole VMM instead of
+	// failing here.
+	if !z.Reserve && !z.Hugepages {
+		flags |= unix.MAP_NORESERVE
+	}
+	if z.Prefault {
+		flags |= unix.MAP_POPULATE
+	}
+	fd := -1
+	if z.Shared {
+		mfd := unix.MFD_CLOEXEC
+		if z.Hugepages {
+			mfd |= unix.MFD_HUGETLB | hugeBits
+		}
+		var err error
+		if fd, err = unix.MemfdCreate("nimbus-"+name, mfd); err != nil {
+			return zoneMap{}, fmt.Errorf("zone %q: memfd_create: %w: %w", name, ErrMap, err)
+		}
+		if err := unix.Ftruncate(fd, int64(z.Size)); err != nil {
+			unix.Close(fd)
+			return zoneMap{}, fmt.Errorf("zone %q: ftruncate %#x: %w: %w", name, z.Size, ErrMap, err)
+		}
+		flags |= unix.MAP_SHARED
+	} else {
+		flags |= unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
+		if z.Hugepages {
+			flags |= unix.MAP_HUGETLB | hugeBits
+		}
+	}
+	data, err := unix.Mmap(fd, 0, int(z.Size), prot, flags)
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return zoneMap{}, fmt.Errorf("zone %q: mmap %#x bytes: %w: %w", name, z.Size, ErrMap, err)
+	}
+	if z.THP && !z.Hugepages {
+		// Best effort, as upstream: kernels without THP answer EINVAL.
+		_ = unix.Madvise(data, unix.MADV_HUGEPAGE)
+	}
+	return zoneMap{id: z.ID, data: data, fd: fd}, nil
+}
+
+// Size returns the total RAM in bytes.
+func (m *Memory) Size() uint64 { return m.size }
+
+// Regions returns the mapped regions in guest-address order.
+func (m *Memory) Regions() []RegionInfo {
+	out := make([]RegionInfo, len(m.regions))
+	for i, r := range m.regions {
+		out[i] = r.RegionInfo
+	}
+	return out
+}
+
+// SlotRegistrar installs KVM memory slots; *kvm.VM implements it.
+type SlotRegistrar interface {
+	SetUserMemoryRegion(kvm.UserspaceMemoryRegion) error
+}
+
+// Register installs every region as a KVM memory slot, numbered from
+// firstSlot, with the given slot flags (kvm.MemLogDirtyPages for dirty
+// tracking). It returns the next free slot number.
+func (m *Memory) Register(vm SlotRegistrar, firstSlot, flags uint32) (uint32, error) {
+	slot := firstSlot
+	for i := range m.regions {
+		r := &m.regions[i]
+		err := vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{
+			Slot: slot, Flags: flags, GuestPhysAddr: r.GPA, MemorySize: r.Size, UserspaceAddr: r.HostAddr,
+		})
+		if err != nil {
+			return slot, fmt.Errorf("register guest RAM %v: %w", r.Region, err)
+		}
+		r.Slot = slot
+		slot++
+	}
+	return slot, nil
+}
+
+// Close unmaps the memory and closes any memfds. The caller must have
+// stopped every vCPU and device using it (and removed its KVM slots or
+// closed the VM).
+func (m *Memory) Close() error {
+	var errs []error
+	for _, z := range m.zones {
+		if err := unix.Munmap(z.data); err != nil {
+			errs = append(errs, fmt.Errorf("munmap zone %q: %w", z.id, err))
+		}
+		if z.fd >= 0 {
+			if err := unix.Close(z.fd); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	m.zones, m.regions, m.size = nil, nil, 0
+	return errors.Join(errs...)
+}
