@@ -5,10 +5,13 @@
 //	nimbus-sandbox [--file HOST:GUEST]... [--env K=V]... [--timeout D] [--mode auto|qemu|host] -- CMD ARGS...
 //	nimbus-sandbox test [-run REGEX] [-timeout D] [-qemu] [-mode M] PKG...
 //	nimbus-sandbox kernel
+//	nimbus-sandbox image -o DIR [-script SH] [-stay]
 //
 // The first form exits with the command's status (125 if the sandbox
 // itself failed). `test` exits 1 if any package failed. `kernel` fetches
-// the Debian kernel into the build cache and prints its paths.
+// the Debian kernel into the build cache and prints its paths. `image`
+// writes DIR/vmlinuz (a link to the cached kernel) and DIR/initramfs (a
+// guestimage test guest with the default virtio modules), for demos.
 package main
 
 import (
@@ -18,11 +21,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/sandbox"
 )
 
@@ -72,6 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return runTests(ctx, args[1:], stdout, stderr)
 		case "kernel":
 			return runKernel(ctx, stdout, stderr)
+		case "image":
+			return runImage(ctx, args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("nimbus-sandbox", flag.ContinueOnError)
@@ -83,6 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "kill the sandbox after this long")
 	fs.StringVar(&cfg.Dir, "dir", "/", "working directory (a guest path)")
 	fs.Var(modeFlag{&cfg.Mode}, "mode", "auto (host if /dev/kvm works, else qemu), qemu or host")
+	withQEMU := fs.Bool("qemu", false, "make the host's QEMU available to the command as $"+sandbox.EnvQEMU)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: nimbus-sandbox [flags] -- CMD ARGS...\n       nimbus-sandbox test [-run REGEX] [-qemu] PKG...\n       nimbus-sandbox kernel\n")
 		fs.PrintDefaults()
@@ -104,6 +113,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cfg.Files = append(cfg.Files, sandbox.File{Host: h, Guest: g})
 	}
 	cfg.Env = env
+	if *withQEMU {
+		if err := addQEMU(&cfg); err != nil {
+			fmt.Fprintf(stderr, "nimbus-sandbox: %v\n", err)
+			return exitSandboxFailure
+		}
+	}
 	res, err := sandbox.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "nimbus-sandbox: %v\n", err)
@@ -155,4 +170,74 @@ func runKernel(ctx context.Context, stdout, stderr io.Writer) int {
 		return exitSandboxFailure
 	}
 	return 1
+}
+
+// addQEMU ships QEMU into the sandbox guest, or points at the host's where
+// the command runs on the host.
+func addQEMU(cfg *sandbox.Config) error {
+	if cfg.Mode == sandbox.Host || cfg.Mode == sandbox.Auto && sandbox.HaveKVM() {
+		q, err := exec.LookPath("qemu-system-x86_64")
+		if err != nil {
+			return fmt.Errorf("%w: qemu-system-x86_64: %w", sandbox.ErrMissingTool, err)
+		}
+		cfg.Env = append(cfg.Env, sandbox.EnvQEMU+"="+q)
+		return nil
+	}
+	files, guest, err := sandbox.QEMUFiles("")
+	if err != nil {
+		return err
+	}
+	cfg.Files = append(cfg.Files, files...)
+	cfg.Env = append(cfg.Env, sandbox.EnvQEMU+"="+guest)
+	return nil
+}
+
+func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("nimbus-sandbox image", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "output directory (required)")
+	script := fs.String("script", "", "shell script the guest runs after boot")
+	stay := fs.Bool("stay", false, "keep the guest up instead of powering off")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *out == "" {
+		fmt.Fprintln(stderr, "usage: nimbus-sandbox image -o DIR [-script SH] [-stay]")
+		return 2
+	}
+	if err := writeImage(ctx, *out, *script, *stay); err != nil {
+		fmt.Fprintf(stderr, "nimbus-sandbox: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s\n%s\n", filepath.Join(*out, "vmlinuz"), filepath.Join(*out, "initramfs"))
+	return 0
+}
+
+func writeImage(ctx context.Context, dir, script string, stay bool) error {
+	cache, err := sandbox.DefaultCacheDir()
+	if err != nil {
+		return err
+	}
+	k, err := sandbox.EnsureKernel(ctx, cache)
+	if err != nil {
+		return err
+	}
+	ix, err := guestimage.LoadModuleIndex(k.ModulesDir)
+	if err != nil {
+		return err
+	}
+	img, err := guestimage.Build(guestimage.Options{Busybox: "/bin/busybox", Modules: ix,
+		ModuleNames: guestimage.DefaultModules, Script: script, StayUp: stay, Compression: guestimage.Gzip})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "initramfs"), img, 0o644); err != nil {
+		return err
+	}
+	link := filepath.Join(dir, "vmlinuz")
+	os.Remove(link)
+	return os.Symlink(k.Image, link)
 }
