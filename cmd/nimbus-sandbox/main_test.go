@@ -9,12 +9,14 @@ import (
 	"testing"
 )
 
+// In host mode, arguments naming shipped guest paths are rewritten (text
+// inside a shell script is not), so the path is passed as an argument.
 func TestRunExitsWithCommandStatus(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "msg"), []byte("shipped\n"), 0o644)
 	var out, errb bytes.Buffer
 	code := run(context.Background(), []string{"--mode", "host", "--file", filepath.Join(dir, "msg") + ":/data/msg",
-		"--env", "X=1", "--", "sh", "-c", `cat /data/msg; echo "X=$X"; exit 3`}, &out, &errb)
+		"--env", "X=1", "--", "sh", "-c", `cat "$1"; echo "X=$X"; exit 3`, "sh", "/data/msg"}, &out, &errb)
 	if code != 3 || out.String() != "shipped\nX=1\n" {
 		t.Fatalf("code %d stdout %q stderr %q, wanted 3 and the command's output", code, out.String(), errb.String())
 	}

@@ -478,6 +478,6 @@ func runHost(ctx context.Context, cfg Config) (*Result, error) {
 	case err != nil:
 		return nil, fmt.Errorf("%w: %w", ErrBoot, err)
 	}
-	fmt.Fprintf(cfg.Log, "nimbus-sandbox: host (/dev/kvm present): command %.2fs, exit status %d\n", res.CommandTime.Seconds(), res.ExitStatus)
+	fmt.Fprintf(cfg.Log, "nimbus-sandbox: host: command %.2fs, exit status %d\n", res.CommandTime.Seconds(), res.ExitStatus)
 	return res, nil
 }
