@@ -31,6 +31,11 @@
 // is never lost: if it lands while the vCPU is in user space handling an
 // exit, the next Run returns ExitIntr immediately.
 //
+// Vcpu.Close may be called while another goroutine is in Run: it marks
+// the vCPU closing, kicks it, and waits (a read/write lock held by Run)
+// until Run has left before unmapping kvm_run, so a racing owner cannot
+// touch freed memory. Later Runs fail with ErrClosed.
+//
 // KickSignal is a real-time signal that the Go runtime neither uses nor
 // needs: unless a program calls signal.Notify for it, the runtime's handler
 // swallows it. It must not be ignored (signal.Ignore) or blocked in vCPU

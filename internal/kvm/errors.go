@@ -18,6 +18,8 @@ var (
 	ErrMissingCap = errors.New("kvm: required capability missing")
 	// ErrIoctl: an ioctl failed; the error also wraps the unix.Errno.
 	ErrIoctl = errors.New("kvm: ioctl failed")
+	// ErrClosed: the vCPU (or VM) was closed.
+	ErrClosed = errors.New("kvm: closed")
 	// ErrInvalidArgument: the caller passed a value the API cannot take.
 	ErrInvalidArgument = errors.New("kvm: invalid argument")
 )

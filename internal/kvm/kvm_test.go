@@ -27,7 +27,7 @@ type guest struct {
 
 // newGuest creates a VM with memSize bytes of RAM at guest-physical 0 and
 // one vCPU. flags are the memory slot flags.
-func newGuest(t *testing.T, memSize int, flags uint32) *guest {
+func newGuest(t testing.TB, memSize int, flags uint32) *guest {
 	t.Helper()
 	sys := kvmtest.Require(t)
 	vm := kvmtest.NewVM(t, sys)
@@ -48,7 +48,7 @@ func newGuest(t *testing.T, memSize int, flags uint32) *guest {
 
 // realMode loads code at 0x1000 and points the vCPU at it in real mode
 // with CS=0.
-func (g *guest) realMode(t *testing.T, code []byte) {
+func (g *guest) realMode(t testing.TB, code []byte) {
 	t.Helper()
 	copy(g.mem[0x1000:], code)
 	s, err := g.vcpu.Sregs()
@@ -64,7 +64,7 @@ func (g *guest) realMode(t *testing.T, code []byte) {
 	}
 }
 
-func (g *guest) run(t *testing.T) kvm.Exit {
+func (g *guest) run(t testing.TB) kvm.Exit {
 	t.Helper()
 	e, err := g.vcpu.Run()
 	if err != nil {
@@ -548,4 +548,42 @@ func TestVcpuStateRoundTrip(t *testing.T) {
 		t.Fatalf("KVM_SET_IDENTITY_MAP_ADDR after KVM_CREATE_VCPU: %v, want EINVAL", err)
 	}
 	t.Logf("tsc %d kHz, kvmclock %d ns, xcr0 %#x", khz, clk.Clock, xcrs.XCRs[0].Value)
+}
+
+// Close while another goroutine runs the guest: Run must come back (with
+// a kick, then ErrClosed) and nothing may touch the unmapped kvm_run.
+func TestCloseWhileRunning(t *testing.T) {
+	g := newGuest(t, 64<<10, 0)
+	g.realMode(t, []byte{
+		0xff, 0x06, 0x00, 0x05, // inc word [0x500]
+		0xeb, 0xfa, // jmp back
+	})
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for {
+			e, err := g.vcpu.Run()
+			if err != nil {
+				done <- err
+				return
+			}
+			if e.Reason != kvm.ExitIntr {
+				done <- errors.New("unexpected exit " + e.String())
+				return
+			}
+		}
+	}()
+	for binary.LittleEndian.Uint16(g.mem[0x500:]) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := g.vcpu.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, kvm.ErrClosed) {
+		t.Fatalf("Run after Close: %v, want ErrClosed", err)
+	}
+	if err := g.vcpu.Kick(); !errors.Is(err, kvm.ErrClosed) {
+		t.Fatalf("Kick after Close: %v", err)
+	}
 }

@@ -19,8 +19,9 @@ type Vcpu struct {
 	fd  int
 	tid atomic.Int32 // OS thread last seen in Run; 0 before the first Run
 
-	mu  sync.RWMutex // Close (write) against Kick (read)
-	run []byte       // kvm_run mapping; nil after Close
+	closing atomic.Bool  // set first by Close so that no new Run enters the guest
+	mu      sync.RWMutex // Close (write) against Run and Kick (read)
+	run     []byte       // kvm_run mapping; nil after Close
 }
 
 // ID returns the vCPU id given to CreateVcpu.
@@ -29,9 +30,12 @@ func (v *Vcpu) ID() int { return v.id }
 // Fd returns the vCPU file descriptor.
 func (v *Vcpu) Fd() int { return v.fd }
 
-// Close unmaps kvm_run and closes the vCPU fd. The caller must have
-// stopped the goroutine calling Run; concurrent Kicks are safe.
+// Close unmaps kvm_run and closes the vCPU fd. It is safe while another
+// goroutine is in Run: Close kicks it, waits for it to leave, and every
+// later Run fails with ErrClosed.
 func (v *Vcpu) Close() error {
+	v.closing.Store(true)
+	v.Kick() // a Run inside the guest returns; errors mean already closed
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.run == nil {
@@ -54,8 +58,10 @@ func (v *Vcpu) Close() error {
 // so that Kick can signal it. A kick makes Run return Reason ExitIntr;
 // other EINTRs and EAGAIN are retried.
 func (v *Vcpu) Run() (Exit, error) {
-	if v.run == nil {
-		return Exit{}, fmt.Errorf("vcpu %d: run after close: %w", v.id, ErrInvalidArgument)
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if v.run == nil || v.closing.Load() {
+		return Exit{}, fmt.Errorf("vcpu %d: %w", v.id, ErrClosed)
 	}
 	v.tid.Store(int32(unix.Gettid()))
 	for {
@@ -81,7 +87,7 @@ func (v *Vcpu) Kick() error {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	if v.run == nil {
-		return fmt.Errorf("vcpu %d: kick after close: %w", v.id, ErrInvalidArgument)
+		return fmt.Errorf("vcpu %d: kick: %w", v.id, ErrClosed)
 	}
 	setImmediateExit(v.run, true)
 	tid := v.tid.Load()
