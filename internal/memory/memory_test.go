@@ -37,7 +37,7 @@ func TestLayout(t *testing.T) {
 	}
 }
 
-func newMem(t *testing.T, zones ...Zone) *Memory {
+func newMem(t testing.TB, zones ...Zone) *Memory {
 	t.Helper()
 	m, err := NewZones(zones)
 	if err != nil {
