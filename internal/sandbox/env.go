@@ -3,6 +3,20 @@
 // SVM) running Debian's kernel with the KVM modules loaded, which gives a
 // nested /dev/kvm. It also keeps the cache of that kernel (EnsureKernel) and
 // defines the environment variables that KVM and end-to-end tests read.
+//
+// `nimbus-sandbox test PKG...` (RunTests) lays the sandbox out as
+//
+//	/nimbus/tests/<pkg>.test     test binaries, run with -test.v in
+//	/nimbus/src/<import path>    (holding the package's testdata/)
+//	/nimbus/bin                  $NIMBUS_BIN_DIR: nimbus, nimbus-remote, ...
+//	/nimbus/guest/vmlinuz        $NIMBUS_GUEST_KERNEL
+//	/nimbus/guest/modules        $NIMBUS_GUEST_MODULES (guestimage.DefaultModules + deps)
+//	/nimbus/guest/busybox        $NIMBUS_BUSYBOX
+//	/usr/bin/qemu-system-x86_64  $NIMBUS_QEMU (with -qemu)
+//
+// with NIMBUS_REQUIRE_KVM=1. On a host with /dev/kvm the same variables
+// point at the build cache (build/sandbox, build/cache) instead. Tests get
+// these through internal/guestimage/guesttest.Require.
 package sandbox
 
 import (

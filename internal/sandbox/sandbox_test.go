@@ -211,3 +211,25 @@ func TestParseLdd(t *testing.T) {
 		t.Fatalf("missing lib: err = %v", err)
 	}
 }
+
+func TestTestReporterPrintsGoTestLines(t *testing.T) {
+	var out bytes.Buffer
+	r := &testReporter{out: &out, nonce: "n1", pkgs: []testPkg{{ImportPath: "x/a"}, {ImportPath: "x/b"}}, status: []int{-1, -1}}
+	r.Write([]byte("NIMBUS-TEST-BEGIN n1 0\n=== RUN   TestA\n--- PASS: TestA (0.00s)\nPASS\nNIMBUS-TEST-END n1 0 0\n"))
+	r.Write([]byte("NIMBUS-TEST-BEGIN n1 1\n--- FAIL: TestB (0.00s)\nNIMBUS-TEST-END n2 1 0\nFAIL\nNIMBUS-TEST-END n1 1 1\npartial"))
+	r.flush()
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	want := []string{"=== RUN   TestA", "--- PASS: TestA (0.00s)", "PASS", "ok  \tx/a\t", "--- FAIL: TestB (0.00s)",
+		"NIMBUS-TEST-END n2 1 0", "FAIL", "FAIL\tx/b\t", "partial"}
+	if len(lines) != len(want) {
+		t.Fatalf("output:\n%s", out.String())
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Fatalf("line %d = %q, wanted prefix %q\n%s", i, lines[i], w, out.String())
+		}
+	}
+	if r.status[0] != 0 || r.status[1] != 1 {
+		t.Fatalf("status %v, wanted [0 1]", r.status)
+	}
+}
