@@ -22,7 +22,7 @@ const (
 	FwDebugPort      = 0x402
 	FwDebugLen       = 1
 	ACPIShutdownBase = 0x600 // FADT sleep control/status and reset register
-	ACPIShutdownLen  = 8
+	ACPIShutdownLen  = 4     // upstream reserves 8 ports but maps 4 on the bus
 	PMTimerBase      = 0x608 // FADT PM_TMR_BLK
 	PMTimerLen       = 4
 )
