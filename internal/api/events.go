@@ -13,15 +13,17 @@ type Subscriber[E any] interface {
 	Subscribe() (<-chan E, func())
 }
 
-// EventSource runs one event stream: it calls emit for each event until
-// ctx ends, the source ends, or emit fails. Build one with Events.
-type EventSource func(ctx context.Context, emit func(event any) error) error
+// EventSource runs one event stream: it calls ready once subscribed, then
+// emit for each event until ctx ends, the source ends, or emit fails.
+// Build one with Events.
+type EventSource func(ctx context.Context, ready func(), emit func(event any) error) error
 
 // Events adapts a Subscriber to the server's event stream.
 func Events[E any](s Subscriber[E]) EventSource {
-	return func(ctx context.Context, emit func(any) error) error {
+	return func(ctx context.Context, ready func(), emit func(any) error) error {
 		ch, cancel := s.Subscribe()
 		defer cancel()
+		ready()
 		for {
 			select {
 			case <-ctx.Done():
@@ -52,14 +54,16 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 
 	rc := http.NewResponseController(w)
 	w.Header()["Content-Type"] = []string{"application/x-ndjson"}
-	w.WriteHeader(http.StatusOK)
-	// Send the headers now so the client knows it is subscribed.
-	if err := rc.Flush(); err != nil {
-		return
-	}
 	enc := json.NewEncoder(w) // Encode ends each value with '\n'
 	enc.SetEscapeHTML(false)  // as serde_json
-	err := s.opts.Events(ctx, func(e any) error {
+	err := s.opts.Events(ctx, func() {
+		// Headers go out once subscribed, so a client that has them
+		// misses no event emitted afterwards.
+		w.WriteHeader(http.StatusOK)
+		if err := rc.Flush(); err != nil {
+			cancel()
+		}
+	}, func(e any) error {
 		if err := enc.Encode(e); err != nil {
 			return err
 		}
