@@ -41,21 +41,21 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if inv.cmd.stream {
 		return followEvents(ctx, c, prog, stdout, stderr)
 	}
+	// Like ch-remote, connect before building the request, so a bad
+	// socket fails at once instead of after reading stdin.
+	conn, err := c.Dial(ctx)
+	if err != nil {
+		return connectFailed(stderr, prog, err)
+	}
+	defer conn.Close()
 	inv.in.stdin = stdin
 	req, err := inv.cmd.build(&inv.in)
 	if err != nil {
 		printErrorChain(stderr, prog, err)
 		return exitError
 	}
-	resp, err := c.Do(ctx, req.method, req.endpoint, req.body, req.fds...)
+	resp, err := conn.Do(ctx, req.method, req.endpoint, req.body, req.fds...)
 	if err != nil {
-		var te *client.TransportError
-		if errors.As(err, &te) && te.Msg == client.MsgConnect {
-			// ch-remote fails to connect before running the command
-			// and logs this one line.
-			fmt.Fprintf(stderr, "%s: %v\n", client.MsgConnect, te.Err)
-			return exitError
-		}
 		printErrorChain(stderr, prog, &stepError{"http client error", err})
 		return exitError
 	}
@@ -75,13 +75,7 @@ func followEvents(ctx context.Context, c *client.Client, prog string, stdout, st
 	defer cancel()
 	ch, err := c.Events(ctx)
 	if err != nil {
-		var te *client.TransportError
-		if errors.As(err, &te) && te.Msg == client.MsgConnect {
-			fmt.Fprintf(stderr, "%s: %v\n", client.MsgConnect, te.Err)
-			return exitError
-		}
-		printErrorChain(stderr, prog, &stepError{"http client error", err})
-		return exitError
+		return connectFailed(stderr, prog, err)
 	}
 	enc := json.NewEncoder(stdout)
 	for ev := range ch {
@@ -93,6 +87,18 @@ func followEvents(ctx context.Context, c *client.Client, prog string, stdout, st
 		}
 	}
 	return exitOK
+}
+
+// connectFailed reports a failed call: ch-remote logs a failure to
+// connect as one line, and prints anything else as an error chain.
+func connectFailed(stderr io.Writer, prog string, err error) int {
+	var te *client.TransportError
+	if errors.As(err, &te) && te.Msg == client.MsgConnect {
+		fmt.Fprintf(stderr, "%s: %v\n", client.MsgConnect, te.Err)
+		return exitError
+	}
+	printErrorChain(stderr, prog, &stepError{"http client error", err})
+	return exitError
 }
 
 // invocation is a parsed command line.

@@ -329,6 +329,24 @@ func TestTransportErrorOutput(t *testing.T) {
 	}
 }
 
+// failReader fails the test if read: a bad socket must be reported
+// before stdin is read, as ch-remote connects first.
+type failReader struct{ t *testing.T }
+
+func (f failReader) Read([]byte) (int, error) {
+	f.t.Error("stdin read before connecting")
+	return 0, io.EOF
+}
+
+func TestConnectsBeforeReadingStdin(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"nimbus-remote", "--api-socket", filepath.Join(t.TempDir(), "none"), "create"},
+		failReader{t}, &out, &errb)
+	if code != 1 || !strings.HasPrefix(errb.String(), "Error opening HTTP socket: ") {
+		t.Errorf("exit %d, stderr %q", code, errb.String())
+	}
+}
+
 // Bad option syntax fails before anything is sent, with ch-remote's
 // top-level message and the parser's chain under it.
 func TestBodyErrors(t *testing.T) {

@@ -97,12 +97,20 @@ func (s *fakeServer) handle(conn *net.UnixConn) {
 			break
 		}
 	}
+	if g.req == nil {
+		// A connection closed without a request (nimbus-remote connects
+		// before building the body, and bad input ends it there).
+		for _, f := range g.fds {
+			f.Close()
+		}
+		return
+	}
+	// Recorded before replying, so a client that got its reply knows the
+	// server has recorded the request.
 	s.mu.Lock()
 	s.reqs = append(s.reqs, g)
 	s.mu.Unlock()
-	if g.req != nil {
-		conn.Write(s.reply)
-	}
+	conn.Write(s.reply)
 }
 
 func (s *fakeServer) only(t *testing.T) *got {

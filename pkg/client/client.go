@@ -77,29 +77,61 @@ type Response struct {
 	HasBody bool
 }
 
-// Do sends one request to endpoint (e.g. "vm.boot", "vmm.ping") and
-// returns the reply. A nil body sends no Content-Length; a non-nil body,
-// even an empty one, is sent with one. fds are sent with SCM_RIGHTS on the
-// request's first write; the caller keeps ownership of them (the kernel
-// duplicates them into the server). A reply whose status is not 200, 204
-// or 100 is returned as an *APIError; failures to talk to the server are
-// *TransportError.
+// Do sends one request to endpoint (e.g. "vm.boot", "vmm.ping") on a
+// connection of its own, as ch-remote does, and returns the reply. A nil
+// body sends no Content-Length; a non-nil body, even an empty one, is sent
+// with one. fds are sent with SCM_RIGHTS on the request's first write; the
+// caller keeps ownership of them (the kernel duplicates them into the
+// server). A reply whose status is not 200, 204 or 100 is returned as an
+// *APIError; failures to talk to the server are *TransportError.
 func (c *Client) Do(ctx context.Context, method, endpoint string, body []byte, fds ...int) (*Response, error) {
-	conn, err := c.dial(ctx)
+	conn, err := c.Dial(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
+	return conn.Do(ctx, method, endpoint, body, fds...)
+}
+
+// Conn is one connection to the API socket, carrying any number of
+// requests in turn (HTTP/1.1 keep-alive), each with its own fds, as Kata
+// and libvirt send several vm.add-net requests on one connection. A Conn
+// is not safe for concurrent use; after a TransportError (including a
+// cancelled context) it is unusable and should be closed.
+type Conn struct {
+	c  *Client
+	uc *net.UnixConn
+	br *bufio.Reader
+}
+
+// Dial connects to the API socket. The context bounds the connect only.
+func (c *Client) Dial(ctx context.Context) (*Conn, error) {
+	uc, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	uc.SetDeadline(noDeadline)
+	return &Conn{c: c, uc: uc, br: bufio.NewReader(uc)}, nil
+}
+
+// Close closes the connection.
+func (cn *Conn) Close() error { return cn.uc.Close() }
+
+// Do sends one request on the connection and reads its reply; see
+// Client.Do for the arguments and errors.
+func (cn *Conn) Do(ctx context.Context, method, endpoint string, body []byte, fds ...int) (*Response, error) {
+	dl, _ := ctx.Deadline() // zero: none
+	cn.uc.SetDeadline(dl)
 	// Cancelling ctx unblocks any read or write in progress.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { cn.uc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	if err := writeRequest(conn, method, endpoint, body, fds); err != nil {
-		return nil, c.ctxErr(ctx, err)
+	if err := writeRequest(cn.uc, method, endpoint, body, fds); err != nil {
+		return nil, cn.c.ctxErr(ctx, err)
 	}
-	resp, err := c.readResponse(bufio.NewReader(conn))
+	resp, err := cn.c.readResponse(cn.br)
 	if err != nil {
-		return nil, c.ctxErr(ctx, err)
+		return nil, cn.c.ctxErr(ctx, err)
 	}
 	if !successStatus(resp.StatusCode) {
 		return nil, newAPIError(resp.StatusCode, resp.Body, resp.HasBody)

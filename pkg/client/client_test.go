@@ -165,6 +165,11 @@ func TestDecodeReplies(t *testing.T) {
 		t.Errorf("counters = %v", cs)
 	}
 
+	c, _ = newTestClient(t, ok204)
+	if cs, err := c.Counters(ctx); err != nil || cs == nil || len(cs) != 0 {
+		t.Errorf("counters on 204 = %v, %v; want empty", cs, err)
+	}
+
 	c, _ = newTestClient(t, func(*captured) []byte { return reply(200, `not json`) })
 	if _, err := c.Ping(ctx); !errors.Is(err, ErrBadReply) {
 		t.Errorf("garbage ping reply: err = %v, want ErrBadReply", err)

@@ -81,11 +81,19 @@ func (c *Client) Info(ctx context.Context) (*VmInfo, error) {
 	return &info, nil
 }
 
-// Counters is GET vm.counters.
+// Counters is GET vm.counters. A reply without a body (204) is read as
+// no counters.
 func (c *Client) Counters(ctx context.Context) (Counters, error) {
-	var cs Counters
-	if err := c.get(ctx, "vm.counters", &cs); err != nil {
+	resp, err := c.Do(ctx, http.MethodGet, "vm.counters", nil)
+	if err != nil {
 		return nil, err
+	}
+	cs := Counters{}
+	if len(resp.Body) == 0 {
+		return cs, nil
+	}
+	if err := json.Unmarshal(resp.Body, &cs); err != nil {
+		return nil, fmt.Errorf("vm.counters: %w: %w", ErrBadReply, err)
 	}
 	return cs, nil
 }
