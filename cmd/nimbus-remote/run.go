@@ -117,6 +117,7 @@ func parseArgs(prog string, args []string, stdout, stderr io.Writer) (*invocatio
 		return nil, exitUsage
 	}
 	inv := &invocation{}
+	socketSet := false
 	i := 0
 	for ; i < len(args) && strings.HasPrefix(args[i], "-"); i++ {
 		a := args[i]
@@ -127,14 +128,16 @@ func parseArgs(prog string, args []string, stdout, stderr io.Writer) (*invocatio
 		case a == "-V" || a == "--version":
 			fmt.Fprintf(stdout, "%s %s\n", prog, cli.Version)
 			return nil, exitOK
+		case (a == "--api-socket" || strings.HasPrefix(a, "--api-socket=")) && socketSet:
+			return nil, usageError(stderr, mainUsage(prog), "the argument '--api-socket <api-socket>' cannot be used multiple times")
 		case a == "--api-socket":
 			if i+1 >= len(args) {
 				return nil, usageError(stderr, mainUsage(prog), "a value is required for '--api-socket <api-socket>' but none was supplied")
 			}
 			i++
-			inv.socket = args[i]
+			inv.socket, socketSet = args[i], true
 		case strings.HasPrefix(a, "--api-socket="):
-			inv.socket = strings.TrimPrefix(a, "--api-socket=")
+			inv.socket, socketSet = strings.TrimPrefix(a, "--api-socket="), true
 		default:
 			return nil, usageError(stderr, mainUsage(prog), fmt.Sprintf("unexpected argument '%s' found", a))
 		}
@@ -182,6 +185,9 @@ func parseArgs(prog string, args []string, stdout, stderr io.Writer) (*invocatio
 				}
 				i++
 				val = args[i]
+			}
+			if _, dup := inv.in.flags[fname]; dup {
+				return nil, usageError(stderr, commandUsage(prog, cmd), fmt.Sprintf("the argument '--%s <%s>' cannot be used multiple times", fname, fname))
 			}
 			inv.in.flags[fname] = val
 			continue

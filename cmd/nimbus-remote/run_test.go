@@ -419,6 +419,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"--api-socket", "/s", "remove-device"}, 2, "", "<id>", false},
 		{[]string{"--api-socket", "/s", "resize-disk", "--disk", "d"}, 2, "", "--size <size>", false},
 		{[]string{"--api-socket", "/s", "resize-zone", "--size", "1G"}, 2, "", "--id <id>", false},
+		{[]string{"--api-socket", "/a", "--api-socket=/b", "ping"}, 2, "", "'--api-socket <api-socket>' cannot be used multiple times", false},
+		{[]string{"--api-socket", "/s", "resize", "--cpus", "1", "--cpus=2"}, 2, "", "'--cpus <cpus>' cannot be used multiple times", false},
 		{[]string{"ping"}, 1, "", "Please either provide the api-socket option or dbus-service-name and dbus-object-path options\n", false},
 	} {
 		r := runCLI(t, "", tc.args...)
