@@ -15,7 +15,7 @@
 //	/usr/bin/qemu-system-x86_64  $NIMBUS_QEMU (with -qemu)
 //
 // with NIMBUS_REQUIRE_KVM=1. On a host with /dev/kvm the same variables
-// point at the build cache (build/sandbox, build/cache) instead. Tests get
+// point at the build cache (build/sandbox/run-*, build/cache) instead. Tests get
 // these through internal/guestimage/guesttest.Require.
 package sandbox
 

@@ -77,11 +77,20 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 			mode = Host
 		}
 	}
-	work := filepath.Join(tc.CacheDir, "..", "sandbox")
-	if work, err = filepath.Abs(work); err != nil {
+	// A directory per run: several engineers may run the KVM tier in one
+	// tree at the same time.
+	parent, err := filepath.Abs(filepath.Join(tc.CacheDir, "..", "sandbox"))
+	if err != nil {
 		return sum, err
 	}
-	os.RemoveAll(work)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return sum, err
+	}
+	work, err := os.MkdirTemp(parent, "run-")
+	if err != nil {
+		return sum, err
+	}
+	defer os.RemoveAll(work)
 	for _, d := range []string{"tests", "bin"} {
 		if err := os.MkdirAll(filepath.Join(work, d), 0o755); err != nil {
 			return sum, err
