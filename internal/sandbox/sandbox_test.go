@@ -233,3 +233,42 @@ func TestTestReporterPrintsGoTestLines(t *testing.T) {
 		t.Fatalf("status %v, wanted [0 1]", r.status)
 	}
 }
+
+// TestRunTestsOnHost drives the whole `nimbus-sandbox test` pipeline (go
+// list, go test -c, go build ./cmd/..., kernel and guest assets, the test
+// script, the reporter) in host mode, with a passing and a failing selection.
+func TestRunTestsOnHost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds test binaries; skipped with -short")
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go tool on PATH")
+	}
+	run := func(sel string) (TestSummary, string, error) {
+		var out bytes.Buffer
+		sum, err := RunTests(context.Background(), TestConfig{
+			Packages: []string{"./internal/guestimage", "./internal/guestimage/guesttest"},
+			Run:      sel, Mode: Host, Stdout: &out, Timeout: 5 * time.Minute,
+		})
+		return sum, out.String(), err
+	}
+	sum, out, err := run("^TestRunParam$")
+	if err != nil || sum != (TestSummary{Passed: 1, NoTests: 1}) {
+		t.Fatalf("passing run: %+v err %v\n%s", sum, err, out)
+	}
+	for _, want := range []string{"--- PASS: TestRunParam", "ok  \tgithub.com/nimbus-vmm/nimbus/internal/guestimage\t",
+		"?   \tgithub.com/nimbus-vmm/nimbus/internal/guestimage/guesttest\t[no test files]", "\n1 passed, 0 failed\n"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("passing run output lacks %q:\n%s", want, out)
+		}
+	}
+	if HaveKVM() {
+		return // the failing selection below relies on /dev/kvm being absent
+	}
+	// NIMBUS_REQUIRE_KVM=1 without /dev/kvm makes the boot test fail.
+	sum, out, _ = run("^TestBootUnderQEMUKVM$")
+	if sum.Failed != 1 || sum.Passed != 0 || !strings.Contains(out, "FAIL\tgithub.com/nimbus-vmm/nimbus/internal/guestimage\t") ||
+		!strings.Contains(out, "\n0 passed, 1 failed\n") {
+		t.Fatalf("failing run: %+v\n%s", sum, out)
+	}
+}
