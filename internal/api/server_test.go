@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
@@ -169,22 +170,25 @@ func TestBodyLimit(t *testing.T) {
 }
 
 func TestReplies(t *testing.T) {
-	var reply any
-	var rerr error
-	h := &fakeHandler{reply: func(vmm.Command) (any, error) { return reply, rerr }}
+	// The handler runs on server goroutines; the race detector does not
+	// see the socket round trip as synchronisation, so guard the values.
+	var mu sync.Mutex
+	var reply0 any
+	var rerr0 error
+	set := func(v any, err error) { mu.Lock(); reply0, rerr0 = v, err; mu.Unlock() }
+	h := &fakeHandler{reply: func(vmm.Command) (any, error) { mu.Lock(); defer mu.Unlock(); return reply0, rerr0 }}
 	ts := startServer(t, h, Options{})
 	c := ts.client(t)
 
-	reply = &vmm.PciDeviceInfo{ID: "_disk1", BDF: "0000:00:06.0"}
+	set(&vmm.PciDeviceInfo{ID: "_disk1", BDF: "0000:00:06.0"}, nil)
 	wantResp(t, do(t, c, "PUT", "vm.add-disk", []byte(`{"path":"/d"}`)), 200, `{"id":"_disk1","bdf":"0000:00:06.0"}`)
-	reply = (*vmm.PciDeviceInfo)(nil)
+	set((*vmm.PciDeviceInfo)(nil), nil)
 	wantResp(t, do(t, c, "PUT", "vm.add-disk", []byte(`{"path":"/d"}`)), 204, "")
-	reply = nil
+	set(nil, nil)
 	wantResp(t, do(t, c, "PUT", "vm.add-disk", []byte(`{"path":"/d"}`)), 204, "")
-	reply = vmm.Counters{"_disk0": {"read_bytes": 512}}
+	set(vmm.Counters{"_disk0": {"read_bytes": 512}}, nil)
 	wantResp(t, do(t, c, "GET", "vm.counters", nil), 200, `{"_disk0":{"read_bytes":512}}`)
 
-	reply = nil
 	for _, tc := range []struct {
 		err    error
 		status int
@@ -195,7 +199,7 @@ func TestReplies(t *testing.T) {
 		{fmt.Errorf("The disk could not be added to the VM: %w", vmm.ErrNotCreated), 404, `["Error from API","The disk could not be added to the VM","VM is not created"]`},
 		{errors.New("boom"), 500, `["Error from API","The disk could not be added to the VM","boom"]`},
 	} {
-		rerr = tc.err
+		set(nil, tc.err)
 		wantResp(t, do(t, c, "PUT", "vm.add-disk", []byte(`{"path":"/d"}`)), tc.status, tc.body)
 	}
 	// The body reached the handler decoded, with upstream's defaults.
