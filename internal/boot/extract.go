@@ -11,7 +11,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
-	"github.com/ulikunitz/xz"
+	txz "github.com/therootcompany/xz"
 	"github.com/ulikunitz/xz/lzma"
 )
 
@@ -76,7 +76,9 @@ func decompressor(data []byte) (io.Reader, string, error) {
 		}
 		return d.IOReadCloser(), "zstd", nil
 	case bytes.HasPrefix(data, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
-		r, err := xz.NewReader(br)
+		// Linux compresses with the x86 BCJ filter, which ulikunitz/xz
+		// lacks; therootcompany/xz (a port of xz-embedded) has it.
+		r, err := txz.NewReader(br, 0)
 		if err != nil {
 			return nil, "xz", fmt.Errorf("xz payload: %w: %w", ErrInvalidKernel, err)
 		}
