@@ -46,7 +46,8 @@ test-kvm:
 	$(SANDBOX) test -qemu $(KVM_TEST_PKGS)
 
 # Every test: unit tests, then the KVM tier.
-test: test-unit test-kvm
+test: deps
+	$(MAKE) test-unit test-kvm
 
 deps:
 	bash scripts/install-deps.sh
@@ -55,7 +56,7 @@ deps:
 kernel:
 	$(SANDBOX) kernel
 
-demo: build
+demo: deps build
 	$(SANDBOX) image -o build/demo -script '$(DEMO_SCRIPT)'
 	$(SANDBOX) -qemu --file $(BIN):/nimbus/bin --file build/demo:/nimbus/guest -- sh -c '$(DEMO_CMD)'
 
