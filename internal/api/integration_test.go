@@ -55,11 +55,19 @@ func TestWithController(t *testing.T) {
 	if r := do(t, cl, "GET", "vm.info", nil); !bytes.Contains(r.body, []byte(`"state":"Running"`)) {
 		t.Errorf("info after boot: %d %s", r.StatusCode, r.body)
 	}
+	// The test machine keeps no counters: still 200 with an object.
+	wantResp(t, do(t, cl, "GET", "vm.counters", nil), 200, `{}`)
 	wantResp(t, do(t, cl, "PUT", "vm.pause", nil), 204, "")
 	if r := do(t, cl, "PUT", "vm.pause", nil); r.StatusCode != 500 || !bytes.HasPrefix(r.body, []byte(`["Error from API","The VM could not be paused"`)) {
 		t.Errorf("second pause: %d %s", r.StatusCode, r.body)
 	}
 	wantResp(t, do(t, cl, "PUT", "vm.resume", nil), 204, "")
+	// A restore whose fd count does not match net_fds is a bad request,
+	// checked before the VM state.
+	fds, _ := pipeFds(t, 1)
+	restore := `{"source_url":"file:///snap","net_fds":[{"id":"net0","num_fds":2}]}`
+	r = rc.roundTrip(t, []byte(fmt.Sprintf("PUT /api/v1/vm.restore HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s", len(restore), restore)), fds...)
+	wantResp(t, r, 400, `["Error from API","The VM could not be restored","Number of FDs expected: 2, but received: 1"]`)
 	wantResp(t, do(t, cl, "PUT", "vmm.shutdown", nil), 200, "")
 	if err := <-runDone; err != nil {
 		t.Errorf("Run: %v", err)

@@ -671,3 +671,42 @@ func TestEventBytes(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// A booted VM whose devices keep no counters answers an empty object, so
+// the API sends 200 {} (a nil map would become 204).
+func TestCountersNeverNil(t *testing.T) {
+	h := start(t, false)
+	h.mustDo(vmm.CreateVM{Config: validConfig(t)})
+	h.mustDo(vmm.BootVM{})
+	got, ok := h.mustDo(vmm.GetCounters{}).(vmm.Counters)
+	if !ok || got == nil || len(got) != 0 {
+		t.Fatalf("counters %#v, want empty non-nil", got)
+	}
+}
+
+// vm.restore checks the fd count against net_fds/vfio_fds/iommufd_fd
+// before anything else, as upstream's VmRestore handler: a mismatch is a
+// bad request, and the fds are closed.
+func TestRestoreFdCount(t *testing.T) {
+	h := start(t, false)
+	one := int32(9)
+	cfg := config.RestoreConfig{SourceURL: "file:///snap",
+		NetFds:  []config.RestoredNetConfig{{ID: "net0", NumFds: 2}},
+		VfioFds: []config.RestoredVfioConfig{{ID: "vfio0"}}, IommufdFd: &one}
+	w, r := pipeFd(t)
+	h.expectErr(vmm.Restore{Config: cfg, Fds: []*os.File{w}}, vmm.ErrBadConfig,
+		"The VM could not be restored", "Number of FDs expected: 4, but received: 1")
+	assertClosed(t, r, "restore fd")
+	h.expectErr(vmm.Restore{Fds: []*os.File{pipeW(t)}}, vmm.ErrBadConfig,
+		"The VM could not be restored", "Number of FDs expected: 0, but received: 1")
+	// The right count gets past the check to the (unsupported) restore.
+	fds := []*os.File{pipeW(t), pipeW(t), pipeW(t), pipeW(t)}
+	if _, err := h.do(vmm.Restore{Config: cfg, Fds: fds}); !errors.Is(err, vmm.ErrUnsupported) {
+		t.Fatalf("restore with 4 fds: %v", err)
+	}
+}
+
+func pipeW(t *testing.T) *os.File {
+	w, _ := pipeFd(t)
+	return w
+}

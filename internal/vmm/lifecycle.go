@@ -56,7 +56,13 @@ func (c *Controller) handle(cmd Command) (value any, err error, exit bool) {
 		if c.machine == nil {
 			return nil, wrap("The VM info is not available", ErrNotRunning), false
 		}
-		return c.machine.Counters(), nil, false
+		// A booted VM always answers 200 with a JSON object, "{}" when no
+		// device keeps counters (upstream serializes an empty map).
+		ctrs := c.machine.Counters()
+		if ctrs == nil {
+			ctrs = Counters{}
+		}
+		return ctrs, nil, false
 	case Snapshot:
 		return nil, wrap("The VM could not be snapshotted", c.vmSnapshot()), false
 	case Coredump:
@@ -66,6 +72,10 @@ func (c *Controller) handle(cmd Command) (value any, err error, exit bool) {
 		return nil, wrap("The VM could not be coredumped", fmt.Errorf("coredump: %w", ErrUnsupported)), false
 	case Restore:
 		closeFiles(v.Fds)
+		if want := restoreFdCount(&v.Config); len(v.Fds) != want {
+			return nil, wrap("The VM could not be restored", leaf(ErrBadConfig,
+				"Number of FDs expected: %d, but received: %d", want, len(v.Fds))), false
+		}
 		if c.cfg != nil || c.machine != nil {
 			return nil, wrap("The VM could not be restored", ErrAlreadyCreated), false
 		}
@@ -85,6 +95,21 @@ func (c *Controller) handle(cmd Command) (value any, err error, exit bool) {
 		closeFiles(commandFiles(cmd))
 		return nil, fmt.Errorf("unknown command %q: %w", cmd.Name(), ErrUnsupported), false
 	}
+}
+
+// restoreFdCount is how many fds a restore must carry, as upstream's
+// VmRestore handler counts them: every net_fds entry's num_fds, one per
+// vfio_fds entry, and one for iommufd_fd.
+func restoreFdCount(rc *config.RestoreConfig) int {
+	n := 0
+	for _, nf := range rc.NetFds {
+		n += int(nf.NumFds)
+	}
+	n += len(rc.VfioFds)
+	if rc.IommufdFd != nil {
+		n++
+	}
+	return n
 }
 
 func wrap(apiText string, err error) error {
