@@ -1,14 +1,32 @@
 // Command nimbus is a Cloud Hypervisor compatible VMM. The command-line
-// logic lives in internal/cli; this file only wires it to the process.
+// parsing lives in internal/cli; run.go wires the parsed options to the
+// control loop (internal/vmm), the API server (internal/api) and the event
+// monitor (internal/events).
 package main
 
 import (
 	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nimbus-vmm/nimbus/internal/cli"
+	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
+// machineFactory is the one place that chooses what builds a VM at boot.
+// Until the KVM machine (internal/vm) lands, NoKVMFactory explains why a
+// boot cannot happen; switching to the real machine is a one-line change.
+func machineFactory() vmm.MachineFactory {
+	return vmm.NoKVMFactory
+}
+
 func main() {
-	// The integrator passes the VMM runner here.
-	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr, nil))
+	// As upstream's main: everything the VMM creates (API socket, lock,
+	// log and event files) is owner-only.
+	unix.Umask(0o077)
+	if filepath.Base(os.Args[0]) == "cloud-hypervisor" {
+		cli.DisplayName = "Cloud Hypervisor"
+	}
+	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr, runVMM))
 }

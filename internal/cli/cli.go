@@ -526,12 +526,15 @@ func Help() string {
 	return b.String()
 }
 
-// Runner starts the VMM for parsed options; the integrator supplies it.
+// Runner starts the VMM for parsed options and returns when it has
+// stopped: nil for a clean exit (status 0), otherwise the error, which
+// Main prints as an error chain (status 1).
 type Runner func(*Options) error
 
 // Main is the nimbus entry point: it handles --help, --version and
 // --dry-run itself and hands everything else to run. It returns the exit
-// status; errors are one line on stderr naming the option.
+// status. Command-line errors are one line on stderr naming the option;
+// a failure of run is printed as upstream's error chain (PrintErrorChain).
 func Main(args []string, stdout, stderr io.Writer, run Runner) int {
 	if len(args) == 0 {
 		// clap's arg_required_else_help.
@@ -573,7 +576,7 @@ func Main(args []string, stdout, stderr io.Writer, run Runner) int {
 		return 1
 	}
 	if err := run(o); err != nil {
-		fmt.Fprintf(stderr, "nimbus: %s\n", oneLine(err))
+		PrintErrorChain(stderr, DisplayName, err)
 		return 1
 	}
 	return 0
