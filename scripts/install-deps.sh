@@ -4,6 +4,7 @@
 #   qemu-system-x86  the KVM sandbox (QEMU TCG, -cpu max emulates AMD SVM)
 #                    and the QEMU/KVM reference guest boots
 #   busybox-static   the userland of the sandbox and of test guest images
+#   curl             scripts/api-smoke.sh (curl --unix-socket)
 # The guest/sandbox kernel is NOT installed: internal/sandbox.EnsureKernel
 # fetches the package linux-image-amd64 depends on with `apt-get download`
 # and unpacks it under build/cache. That needs fresh apt lists, hence the
@@ -12,7 +13,7 @@ set -euo pipefail
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 # Wait for other apt/dpkg runs instead of failing on their lock.
 APT=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
-pkgs=(qemu-system-x86 busybox-static)
+pkgs=(qemu-system-x86 busybox-static curl)
 
 $SUDO apt-get "${APT[@]}" update -qq
 missing=()
