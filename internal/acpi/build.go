@@ -28,6 +28,9 @@ type Config struct {
 	// PCI32 and PCI64 are the host bridge's MMIO windows for BARs; a zero
 	// PCI32 means the 32-bit device area below MMCONFIG, a zero PCI64 none.
 	PCI32, PCI64 x86.Region
+	// GED, when set, adds the power button and the Generic Event Device
+	// (see GED) after the other DSDT devices, as upstream.
+	GED *GED
 }
 
 // Tables reports where Build put each table.
@@ -88,6 +91,13 @@ func DSDT(cfg Config) (*SDT, error) {
 			Name("_CRS", ResourceTemplate(Memory32Fixed{true, x86.PCIMMConfigStart, x86.PCIMMConfigSize})),
 		),
 	)
+	if cfg.GED != nil {
+		ged, err := cfg.GED.Terms()
+		if err != nil {
+			return nil, err
+		}
+		terms = append(terms, ged...)
+	}
 	aml, err := Marshal(terms...)
 	if err != nil {
 		return nil, err
