@@ -1,0 +1,177 @@
+package vm
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nimbus-vmm/nimbus/internal/acpi"
+	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
+	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/devices"
+	"github.com/nimbus-vmm/nimbus/internal/devices/bus"
+	"github.com/nimbus-vmm/nimbus/internal/devices/console"
+	"github.com/nimbus-vmm/nimbus/internal/devices/legacy"
+	"github.com/nimbus-vmm/nimbus/internal/devices/serial"
+	"github.com/nimbus-vmm/nimbus/internal/vmm"
+)
+
+// Legacy device placement (upstream device_manager.rs).
+const (
+	serialBase = 0x3f8
+	serialLen  = 8
+	serialIRQ  = 4
+)
+
+// Device ids in vm.info's device_tree (upstream's names).
+const (
+	idSerial       = "__serial"
+	idI8042        = "__i8042"
+	idCMOS         = "__cmos"
+	idPost         = "__debug_port"
+	idFwDebug      = "__fw_debug"
+	idDebugConsole = "__debug_console"
+	idACPIShutdown = "__acpi_shutdown"
+	idPMTimer      = "__acpi_pm_timer"
+)
+
+// requestExit turns a device's exit request into a machine exit.
+func (m *VM) requestExit(r devices.ExitReason) {
+	reason := vmm.ExitPoweroff
+	if r == devices.ExitReset {
+		reason = vmm.ExitReset
+	}
+	m.log.Info("guest requested exit", "reason", r.String())
+	vmm.NotifyExit(m.exits, vmm.MachineExit{Reason: reason})
+}
+
+// openBackend opens a console backend for a config mode; nil for Off.
+func (m *VM) openBackend(mode config.ConsoleOutputMode, path string) (console.Backend, error) {
+	b, err := console.Open(console.Options{Mode: console.Mode(mode), Path: path})
+	if err != nil || b == nil {
+		return nil, err
+	}
+	m.backends = append(m.backends, b)
+	return b, nil
+}
+
+func (m *VM) insertPIO(id string, dev bus.Device, base, size uint64, irq ...uint32) error {
+	if err := m.io.Insert(dev, base, size); err != nil {
+		return fmt.Errorf("%w: %s at %#x: %w", ErrSetup, id, base, err)
+	}
+	res := []map[string]any{{"PioAddressRange": map[string]any{"base": base, "size": size}}}
+	for _, n := range irq {
+		res = append(res, map[string]any{"LegacyIrq": n})
+	}
+	m.devices[id] = &vmm.DeviceNode{ID: id, Resources: res, Children: []string{}}
+	return nil
+}
+
+// setupDevices creates the buses and the legacy devices.
+func (m *VM) setupDevices(cfg *config.VmConfig) error {
+	m.io, m.mmio = bus.NewIO(), bus.NewMMIO()
+	exit := devices.ExitFunc(m.requestExit)
+
+	// COM1 exists unless --serial off, as upstream.
+	if cfg.Serial.Mode != config.ConsoleOff {
+		path := cfg.Serial.File
+		if cfg.Serial.Mode == config.ConsoleSocket {
+			path = cfg.Serial.Socket
+		}
+		b, err := m.openBackend(cfg.Serial.Mode, path)
+		if err != nil {
+			return fmt.Errorf("%w: serial: %w", ErrSetup, err)
+		}
+		var out io.Writer
+		if b != nil {
+			out = b
+		}
+		irq := devices.IRQFunc(func() error {
+			// Edge-triggered ISA line: raise then lower.
+			if err := m.kvm.IRQLine(serialIRQ, true); err != nil {
+				return err
+			}
+			return m.kvm.IRQLine(serialIRQ, false)
+		})
+		uart := serial.New(irq, out)
+		if err := m.insertPIO(idSerial, uart, serialBase, serialLen, serialIRQ); err != nil {
+			return err
+		}
+		if b != nil {
+			if p := b.Path(); p != "" {
+				cfg.Serial.File = p
+			}
+			b.Start(uart)
+		}
+	}
+
+	below, above := uint64(0), uint64(0)
+	for _, r := range x86.RAMRegions(m.ramSize) {
+		if r.Start < x86.RAM64BitStart {
+			below += r.Size
+		} else {
+			above += r.Size
+		}
+	}
+	m.post = legacy.NewPostPort(time.Now(), m.log)
+	pio := []struct {
+		id         string
+		dev        bus.Device
+		base, size uint64
+	}{
+		{idI8042, legacy.NewI8042(exit), legacy.I8042Base, legacy.I8042Len},
+		{idCMOS, legacy.NewCMOS(below, above, exit), legacy.CMOSBase, legacy.CMOSLen},
+		{idPost, m.post, legacy.POSTPort, legacy.POSTLen},
+		{idFwDebug, legacy.NewFwDebug(nil), legacy.FwDebugPort, legacy.FwDebugLen},
+		{idACPIShutdown, legacy.NewACPIShutdown(exit), legacy.ACPIShutdownBase, legacy.ACPIShutdownLen},
+		{idPMTimer, legacy.NewPMTimer(), legacy.PMTimerBase, legacy.PMTimerLen},
+	}
+	for _, d := range pio {
+		if err := m.insertPIO(d.id, d.dev, d.base, d.size); err != nil {
+			return err
+		}
+	}
+
+	if dc := cfg.DebugConsole; dc.Mode != config.ConsoleOff {
+		b, err := m.openBackend(dc.Mode, dc.File)
+		if err != nil {
+			return fmt.Errorf("%w: debug console: %w", ErrSetup, err)
+		}
+		var out io.Writer
+		if b != nil {
+			out = b
+			if p := b.Path(); p != "" {
+				cfg.DebugConsole.File = p
+			}
+		}
+		base := uint64(legacy.DebugConsoleBase)
+		if dc.IOBase != nil {
+			base = uint64(*dc.IOBase)
+		}
+		if err := m.insertPIO(idDebugConsole, legacy.NewDebugConsole(out), base, legacy.DebugConsoleLen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeTables writes the ACPI tables (RSDP at 0xa0000) and the MP table.
+func (m *VM) writeTables(cfg *config.VmConfig) error {
+	boot, maxCPUs := int(cfg.Cpus.BootVcpus), int(cfg.Cpus.MaxVcpus)
+	if boot == 0 {
+		boot = 1
+	}
+	if maxCPUs < boot {
+		maxCPUs = boot
+	}
+	if _, err := acpi.Build(m.mem, acpi.Config{
+		BootCPUs: boot, MaxCPUs: maxCPUs,
+		Serial: cfg.Serial.Mode != config.ConsoleOff, SerialIRQ: serialIRQ,
+	}); err != nil {
+		return fmt.Errorf("%w: %w", ErrSetup, err)
+	}
+	if err := x86.WriteMPTable(m.mem, min(boot, x86.MaxMPCPUs)); err != nil {
+		return fmt.Errorf("%w: %w", ErrSetup, err)
+	}
+	return nil
+}

@@ -1,0 +1,118 @@
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/nimbus-vmm/nimbus/internal/vmm"
+)
+
+var _ vmm.Machine = (*VM)(nil)
+
+// Boot starts one goroutine per vCPU and returns; the vCPUs run.
+func (m *VM) Boot() error {
+	if m.booted {
+		return fmt.Errorf("%w: the machine already booted", vmm.ErrInvalidState)
+	}
+	m.booted = true
+	m.mu.Lock()
+	m.alive = len(m.vcpus)
+	m.mu.Unlock()
+	for _, c := range m.vcpus {
+		m.wg.Add(1)
+		go m.runVcpu(c)
+	}
+	return nil
+}
+
+func (m *VM) logFirstEntry() {
+	m.log.Info("first vCPU entry", "since_process_start", time.Since(ProcessStart))
+}
+
+// Pause kicks every vCPU out of the guest and waits until all are parked
+// (or gone).
+func (m *VM) Pause() error {
+	m.mu.Lock()
+	m.paused = true
+	m.mu.Unlock()
+	m.kickAll()
+	m.mu.Lock()
+	for m.parked < m.alive {
+		m.cond.Wait()
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+// Resume lets parked vCPUs enter the guest again.
+func (m *VM) Resume() error {
+	m.mu.Lock()
+	m.paused = false
+	m.cond.Broadcast()
+	m.mu.Unlock()
+	return nil
+}
+
+// Shutdown stops and joins the vCPU goroutines and releases every fd,
+// mapping and backend.
+func (m *VM) Shutdown() error {
+	m.mu.Lock()
+	m.stopping = true
+	m.cond.Broadcast()
+	m.mu.Unlock()
+	m.kickAll()
+	m.wg.Wait()
+	return m.release()
+}
+
+// release closes everything New opened; vCPU goroutines must be stopped.
+func (m *VM) release() error {
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	var errs []error
+	for _, c := range m.vcpus {
+		errs = append(errs, c.v.Close())
+	}
+	if m.kvm != nil {
+		errs = append(errs, m.kvm.Close())
+	}
+	if m.mem != nil {
+		// After the VM fd: KVM drops its slots' references with the VM.
+		errs = append(errs, m.mem.Close())
+	}
+	for _, b := range m.backends {
+		errs = append(errs, b.Close())
+	}
+	if m.sys != nil {
+		errs = append(errs, m.sys.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// PowerButton would signal the ACPI GED device, which does not exist yet;
+// once it does, raise its interrupt here.
+func (m *VM) PowerButton() error {
+	return fmt.Errorf("power button: no ACPI GED device yet: %w", vmm.ErrUnsupported)
+}
+
+// NMI injects an NMI into every vCPU.
+func (m *VM) NMI() error {
+	var errs []error
+	for _, c := range m.vcpus {
+		errs = append(errs, c.v.NMI())
+	}
+	return errors.Join(errs...)
+}
+
+// Counters is empty: no virtio devices yet.
+func (m *VM) Counters() vmm.Counters { return vmm.Counters{} }
+
+// DeviceTree returns the legacy devices and their resources.
+func (m *VM) DeviceTree() map[string]*vmm.DeviceNode { return maps.Clone(m.devices) }
+
+// MemoryActualSize is the configured RAM (no balloon or virtio-mem yet).
+func (m *VM) MemoryActualSize() uint64 { return m.ramSize }

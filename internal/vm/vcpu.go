@@ -1,0 +1,190 @@
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+
+	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
+	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/kvm"
+	"github.com/nimbus-vmm/nimbus/internal/vmm"
+)
+
+// vcpu is one vCPU and its goroutine's view of it.
+type vcpu struct {
+	id int
+	v  *kvm.Vcpu
+}
+
+// createVcpus creates boot_vcpus vCPUs and sets their CPUID, MSRs, LAPIC
+// and (vCPU 0) entry registers. APs stay in KVM's default MP state,
+// waiting for INIT/SIPI from the boot vCPU.
+func (m *VM) createVcpus(cfg *config.VmConfig, bs *x86.BootState) error {
+	n := max(cfg.Cpus.BootVcpus, 1)
+	supported, err := m.sys.SupportedCPUID()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrKVM, err)
+	}
+	var topo x86.Topology
+	if t := cfg.Cpus.Topology; t != nil {
+		topo = x86.Topology{ThreadsPerCore: uint32(t.ThreadsPerCore), CoresPerDie: uint32(t.CoresPerDie),
+			DiesPerPackage: uint32(t.DiesPerPackage), Packages: uint32(t.Packages)}
+	}
+	topo = topo.Normalize(max(n, cfg.Cpus.MaxVcpus))
+	deadline, _ := m.sys.CheckExtension(kvm.CapTSCDeadlineTimer)
+	var tscKHz uint32
+	for i := 0; i < int(n); i++ {
+		v, err := m.kvm.CreateVcpu(i)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrKVM, err)
+		}
+		m.vcpus = append(m.vcpus, &vcpu{id: i, v: v})
+		if i == 0 {
+			// The guest learns the TSC frequency from leaf 0x40000010 and
+			// kvm-clock instead of calibrating (which stalls when nested).
+			if khz, err := v.TSCKHz(); err == nil {
+				tscKHz = khz
+			} else {
+				m.log.Warn("cannot read the TSC frequency; the guest will calibrate", "err", err)
+			}
+		}
+		setup := x86.VcpuSetup{CPUID: x86.PatchCPUID(supported, x86.CPUIDConfig{
+			ID: uint32(i), Topology: topo, TSCKHz: tscKHz, PhysBits: cfg.Cpus.MaxPhysBits, TSCDeadline: deadline > 0,
+		})}
+		if i == 0 {
+			setup.Boot = bs
+		}
+		if err := x86.ConfigureVcpu(v, setup); err != nil {
+			return fmt.Errorf("%w: %w", ErrKVM, err)
+		}
+	}
+	return nil
+}
+
+// park blocks while the machine is paused; it returns false when the
+// vCPU must stop.
+func (m *VM) park() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for m.paused && !m.stopping {
+		m.parked++
+		m.cond.Broadcast()
+		m.cond.Wait()
+		m.parked--
+	}
+	return !m.stopping
+}
+
+func (m *VM) stopping_() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stopping
+}
+
+// runVcpu is a vCPU goroutine: it owns its OS thread (Kick signals it)
+// until it returns, and reports guest exits through m.exits.
+func (m *VM) runVcpu(c *vcpu) {
+	defer func() {
+		m.mu.Lock()
+		m.alive--
+		m.cond.Broadcast()
+		m.mu.Unlock()
+		m.wg.Done()
+	}()
+	// Never unlocked: the thread ends with the goroutine, so no other
+	// goroutine inherits its name or a pending kick signal.
+	runtime.LockOSThread()
+	if err := kvm.SetThreadName(fmt.Sprintf("vcpu%d", c.id)); err != nil {
+		m.log.Debug("naming the vCPU thread failed", "vcpu", c.id, "err", err)
+	}
+	for m.park() {
+		if c.id == 0 {
+			m.entered.Do(m.logFirstEntry)
+		}
+		exit, err := c.v.Run()
+		if err != nil {
+			if m.stopping_() {
+				return
+			}
+			m.fatal(c, fmt.Errorf("%w: vcpu %d: %w", ErrVcpu, c.id, err))
+			return
+		}
+		if !m.handleExit(c, exit) {
+			return
+		}
+	}
+}
+
+// handleExit services one exit; false stops the vCPU.
+func (m *VM) handleExit(c *vcpu, e kvm.Exit) bool {
+	switch e.Reason {
+	case kvm.ExitIO:
+		size := uint64(e.IO.Size)
+		for i := uint64(0); i < uint64(e.IO.Count); i++ {
+			data := e.IO.Data[i*size : (i+1)*size]
+			if e.IO.Direction == kvm.IOOut {
+				m.io.Write(uint64(e.IO.Port), data)
+			} else {
+				m.io.Read(uint64(e.IO.Port), data)
+			}
+		}
+	case kvm.ExitMMIO:
+		if e.MMIO.IsWrite {
+			m.mmio.Write(e.MMIO.Addr, e.MMIO.Data)
+		} else {
+			m.mmio.Read(e.MMIO.Addr, e.MMIO.Data)
+		}
+	case kvm.ExitIntr, kvm.ExitHLT:
+		// A kick (pause/stop: park decides) or, without an in-kernel LAPIC,
+		// an idle guest.
+	case kvm.ExitShutdown:
+		// A triple fault: upstream treats it as a reset request.
+		m.log.Info("guest triple fault", "vcpu", c.id)
+		vmm.NotifyExit(m.exits, vmm.MachineExit{Reason: vmm.ExitReset})
+		return false
+	case kvm.ExitSystemEvent:
+		switch e.SystemEvent.Type {
+		case kvm.SystemEventShutdown:
+			vmm.NotifyExit(m.exits, vmm.MachineExit{Reason: vmm.ExitPoweroff})
+		case kvm.SystemEventReset:
+			vmm.NotifyExit(m.exits, vmm.MachineExit{Reason: vmm.ExitReset})
+		default:
+			m.fatal(c, fmt.Errorf("%w: vcpu %d: %v", ErrVcpu, c.id, e))
+		}
+		return false
+	default:
+		m.fatal(c, fmt.Errorf("%w: vcpu %d: unexpected exit %v%s", ErrVcpu, c.id, e, regDump(c.v)))
+		return false
+	}
+	return true
+}
+
+// fatal reports an unrecoverable vCPU error.
+func (m *VM) fatal(c *vcpu, err error) {
+	m.log.Error("vCPU failed", "vcpu", c.id, "err", err)
+	vmm.NotifyExit(m.exits, vmm.MachineExit{Reason: vmm.ExitFatal, Err: err})
+}
+
+// regDump renders the registers for a fatal error.
+func regDump(v *kvm.Vcpu) string {
+	r, err := v.Regs()
+	if err != nil {
+		return ""
+	}
+	s, err := v.Sregs()
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("; rip=%#x rsp=%#x rax=%#x rbx=%#x rcx=%#x rdx=%#x rsi=%#x rdi=%#x rflags=%#x cr0=%#x cr3=%#x cr4=%#x efer=%#x cs=%#x/%#x",
+		r.RIP, r.RSP, r.RAX, r.RBX, r.RCX, r.RDX, r.RSI, r.RDI, r.RFLAGS, s.CR0, s.CR3, s.CR4, s.EFER, s.CS.Selector, s.CS.Base)
+}
+
+// kickAll makes every vCPU leave KVM_RUN.
+func (m *VM) kickAll() {
+	for _, c := range m.vcpus {
+		if err := c.v.Kick(); err != nil && !errors.Is(err, kvm.ErrClosed) {
+			m.log.Warn("kicking a vCPU failed", "vcpu", c.id, "err", err)
+		}
+	}
+}

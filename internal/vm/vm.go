@@ -1,0 +1,189 @@
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
+	"github.com/nimbus-vmm/nimbus/internal/boot"
+	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/devices/bus"
+	"github.com/nimbus-vmm/nimbus/internal/devices/console"
+	"github.com/nimbus-vmm/nimbus/internal/devices/legacy"
+	"github.com/nimbus-vmm/nimbus/internal/kvm"
+	"github.com/nimbus-vmm/nimbus/internal/memory"
+	"github.com/nimbus-vmm/nimbus/internal/vmm"
+)
+
+// Error categories; every error this package returns wraps one of them.
+var (
+	// ErrKVM: KVM is missing or refused an operation.
+	ErrKVM = errors.New("KVM is not available")
+	// ErrSetup: building the machine failed (memory, tables, payload, devices).
+	ErrSetup = errors.New("cannot create the VM")
+	// ErrVcpu: a vCPU stopped on an error it cannot continue from.
+	ErrVcpu = errors.New("vCPU error")
+)
+
+// ProcessStart is when the process started, for the boot-time log line
+// ("first vCPU entry after ..."). cmd/nimbus may reset it at main's start.
+var ProcessStart = time.Now()
+
+// Factory returns the MachineFactory that builds KVM machines, logging to
+// log (nil discards).
+func Factory(log *slog.Logger) vmm.MachineFactory {
+	return func(cfg *config.VmConfig, exits chan<- vmm.MachineExit) (vmm.Machine, error) {
+		return New(cfg, exits, log)
+	}
+}
+
+// VM is one KVM machine. Its exported methods are called by the control
+// loop only, one at a time (see vmm.Machine).
+type VM struct {
+	log     *slog.Logger
+	exits   chan<- vmm.MachineExit
+	ramSize uint64
+
+	sys      *kvm.System
+	kvm      *kvm.VM
+	mem      *memory.Memory
+	io, mmio *bus.Bus
+	backends []console.Backend
+	post     *legacy.PostPort
+	devices  map[string]*vmm.DeviceNode
+	vcpus    []*vcpu
+
+	// run state shared with the vCPU goroutines
+	mu       sync.Mutex
+	cond     *sync.Cond
+	paused   bool
+	stopping bool
+	parked   int // vCPU goroutines waiting in park
+	alive    int // vCPU goroutines not yet returned
+	wg       sync.WaitGroup
+	booted   bool
+	entered  sync.Once
+	closed   bool
+}
+
+// New builds the machine for cfg (upstream Vm::new): everything but
+// starting the vCPUs. It may write runtime values (pty paths) into cfg.
+// On error nothing is left open.
+func New(cfg *config.VmConfig, exits chan<- vmm.MachineExit, log *slog.Logger) (_ *VM, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &VM{log: log, exits: exits, devices: map[string]*vmm.DeviceNode{}}
+	m.cond = sync.NewCond(&m.mu)
+	defer func() {
+		if err != nil {
+			m.release()
+		}
+	}()
+	if cfg.Payload == nil || (cfg.Payload.Kernel == "" && cfg.Payload.Firmware == "") {
+		return nil, fmt.Errorf("%w: no kernel or firmware payload", ErrSetup)
+	}
+	if m.sys, err = kvm.Open(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+	}
+	if err = m.sys.RequireCaps(kvm.BaseCaps...); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+	}
+	if m.kvm, err = m.sys.CreateVM(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+	}
+	// The identity map and TSS pages sit right after MMCONFIG, as upstream;
+	// the identity map must be set before any vCPU exists.
+	if err = m.kvm.SetIdentityMapAddr(x86.KVMIdentityMapStart); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+	}
+	if err = m.kvm.SetTSSAddr(x86.KVMTSSStart); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+	}
+	if err = m.kvm.CreateIRQChip(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+	}
+	if err = m.kvm.CreatePIT2(kvm.PitConfig{Flags: kvm.PitSpeakerDummy}); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+	}
+	if m.mem, err = newMemory(cfg.Memory); err != nil {
+		return nil, fmt.Errorf("%w: guest memory: %w", ErrSetup, err)
+	}
+	m.ramSize = m.mem.Size()
+	if _, err = m.mem.Register(m.kvm, 0, 0); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+	}
+	if err = m.setupDevices(cfg); err != nil {
+		return nil, err
+	}
+	boot, err := m.loadPayload(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err = m.createVcpus(cfg, boot); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func newMemory(mc config.MemoryConfig) (*memory.Memory, error) {
+	hp := func(p *uint64) uint64 {
+		if p == nil {
+			return 0
+		}
+		return *p
+	}
+	if len(mc.Zones) > 0 {
+		zones := make([]memory.Zone, 0, len(mc.Zones))
+		for _, z := range mc.Zones {
+			if z.File != "" {
+				return nil, fmt.Errorf("memory zone %q: file backing: %w", z.ID, vmm.ErrUnsupported)
+			}
+			zones = append(zones, memory.Zone{ID: z.ID, Size: z.Size, Options: memory.Options{
+				Shared: z.Shared, Hugepages: z.Hugepages, HugepageSize: hp(z.HugepageSize),
+				Prefault: z.Prefault, Reserve: z.Reserve, THP: mc.Thp,
+			}})
+		}
+		return memory.NewZones(zones)
+	}
+	return memory.New(mc.Size, memory.Options{
+		Shared: mc.Shared, Hugepages: mc.Hugepages, HugepageSize: hp(mc.HugepageSize),
+		Prefault: mc.Prefault, Reserve: mc.Reserve, THP: mc.Thp,
+	})
+}
+
+// loadPayload writes the ACPI tables, the MP table and the payload and
+// returns the boot vCPU's entry state.
+func (m *VM) loadPayload(cfg *config.VmConfig) (*x86.BootState, error) {
+	ram := x86.RAMRegions(m.ramSize)
+	p := cfg.Payload
+	kernel, initramfs, cmdline := p.Kernel, p.Initramfs, p.Cmdline
+	if kernel == "" {
+		// Upstream loads --firmware like a kernel and drops cmdline and initramfs.
+		kernel, initramfs, cmdline = p.Firmware, "", ""
+	}
+	// Boot loads the payload first so that a bad kernel is reported as such
+	// rather than as whatever table happened to be written before it.
+	res, err := boot.Load(m.mem, ram, kernel, initramfs, cmdline, x86.RSDPPointer)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSetup, err)
+	}
+	if err := m.writeTables(cfg); err != nil {
+		return nil, err
+	}
+	bs := &x86.BootState{Entry: res.Entry, Info: res.InfoAddr, PVH: res.Protocol == boot.PVH}
+	if bs.PVH {
+		bs.System, err = x86.SetupProtectedMode(m.mem)
+	} else {
+		bs.System, err = x86.SetupLongMode(m.mem)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSetup, err)
+	}
+	m.log.Debug("payload loaded", "protocol", res.Protocol.String(), "entry", fmt.Sprintf("%#x", res.Entry),
+		"kernel_start", fmt.Sprintf("%#x", res.Kernel.Start), "initramfs_size", res.Initramfs.Size)
+	return bs, nil
+}
