@@ -580,3 +580,67 @@ func TestConcurrentClients(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 }
+
+// nimbus-remote drives the same steps against the real process and prints
+// ch-remote's outputs and error chains.
+func TestNimbusRemote(t *testing.T) {
+	dir := shortDir(t)
+	sock := filepath.Join(dir, "api.sock")
+	p := startNimbus(t, nil, "--api-socket", sock)
+	waitSocket(t, p, sock)
+	remote := func(stdin string, args ...string) (string, string, int) {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(binDir, "nimbus-remote"), append([]string{"--api-socket", sock}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), errb.String(), code
+	}
+	mustOK := func(stdin string, args ...string) string {
+		t.Helper()
+		out, errs, code := remote(stdin, args...)
+		if code != 0 {
+			t.Fatalf("nimbus-remote %v: exit %d\n%s", args, code, errs)
+		}
+		return out
+	}
+	if out := mustOK("", "ping"); !strings.Contains(out, fmt.Sprintf(`"pid":%d`, p.cmd.Process.Pid)) {
+		t.Errorf("ping: %s", out)
+	}
+	_, errs, code := remote("", "info")
+	wantInfo := "Error: nimbus-remote exited with the following chain of errors:\n  0: http client error\n" +
+		"  1: Server responded with NotFound\n  2: Error from API\n  3: The VM info is not available\n  4: VM is not created\n"
+	if code != 1 || errs != wantInfo {
+		t.Errorf("info before create: exit %d\n%s\nwant\n%s", code, errs, wantInfo)
+	}
+	mustOK(testVM, "create", "-")
+	mustOK("", "add-disk", "path=/tmp/r.img")
+	mustOK("", "add-disk", "path=/tmp/s.img,id=rdisk")
+	mustOK("", "remove-device", "rdisk")
+	if out := mustOK("", "info"); !strings.Contains(out, `"path":"/tmp/r.img"`) || strings.Contains(out, "rdisk") {
+		t.Errorf("info: %s", out)
+	}
+	_, errs, code = remote("", "boot")
+	if !hasKVM() {
+		wantBoot := "Error: nimbus-remote exited with the following chain of errors:\n  0: http client error\n" +
+			"  1: Server responded with InternalServerError\n  2: Error from API\n  3: The VM could not boot\n" +
+			"  4: KVM is not available\n  5: open /dev/kvm\n  6: no such file or directory\n"
+		if code != 1 || errs != wantBoot {
+			t.Errorf("boot: exit %d\n%s\nwant\n%s", code, errs, wantBoot)
+		}
+	}
+	mustOK("", "delete")
+	mustOK("", "delete")
+	mustOK("", "shutdown-vmm")
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	assertGone(t, sock, sock+".lock")
+}
