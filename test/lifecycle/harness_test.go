@@ -1,0 +1,315 @@
+package lifecycle
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nimbus-vmm/nimbus/internal/guestimage"
+	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/pkg/client"
+)
+
+// Bounds for waiting on a nested guest (boots take 20-45 s under the QEMU
+// sandbox). They are deadlines for progress, not timing assertions.
+const (
+	bootTimeout = 3 * time.Minute
+	apiTimeout  = 30 * time.Second
+	exitTimeout = time.Minute
+	pollEvery   = 100 * time.Millisecond
+)
+
+// guest describes the image and command line every test boots.
+type guest struct {
+	assets    *guesttest.Assets
+	initramfs string
+}
+
+// newGuest skips without KVM or without the nimbus binary, and builds the
+// guest image (default modules plus the ACPI power button's input path).
+func newGuest(t *testing.T) *guest {
+	t.Helper()
+	a := guesttest.Require(t)
+	if a.BinDir == "" {
+		t.Skip("no nimbus binary: set NIMBUS_BIN_DIR or run `make build`")
+	}
+	if _, err := os.Stat(filepath.Join(a.BinDir, "nimbus")); err != nil {
+		t.Skipf("no nimbus binary in %s: %v", a.BinDir, err)
+	}
+	mods := append(append([]string{}, guestimage.DefaultModules...), "button", "evdev")
+	return &guest{assets: a, initramfs: a.ImageFile(t, guestimage.Options{ModuleNames: mods})}
+}
+
+// cmdline is the kernel command line running scripts in order, staying up
+// after them when stay is set.
+func cmdline(stay bool, scripts ...string) string {
+	parts := []string{"console=ttyS0", "quiet", "loglevel=3"}
+	for _, s := range scripts {
+		parts = append(parts, guestimage.RunParam(s))
+	}
+	if stay {
+		parts = append(parts, guestimage.ParamStay+"=1")
+	}
+	return strings.Join(parts, " ")
+}
+
+// ticker prints "TICK <n>" every 0.2 s from a background loop, so a test
+// can see whether the guest is running.
+const ticker = `(i=0; while :; do echo "TICK $i"; i=$((i+1)); sleep 0.2 2>/dev/null || usleep 200000; done) &
+`
+
+// vmmProc is one nimbus process with its API client and serial log.
+type vmmProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	dir    string
+	sock   string
+	serial string
+	api    *client.Client
+
+	logMu sync.Mutex
+	log   bytes.Buffer // the process's stdout and stderr
+
+	done    chan struct{}
+	waitErr error
+}
+
+func (p *vmmProc) Write(b []byte) (int, error) {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	return p.log.Write(b)
+}
+
+func (p *vmmProc) processLog() string {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	return p.log.String()
+}
+
+// start runs nimbus with the guest's kernel and initramfs, the given
+// command line, 1 vCPU, 256 MiB and the serial port in a file, plus extra
+// options; it returns once the API socket answers.
+func (g *guest) start(t *testing.T, cmdline string, extra ...string) *vmmProc {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "nimbus-lc") // sun_path is 108 bytes; t.TempDir can be longer
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &vmmProc{t: t, dir: dir, sock: filepath.Join(dir, "api.sock"), serial: filepath.Join(dir, "serial.log"), done: make(chan struct{})}
+	args := append([]string{
+		"--api-socket", "path=" + p.sock,
+		"--kernel", g.assets.Kernel,
+		"--initramfs", g.initramfs,
+		"--cmdline", cmdline,
+		"--cpus", "boot=1",
+		"--memory", "size=256M",
+		"--serial", "file=" + p.serial,
+		"--console", "off",
+	}, extra...)
+	p.cmd = exec.Command(filepath.Join(g.assets.BinDir, "nimbus"), args...)
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(p.stop)
+	p.api = client.New(p.sock)
+	p.waitFor("the API socket", apiTimeout, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := p.api.Ping(ctx)
+		return err == nil
+	})
+	return p
+}
+
+// stop ends the process if the test left it running (vmm.shutdown, then
+// SIGKILL), reports its log on failure and removes its directory.
+func (p *vmmProc) stop() {
+	if !p.exited() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = p.api.ShutdownVMM(ctx)
+		cancel()
+		select {
+		case <-p.done:
+		case <-time.After(20 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+	if p.t.Failed() {
+		p.t.Logf("nimbus log:\n%s", p.processLog())
+		p.t.Logf("serial output:\n%s", p.output())
+	}
+	os.RemoveAll(p.dir)
+}
+
+func (p *vmmProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// output is everything the guest wrote to the serial port so far.
+func (p *vmmProc) output() string {
+	b, _ := os.ReadFile(p.serial)
+	return strings.ReplaceAll(string(b), "\r", "")
+}
+
+// waitFor polls cond until it holds, failing the test after timeout or if
+// the process exits first.
+func (p *vmmProc) waitFor(what string, timeout time.Duration, cond func() bool) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if p.exited() {
+			if cond() {
+				return
+			}
+			p.t.Fatalf("nimbus exited (%v) while waiting for %s", p.waitErr, what)
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("no %s within %v", what, timeout)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
+// boots counts the guest init's "up" markers: one per boot.
+func boots(out string) int { return strings.Count(out, guestimage.MarkerUp+" ") }
+
+// waitBoots waits until the guest has come up n times in all.
+func (p *vmmProc) waitBoots(n int) {
+	p.t.Helper()
+	p.waitFor(fmt.Sprintf("guest boot #%d", n), bootTimeout, func() bool { return boots(p.output()) >= n })
+}
+
+// waitLine waits for a serial line containing s after the first skip bytes.
+func (p *vmmProc) waitOutput(what string, skip int, timeout time.Duration, s string) {
+	p.t.Helper()
+	p.waitFor(what, timeout, func() bool {
+		out := p.output()
+		return len(out) > skip && strings.Contains(out[skip:], s)
+	})
+}
+
+// lastTick is the highest "TICK n" in out, or -1.
+func lastTick(out string) int {
+	n := -1
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "TICK "); ok {
+			if i, err := strconv.Atoi(v); err == nil && i > n {
+				n = i
+			}
+		}
+	}
+	return n
+}
+
+func (p *vmmProc) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), apiTimeout)
+}
+
+// state is vm.info's state; "" with the error text when the call fails.
+func (p *vmmProc) state() (string, error) {
+	ctx, cancel := p.ctx()
+	defer cancel()
+	info, err := p.api.Info(ctx)
+	if err != nil {
+		return "", err
+	}
+	return info.State, nil
+}
+
+func (p *vmmProc) wantState(want string) {
+	p.t.Helper()
+	got, err := p.state()
+	if err != nil || got != want {
+		p.t.Fatalf("vm.info state = %q (%v), want %q", got, err, want)
+	}
+}
+
+// waitState waits for a state the guest reaches on its own (poweroff, reset).
+func (p *vmmProc) waitState(want string, timeout time.Duration) {
+	p.t.Helper()
+	p.waitFor("state "+want, timeout, func() bool { s, _ := p.state(); return s == want })
+}
+
+// do runs one API action and fails the test on error.
+func (p *vmmProc) do(what string, f func(context.Context) error) {
+	p.t.Helper()
+	ctx, cancel := p.ctx()
+	defer cancel()
+	if err := f(ctx); err != nil {
+		p.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// waitExit waits for the process to exit and returns its exit status.
+func (p *vmmProc) waitExit(timeout time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		p.t.Fatalf("nimbus still running after %v", timeout)
+	}
+	var ee *exec.ExitError
+	switch {
+	case p.waitErr == nil:
+		return 0
+	case errors.As(p.waitErr, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			p.t.Fatalf("nimbus killed by %v", ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	p.t.Fatalf("waiting for nimbus: %v", p.waitErr)
+	return -1
+}
+
+// usage is what /proc says about the process's resources.
+type usage struct {
+	threads, fds int
+	rssKB        int
+}
+
+func (p *vmmProc) usage() usage {
+	p.t.Helper()
+	proc := fmt.Sprintf("/proc/%d", p.cmd.Process.Pid)
+	tasks, err := os.ReadDir(proc + "/task")
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	fds, err := os.ReadDir(proc + "/fd")
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	status, err := os.ReadFile(proc + "/status")
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	u := usage{threads: len(tasks), fds: len(fds)}
+	for _, l := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			u.rssKB, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		}
+	}
+	return u
+}

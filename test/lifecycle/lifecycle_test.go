@@ -1,0 +1,231 @@
+package lifecycle
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nimbus-vmm/nimbus/internal/guestimage"
+	"github.com/nimbus-vmm/nimbus/pkg/client"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// quiet is how long a paused guest must stay silent: ten ticker periods.
+const quiet = 2 * time.Second
+
+// TestPauseResumeRebootShutdownBootSIGTERM drives one VMM through the API
+// lifecycle: pause stops the guest's ticker and resume continues it,
+// vm.reboot boots the guest again, vm.shutdown leaves the VM Created and
+// vm.boot starts it once more; SIGTERM while it runs exits 0.
+func TestPauseResumeRebootShutdownBootSIGTERM(t *testing.T) {
+	g := newGuest(t)
+	p := g.start(t, cmdline(true, ticker))
+	p.waitBoots(1)
+	p.waitFor("guest ticks", bootTimeout, func() bool { return lastTick(p.output()) >= 2 })
+	p.wantState(client.StateRunning)
+
+	p.do("pause", p.api.Pause)
+	p.wantState(client.StatePaused)
+	mark := len(p.output())
+	paused := lastTick(p.output())
+	time.Sleep(quiet)
+	if out := p.output(); len(out) != mark {
+		t.Fatalf("paused guest kept writing: %q", out[mark:])
+	}
+
+	p.do("resume", p.api.Resume)
+	p.wantState(client.StateRunning)
+	p.waitFor("ticks after resume", apiTimeout, func() bool { return lastTick(p.output()) > paused })
+
+	p.do("reboot", p.api.Reboot)
+	p.waitBoots(2)
+	p.wantState(client.StateRunning)
+	mark = len(p.output())
+	p.waitOutput("ticks after reboot", mark, bootTimeout, "TICK ")
+
+	p.do("shutdown", p.api.Shutdown)
+	p.wantState(client.StateCreated)
+	if n := boots(p.output()); n != 2 {
+		t.Fatalf("%d boots after shutdown, want 2", n)
+	}
+	p.do("boot", p.api.Boot)
+	p.waitBoots(3)
+	p.wantState(client.StateRunning)
+
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.waitExit(exitTimeout); code != 0 {
+		t.Fatalf("exit status after SIGTERM = %d, want 0", code)
+	}
+	if _, err := os.Stat(p.sock); err == nil {
+		ctx, cancel := p.ctx()
+		defer cancel()
+		if _, err := p.api.Ping(ctx); err == nil {
+			t.Fatal("API still answers after the VMM exited")
+		}
+	}
+}
+
+// TestGuestRebootThenDelete: a guest `reboot -f` resets the VM and the
+// VMM boots it again (upstream's reset_evt → vm_reboot); vm.delete while
+// it runs tears it down and the VMM keeps serving.
+func TestGuestRebootThenDelete(t *testing.T) {
+	g := newGuest(t)
+	p := g.start(t, cmdline(false, "echo GUEST-REBOOTING; reboot -f\n"))
+	p.waitBoots(2)
+	if n := strings.Count(p.output(), "GUEST-REBOOTING"); n < 1 {
+		t.Fatalf("guest never asked to reboot")
+	}
+	if strings.Contains(p.output(), guestimage.MarkerPoweroff) {
+		t.Fatal("guest powered off instead of rebooting")
+	}
+	p.wantState(client.StateRunning)
+
+	p.do("delete", p.api.Delete)
+	if s, err := p.state(); err == nil {
+		t.Fatalf("vm.info after delete = %q, want an error (no VM)", s)
+	}
+	mark := len(p.output())
+	time.Sleep(quiet)
+	if out := p.output(); len(out) != mark {
+		t.Fatalf("deleted guest kept writing: %q", out[mark:])
+	}
+	ctx, cancel := p.ctx()
+	defer cancel()
+	if _, err := p.api.Ping(ctx); err != nil {
+		t.Fatalf("vmm.ping after delete: %v", err)
+	}
+}
+
+// powerButtonScript waits for a key press on every "Power Button" input
+// device (the ACPI button driver turns Notify(PWRB, 0x80) into KEY_POWER),
+// then powers off as a desktop would.
+const powerButtonScript = `n=0
+for d in /sys/class/input/event*; do
+	grep -q "Power Button" $d/device/name 2>/dev/null || continue
+	ev=/dev/input/${d##*/}
+	n=$((n+1))
+	(dd if=$ev of=/dev/null bs=24 count=1 2>/dev/null && echo "PWRBTN-PRESSED $ev" && poweroff -f) &
+done
+echo "PWRBTN-READY $n"
+`
+
+// TestPowerButtonPowersOff: vm.power-button reaches the guest through the
+// GED and its _EVT method; the guest's `poweroff -f` then ends the VMM with
+// status 0, as upstream without --no-shutdown.
+func TestPowerButtonPowersOff(t *testing.T) {
+	g := newGuest(t)
+	p := g.start(t, cmdline(true, powerButtonScript))
+	p.waitOutput("the power button watcher", 0, bootTimeout, "PWRBTN-READY ")
+	if strings.Contains(p.output(), "PWRBTN-READY 0") {
+		t.Fatal("the guest has no Power Button input device (no PNP0C0C in the DSDT, or no button driver)")
+	}
+	p.wantState(client.StateRunning)
+	if strings.Contains(p.output(), "PWRBTN-PRESSED") {
+		t.Fatal("power button seen before it was pressed")
+	}
+	p.do("power-button", p.api.PowerButton)
+	p.waitOutput("the guest's power button event", 0, apiTimeout, "PWRBTN-PRESSED")
+	if code := p.waitExit(exitTimeout); code != 0 {
+		t.Fatalf("exit status after guest poweroff = %d, want 0", code)
+	}
+}
+
+// TestGuestPoweroffNoShutdown: with --no-shutdown a guest poweroff leaves
+// the VM Created and the VMM serving; vm.boot starts it again.
+func TestGuestPoweroffNoShutdown(t *testing.T) {
+	g := newGuest(t)
+	p := g.start(t, cmdline(false), "--no-shutdown")
+	p.waitBoots(1)
+	p.waitOutput("the guest's poweroff", 0, bootTimeout, guestimage.MarkerPoweroff)
+	p.waitState(client.StateCreated, exitTimeout)
+	if p.exited() {
+		t.Fatalf("nimbus exited (%v) despite --no-shutdown", p.waitErr)
+	}
+	p.do("boot", p.api.Boot)
+	p.waitBoots(2)
+	p.waitFor("the second poweroff", bootTimeout, func() bool {
+		return strings.Count(p.output(), guestimage.MarkerPoweroff) >= 2
+	})
+	p.waitState(client.StateCreated, exitTimeout)
+	ctx, cancel := p.ctx()
+	defer cancel()
+	if _, err := p.api.Ping(ctx); err != nil {
+		t.Fatalf("vmm.ping after poweroff: %v", err)
+	}
+}
+
+// cycles is how many boot/shutdown cycles TestBootShutdownCycles runs:
+// NIMBUS_LIFECYCLE_CYCLES, or 3 (each is a full nested boot).
+func cycles(t *testing.T) int {
+	if v := os.Getenv("NIMBUS_LIFECYCLE_CYCLES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 2 {
+			t.Fatalf("NIMBUS_LIFECYCLE_CYCLES=%q: want an integer >= 2", v)
+		}
+		return n
+	}
+	return 3
+}
+
+// Growth allowed over the first cycle's figures: the Go runtime may keep
+// an extra idle thread; RSS moves with the Go heap but a leaked guest
+// mapping would add tens of MiB per cycle.
+const (
+	threadSlack = 2
+	rssSlackKB  = 24 << 10
+)
+
+// TestBootShutdownCycles boots and shuts the guest down repeatedly in one
+// process and checks that threads, fds and RSS do not grow.
+func TestBootShutdownCycles(t *testing.T) {
+	g := newGuest(t)
+	n := cycles(t)
+	p := g.start(t, cmdline(true))
+	var base usage
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			p.do("boot", p.api.Boot)
+		}
+		p.waitBoots(i)
+		p.wantState(client.StateRunning)
+		p.do("shutdown", p.api.Shutdown)
+		p.wantState(client.StateCreated)
+		if i == 1 {
+			base = p.usage()
+			t.Logf("after cycle 1: %d threads, %d fds, RSS %d kB", base.threads, base.fds, base.rssKB)
+			continue
+		}
+		// Teardown may finish just after the reply (a connection closing,
+		// a thread exiting): give the figures time to settle.
+		var u usage
+		settled := func() bool {
+			u = p.usage()
+			return u.threads <= base.threads+threadSlack && u.fds <= base.fds && u.rssKB <= base.rssKB+rssSlackKB
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !settled() && time.Now().Before(deadline) {
+			time.Sleep(pollEvery)
+		}
+		t.Logf("after cycle %d: %d threads, %d fds, RSS %d kB", i, u.threads, u.fds, u.rssKB)
+		if !settled() {
+			t.Fatalf("cycle %d: %d threads, %d fds, RSS %d kB; cycle 1 had %d, %d, %d kB",
+				i, u.threads, u.fds, u.rssKB, base.threads, base.fds, base.rssKB)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	if err := p.api.ShutdownVMM(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.waitExit(exitTimeout); code != 0 {
+		t.Fatalf("exit status after vmm.shutdown = %d, want 0", code)
+	}
+}
