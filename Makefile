@@ -62,3 +62,10 @@ demo: deps build
 
 clean-cache:
 	rm -rf build/cache build/sandbox build/demo
+
+# Benchmarks (figures printed, nothing asserted): process start to the
+# API answering vmm.ping and idle RSS of the real nimbus binary, then the
+# API's ping latency/throughput beside the bare net/http floor.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./cmd/nimbus
+	$(GO) test -run '^$$' -bench . ./internal/api
