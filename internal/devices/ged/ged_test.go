@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
 	"github.com/nimbus-vmm/nimbus/internal/devices"
 	"github.com/nimbus-vmm/nimbus/internal/devices/bus"
 )
@@ -158,5 +159,14 @@ func TestConcurrentNotifyRead(t *testing.T) {
 	seen[1] = d.Pending()
 	if (seen[0]|seen[1])&^PowerButtonChanged != 0 || seen[0]|seen[1] != PowerButtonChanged {
 		t.Fatalf("saw %#x / pending %#x, want only and at least the power-button bit", seen[0], seen[1])
+	}
+}
+
+func TestBaseIsInTheFreeGap(t *testing.T) {
+	// Between the last fixed region below the IOAPIC and the IOAPIC itself,
+	// and clear of the 32-bit PCI window and MMCONFIG.
+	lo := uint64(x86.KVMIdentityMapStart + x86.KVMIdentityMapSize)
+	if Base < lo || Base+Size > x86.IOAPICStart {
+		t.Fatalf("GED [%#x, %#x) is outside the free gap [%#x, %#x)", Base, Base+Size, lo, uint64(x86.IOAPICStart))
 	}
 }
