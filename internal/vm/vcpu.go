@@ -140,7 +140,7 @@ func (m *VM) handleExit(c *vcpu, e kvm.Exit) bool {
 		// an idle guest.
 	case kvm.ExitShutdown:
 		// A triple fault: upstream treats it as a reset request.
-		m.log.Info("guest triple fault", "vcpu", c.id)
+		m.log.Info("guest triple fault", "vcpu", c.id, "regs", regDump(c.v))
 		vmm.NotifyExit(m.exits, vmm.MachineExit{Reason: vmm.ExitReset})
 		return false
 	case kvm.ExitSystemEvent:

@@ -1,0 +1,149 @@
+package vm_test
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nimbus-vmm/nimbus/internal/boot"
+	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/guestimage"
+	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/internal/kvm"
+	"github.com/nimbus-vmm/nimbus/internal/kvm/kvmtest"
+	"github.com/nimbus-vmm/nimbus/internal/vm"
+	"github.com/nimbus-vmm/nimbus/internal/vmm"
+)
+
+func testConfig(kernel, initramfs, cmdline string) *config.VmConfig {
+	cfg := config.DefaultVmConfig()
+	cfg.Payload = &config.PayloadConfig{Kernel: kernel, Initramfs: initramfs, Cmdline: cmdline}
+	cfg.Serial = config.SerialConfig{Mode: config.ConsoleNull}
+	cfg.Console = config.ConsoleConfig{Mode: config.ConsoleOff}
+	return &cfg
+}
+
+func fdCount(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestNoKVM checks the error where /dev/kvm is missing (the unit tier).
+func TestNoKVM(t *testing.T) {
+	if kvm.Available() {
+		t.Skip("/dev/kvm exists")
+	}
+	_, err := vm.New(testConfig("/nonexistent", "", ""), make(chan vmm.MachineExit, 1), nil)
+	if !errors.Is(err, vm.ErrKVM) || !strings.Contains(err.Error(), "/dev/kvm") {
+		t.Fatalf("err = %v, want ErrKVM naming /dev/kvm", err)
+	}
+}
+
+// TestBadPayload: a missing kernel and a non-kernel file fail in New with a
+// clear error and leave no fd behind.
+func TestBadPayload(t *testing.T) {
+	kvmtest.Require(t)
+	junk := filepath.Join(t.TempDir(), "junk")
+	if err := os.WriteFile(junk, []byte(strings.Repeat("not a kernel\n", 1000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := fdCount(t)
+	for _, k := range []string{"/nonexistent/vmlinuz", junk} {
+		_, err := vm.New(testConfig(k, "", ""), make(chan vmm.MachineExit, 1), nil)
+		ok := errors.Is(err, os.ErrNotExist) && strings.Contains(err.Error(), k) || errors.Is(err, boot.ErrInvalidKernel)
+		if !errors.Is(err, vm.ErrSetup) || !ok {
+			t.Errorf("kernel %s: err = %v", k, err)
+		}
+		t.Logf("kernel %s: %v", k, err)
+	}
+	if after := fdCount(t); after != before {
+		t.Fatalf("fds: %d before, %d after failed New", before, after)
+	}
+}
+
+// TestBootGuest boots the Debian kernel (bzImage) with 2 vCPUs to
+// userspace, with the serial port in file mode, pauses and resumes it, and
+// checks that the guest's poweroff arrives as ExitPoweroff and that
+// Shutdown leaks neither goroutines nor fds.
+func TestBootGuest(t *testing.T) {
+	a := guesttest.Require(t)
+	initrd := a.ImageFile(t, guestimage.Options{Script: "echo vm-test-script-ran"})
+	serialOut := filepath.Join(t.TempDir(), "serial.log")
+	cfg := testConfig(a.Kernel, initrd, "console=ttyS0 earlyprintk=serial panic=-1")
+	cfg.Cpus.BootVcpus, cfg.Cpus.MaxVcpus = 2, 2
+	cfg.Memory.Size = 512 << 20
+	cfg.Serial = config.SerialConfig{Mode: config.ConsoleFile, File: serialOut}
+
+	goBefore, fdBefore := runtime.NumGoroutine(), fdCount(t)
+	exits := make(chan vmm.MachineExit, 1)
+	start := time.Now()
+	m, err := vm.New(cfg, exits, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Boot(); err != nil {
+		m.Shutdown()
+		t.Fatal(err)
+	}
+	// Pause and resume early: the kernel must still come up.
+	if err := m.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	var exit vmm.MachineExit
+	select {
+	case exit = <-exits:
+	case <-time.After(5 * time.Minute):
+	}
+	took := time.Since(start)
+	out, _ := os.ReadFile(serialOut)
+	if err := m.Shutdown(); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	c := guestimage.ParseConsole(string(out))
+	if exit.Reason != vmm.ExitPoweroff || !c.Up || !c.Poweroff {
+		t.Fatalf("exit %+v after %v; parsed %+v; serial:\n%s", exit, took, c, out)
+	}
+	t.Logf("guest %s cpus=%d mem=%dkB, New to poweroff %.2fs", c.Kernel, c.CPUs, c.MemKB, took.Seconds())
+	if c.CPUs != 2 {
+		t.Errorf("guest saw %d cpus, want 2", c.CPUs)
+	}
+	if c.MemKB < 400<<10 || c.MemKB > 512<<10 {
+		t.Errorf("guest MemTotal %d kB for 512 MiB", c.MemKB)
+	}
+	if len(c.Results) == 0 || !strings.Contains(c.Results[0].Output, "vm-test-script-ran") {
+		t.Errorf("results %+v", c.Results)
+	}
+	if fd := fdCount(t); fd != fdBefore {
+		t.Errorf("fds: %d before, %d after Shutdown", fdBefore, fd)
+	}
+	// vCPU goroutines end with their threads; allow a moment for the runtime.
+	for i := 0; i < 50 && runtime.NumGoroutine() > goBefore; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > goBefore {
+		t.Errorf("goroutines: %d before, %d after Shutdown", goBefore, g)
+	}
+}
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
