@@ -94,12 +94,33 @@ var knownUndocumented = map[string]string{
 // describe, and response validation errors.
 func checkExchange(t testing.TB, req *http.Request, body []byte, resp *http.Response, rbody []byte) []string {
 	t.Helper()
+	problems, in := checkRequest(t, req, body)
+	if in == nil {
+		return problems
+	}
+	out := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in,
+		Status:                 resp.StatusCode,
+		Header:                 resp.Header,
+		Body:                   io.NopCloser(bytes.NewReader(rbody)),
+		Options:                in.Options,
+	}
+	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
+		problems = append(problems, fmt.Sprintf("%s %s: reply %d %q does not match: %v", req.Method, req.URL.Path, resp.StatusCode, rbody, err))
+	}
+	return problems
+}
+
+// checkRequest validates one request and lists undocumented fields; the
+// returned input (nil when the route is unknown) serves the reply check.
+func checkRequest(t testing.TB, req *http.Request, body []byte) ([]string, *openapi3filter.RequestValidationInput) {
+	t.Helper()
 	_, router := loadSpec(t)
 	r := req.Clone(context.Background())
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	route, params, err := router.FindRoute(r)
 	if err != nil {
-		return []string{fmt.Sprintf("%s %s: not in the document: %v", req.Method, req.URL.Path, err)}
+		return []string{fmt.Sprintf("%s %s: not in the document: %v", req.Method, req.URL.Path, err)}, nil
 	}
 	var problems []string
 	opts := &openapi3filter.Options{SkipSettingDefaults: true, MultiError: false}
@@ -120,17 +141,8 @@ func checkExchange(t testing.TB, req *http.Request, body []byte, resp *http.Resp
 			}
 		}
 	}
-	out := &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: in,
-		Status:                 resp.StatusCode,
-		Header:                 resp.Header,
-		Body:                   io.NopCloser(bytes.NewReader(rbody)),
-		Options:                opts,
-	}
-	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
-		problems = append(problems, fmt.Sprintf("%s %s: reply %d %q does not match: %v", req.Method, req.URL.Path, resp.StatusCode, rbody, err))
-	}
-	return problems
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return problems, in
 }
 
 // undocumented lists the JSON paths in v that schema s does not describe
