@@ -18,8 +18,11 @@ type testFn struct {
 	reads []uint64
 }
 
-func (f *testFn) Read(base, off uint64, data []byte) { f.reads = append(f.reads, base+off); fill(data, 0xab) }
-func (f *testFn) Write(_, _ uint64, _ []byte)        {}
+func (f *testFn) Read(base, off uint64, data []byte) {
+	f.reads = append(f.reads, base+off)
+	fill(data, 0xab)
+}
+func (f *testFn) Write(_, _ uint64, _ []byte) {}
 
 func newTestFn(t *testing.T) *testFn {
 	t.Helper()
