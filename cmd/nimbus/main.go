@@ -11,14 +11,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nimbus-vmm/nimbus/internal/cli"
+	"github.com/nimbus-vmm/nimbus/internal/vm"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
-// machineFactory is the one place that chooses what builds a VM at boot.
-// Until the KVM machine (internal/vm) lands, NoKVMFactory explains why a
-// boot cannot happen; switching to the real machine is a one-line change.
+// machineFactory is the one place that chooses what builds a VM at boot:
+// the KVM machine (internal/vm), which says clearly when /dev/kvm is
+// missing.
 func machineFactory() vmm.MachineFactory {
-	return vmm.NoKVMFactory
+	return vm.Factory(nil)
 }
 
 func main() {

@@ -57,7 +57,7 @@ func (m *VM) openBackend(mode config.ConsoleOutputMode, path string) (console.Ba
 
 func (m *VM) insertPIO(id string, dev bus.Device, base, size uint64, irq ...uint32) error {
 	if err := m.io.Insert(dev, base, size); err != nil {
-		return fmt.Errorf("%w: %s at %#x: %w", ErrSetup, id, base, err)
+		return wrap(ErrSetup, fmt.Errorf("%s at %#x: %w", id, base, err))
 	}
 	res := []map[string]any{{"PioAddressRange": map[string]any{"base": base, "size": size}}}
 	for _, n := range irq {
@@ -80,7 +80,7 @@ func (m *VM) setupDevices(cfg *config.VmConfig) error {
 		}
 		b, err := m.openBackend(cfg.Serial.Mode, path)
 		if err != nil {
-			return fmt.Errorf("%w: serial: %w", ErrSetup, err)
+			return wrap(ErrSetup, fmt.Errorf("serial: %w", err))
 		}
 		var out io.Writer
 		if b != nil {
@@ -135,7 +135,7 @@ func (m *VM) setupDevices(cfg *config.VmConfig) error {
 	if dc := cfg.DebugConsole; dc.Mode != config.ConsoleOff {
 		b, err := m.openBackend(dc.Mode, dc.File)
 		if err != nil {
-			return fmt.Errorf("%w: debug console: %w", ErrSetup, err)
+			return wrap(ErrSetup, fmt.Errorf("debug console: %w", err))
 		}
 		var out io.Writer
 		if b != nil {
@@ -168,10 +168,10 @@ func (m *VM) writeTables(cfg *config.VmConfig) error {
 		BootCPUs: boot, MaxCPUs: maxCPUs,
 		Serial: cfg.Serial.Mode != config.ConsoleOff, SerialIRQ: serialIRQ,
 	}); err != nil {
-		return fmt.Errorf("%w: %w", ErrSetup, err)
+		return wrap(ErrSetup, err)
 	}
 	if err := x86.WriteMPTable(m.mem, min(boot, x86.MaxMPCPUs)); err != nil {
-		return fmt.Errorf("%w: %w", ErrSetup, err)
+		return wrap(ErrSetup, err)
 	}
 	return nil
 }

@@ -24,7 +24,7 @@ func (m *VM) createVcpus(cfg *config.VmConfig, bs *x86.BootState) error {
 	n := max(cfg.Cpus.BootVcpus, 1)
 	supported, err := m.sys.SupportedCPUID()
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrKVM, err)
+		return wrap(ErrKVM, err)
 	}
 	var topo x86.Topology
 	if t := cfg.Cpus.Topology; t != nil {
@@ -37,7 +37,7 @@ func (m *VM) createVcpus(cfg *config.VmConfig, bs *x86.BootState) error {
 	for i := 0; i < int(n); i++ {
 		v, err := m.kvm.CreateVcpu(i)
 		if err != nil {
-			return fmt.Errorf("%w: %w", ErrKVM, err)
+			return wrap(ErrKVM, err)
 		}
 		m.vcpus = append(m.vcpus, &vcpu{id: i, v: v})
 		if i == 0 {
@@ -56,7 +56,7 @@ func (m *VM) createVcpus(cfg *config.VmConfig, bs *x86.BootState) error {
 			setup.Boot = bs
 		}
 		if err := x86.ConfigureVcpu(v, setup); err != nil {
-			return fmt.Errorf("%w: %w", ErrKVM, err)
+			return wrap(ErrKVM, err)
 		}
 	}
 	return nil
@@ -107,7 +107,7 @@ func (m *VM) runVcpu(c *vcpu) {
 			if m.stopping_() {
 				return
 			}
-			m.fatal(c, fmt.Errorf("%w: vcpu %d: %w", ErrVcpu, c.id, err))
+			m.fatal(c, wrap(ErrVcpu, fmt.Errorf("vcpu %d: %w", c.id, err)))
 			return
 		}
 		if !m.handleExit(c, exit) {
@@ -150,11 +150,11 @@ func (m *VM) handleExit(c *vcpu, e kvm.Exit) bool {
 		case kvm.SystemEventReset:
 			vmm.NotifyExit(m.exits, vmm.MachineExit{Reason: vmm.ExitReset})
 		default:
-			m.fatal(c, fmt.Errorf("%w: vcpu %d: %v", ErrVcpu, c.id, e))
+			m.fatal(c, wrap(ErrVcpu, fmt.Errorf("vcpu %d: %v", c.id, e)))
 		}
 		return false
 	default:
-		m.fatal(c, fmt.Errorf("%w: vcpu %d: unexpected exit %v%s", ErrVcpu, c.id, e, regDump(c.v)))
+		m.fatal(c, wrap(ErrVcpu, fmt.Errorf("vcpu %d: unexpected exit %v%s", c.id, e, regDump(c.v))))
 		return false
 	}
 	return true

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -20,8 +21,10 @@ import (
 
 // Error categories; every error this package returns wraps one of them.
 var (
-	// ErrKVM: KVM is missing or refused an operation.
-	ErrKVM = errors.New("KVM is not available")
+	// ErrNoKVM: /dev/kvm cannot be opened (or lacks a required capability).
+	ErrNoKVM = errors.New("KVM is not available")
+	// ErrKVM: KVM refused an operation.
+	ErrKVM = errors.New("KVM operation failed")
 	// ErrSetup: building the machine failed (memory, tables, payload, devices).
 	ErrSetup = errors.New("cannot create the VM")
 	// ErrVcpu: a vCPU stopped on an error it cannot continue from.
@@ -84,37 +87,44 @@ func New(cfg *config.VmConfig, exits chan<- vmm.MachineExit, log *slog.Logger) (
 		}
 	}()
 	if cfg.Payload == nil || (cfg.Payload.Kernel == "" && cfg.Payload.Firmware == "") {
-		return nil, fmt.Errorf("%w: no kernel or firmware payload", ErrSetup)
+		return nil, wrap(ErrSetup, errors.New("no kernel or firmware payload"))
 	}
 	if m.sys, err = kvm.Open(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+		// The plain open error reads best in upstream's error chain
+		// ("KVM is not available" / "open /dev/kvm" / "no such file ...").
+		if f, oerr := os.OpenFile(kvm.DevicePath, os.O_RDWR, 0); oerr != nil {
+			err = oerr
+		} else {
+			f.Close()
+		}
+		return nil, wrap(ErrNoKVM, err)
 	}
 	if err = m.sys.RequireCaps(kvm.BaseCaps...); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+		return nil, wrap(ErrNoKVM, err)
 	}
 	if m.kvm, err = m.sys.CreateVM(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+		return nil, wrap(ErrKVM, err)
 	}
 	// The identity map and TSS pages sit right after MMCONFIG, as upstream;
 	// the identity map must be set before any vCPU exists.
 	if err = m.kvm.SetIdentityMapAddr(x86.KVMIdentityMapStart); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+		return nil, wrap(ErrKVM, err)
 	}
 	if err = m.kvm.SetTSSAddr(x86.KVMTSSStart); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+		return nil, wrap(ErrKVM, err)
 	}
 	if err = m.kvm.CreateIRQChip(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+		return nil, wrap(ErrKVM, err)
 	}
 	if err = m.kvm.CreatePIT2(kvm.PitConfig{Flags: kvm.PitSpeakerDummy}); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+		return nil, wrap(ErrKVM, err)
 	}
 	if m.mem, err = newMemory(cfg.Memory); err != nil {
-		return nil, fmt.Errorf("%w: guest memory: %w", ErrSetup, err)
+		return nil, wrap(ErrSetup, fmt.Errorf("guest memory: %w", err))
 	}
 	m.ramSize = m.mem.Size()
 	if _, err = m.mem.Register(m.kvm, 0, 0); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKVM, err)
+		return nil, wrap(ErrKVM, err)
 	}
 	if err = m.setupDevices(cfg); err != nil {
 		return nil, err
@@ -169,7 +179,7 @@ func (m *VM) loadPayload(cfg *config.VmConfig) (*x86.BootState, error) {
 	// rather than as whatever table happened to be written before it.
 	res, err := boot.Load(m.mem, ram, kernel, initramfs, cmdline, x86.RSDPPointer)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSetup, err)
+		return nil, wrap(ErrSetup, err)
 	}
 	if err := m.writeTables(cfg); err != nil {
 		return nil, err
@@ -181,9 +191,20 @@ func (m *VM) loadPayload(cfg *config.VmConfig) (*x86.BootState, error) {
 		bs.System, err = x86.SetupLongMode(m.mem)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSetup, err)
+		return nil, wrap(ErrSetup, err)
 	}
 	m.log.Debug("payload loaded", "protocol", res.Protocol.String(), "entry", fmt.Sprintf("%#x", res.Entry),
 		"kernel_start", fmt.Sprintf("%#x", res.Kernel.Start), "initramfs_size", res.Initramfs.Size)
 	return bs, nil
 }
+
+// categoryError puts an error under one of this package's categories
+// while keeping a single-cause chain, so upstream-style error chains
+// (internal/cli.ErrorChain) print one level per cause.
+type categoryError struct{ cat, err error }
+
+func wrap(cat, err error) error { return &categoryError{cat: cat, err: err} }
+
+func (e *categoryError) Error() string        { return e.cat.Error() + ": " + e.err.Error() }
+func (e *categoryError) Unwrap() error        { return e.err }
+func (e *categoryError) Is(target error) bool { return target == e.cat }

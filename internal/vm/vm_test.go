@@ -6,11 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nimbus-vmm/nimbus/internal/boot"
+	"github.com/nimbus-vmm/nimbus/internal/cli"
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
@@ -43,8 +45,12 @@ func TestNoKVM(t *testing.T) {
 		t.Skip("/dev/kvm exists")
 	}
 	_, err := vm.New(testConfig("/nonexistent", "", ""), make(chan vmm.MachineExit, 1), nil)
-	if !errors.Is(err, vm.ErrKVM) || !strings.Contains(err.Error(), "/dev/kvm") {
-		t.Fatalf("err = %v, want ErrKVM naming /dev/kvm", err)
+	if !errors.Is(err, vm.ErrNoKVM) || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("err = %v, want ErrNoKVM wrapping ENOENT", err)
+	}
+	want := []string{"KVM is not available", "open /dev/kvm", "no such file or directory"}
+	if got := cli.ErrorChain(err); !slices.Equal(got, want) {
+		t.Fatalf("error chain %q, want %q", got, want)
 	}
 }
 
