@@ -20,6 +20,10 @@ import (
 // reconnect instead of missing, say, "vm booted" without noticing.
 const SubscriberBuffer = 256
 
+// DefaultCloseTimeout is how long Close waits for the sink writer to flush
+// the queued events before it gives up on a reader that does not read.
+const DefaultCloseTimeout = time.Second
+
 // Monitor fans events out to an optional sink (the --event-monitor file or
 // fd) and to any number of subscribers (the API event stream).
 //
@@ -28,12 +32,16 @@ const SubscriberBuffer = 256
 // unbounded flume channel, the queue to the sink is unbounded so the file
 // gets every event (events are rare, a few per lifecycle change).
 //
+// Close is bounded (see WithCloseTimeout): a reader that stops reading
+// the event-monitor pipe must not hang VMM shutdown.
+//
 // A nil *Monitor is valid and discards everything, so components can emit
 // unconditionally.
 type Monitor struct {
-	start  time.Time
-	now    func() time.Time
-	logger *slog.Logger
+	start        time.Time
+	now          func() time.Time
+	logger       *slog.Logger
+	closeTimeout time.Duration
 
 	mu      sync.Mutex
 	closed  bool
@@ -61,15 +69,23 @@ func WithLogger(l *slog.Logger) Option { return func(m *Monitor) { m.logger = l 
 // The monitor's start is the clock's first reading, taken in New.
 func WithClock(now func() time.Time) Option { return func(m *Monitor) { m.now = now } }
 
+// WithCloseTimeout replaces DefaultCloseTimeout.
+func WithCloseTimeout(d time.Duration) Option { return func(m *Monitor) { m.closeTimeout = d } }
+
+// deadliner is a sink whose blocked Write can be interrupted; *os.File
+// for a pipe, FIFO or socket opened by OpenPath or OpenFd is one.
+type deadliner interface{ SetWriteDeadline(time.Time) error }
+
 // New starts a monitor that writes every event to w (nil: subscribers
 // only). The caller keeps ownership of w and closes it after Close.
 func New(w io.Writer, opts ...Option) *Monitor {
 	m := &Monitor{
-		now:  time.Now,
-		wake: make(chan struct{}, 1),
-		subs: make(map[*subscriber]struct{}),
-		done: make(chan struct{}),
-		sink: w,
+		now:          time.Now,
+		closeTimeout: DefaultCloseTimeout,
+		wake:         make(chan struct{}, 1),
+		subs:         make(map[*subscriber]struct{}),
+		done:         make(chan struct{}),
+		sink:         w,
 	}
 	for _, o := range opts {
 		o(m)
@@ -84,9 +100,11 @@ func New(w io.Writer, opts ...Option) *Monitor {
 }
 
 // OpenPath opens the --event-monitor path=<p> sink: created or truncated,
-// write-only, like Rust's File::create.
+// write-only and non-blocking, as upstream opens it. Non-blocking means a
+// FIFO without a reader fails with ENXIO instead of hanging start-up, and
+// the pipe's writes honour the deadline Close sets.
 func OpenPath(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o666)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NONBLOCK, 0o666)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open event monitor file: %w", err)
 	}
@@ -94,12 +112,18 @@ func OpenPath(path string) (*os.File, error) {
 }
 
 // OpenFd adopts the inherited --event-monitor fd=<n> sink, checking that
-// the descriptor is open so a wrong number fails at start-up.
+// the descriptor is open so a wrong number fails at start-up. The fd is
+// switched to non-blocking so that a pipe or socket joins Go's poller and
+// Close can interrupt a write its reader never takes (the flag lives on
+// the open file description, which the parent only reads from).
 func OpenFd(fd int) (*os.File, error) {
 	if fd < 0 {
 		return nil, fmt.Errorf("invalid event monitor fd %d: %w", fd, unix.EBADF)
 	}
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		return nil, fmt.Errorf("invalid event monitor fd %d: %w", fd, err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, fmt.Errorf("invalid event monitor fd %d: %w", fd, err)
 	}
 	unix.CloseOnExec(fd)
@@ -207,6 +231,12 @@ func (m *Monitor) dropLocked(s *subscriber) {
 // Close stops accepting events, writes the ones already emitted to the
 // sink, closes every subscriber channel and waits for the writer goroutine
 // to return. It does not close the sink. Safe to call more than once.
+//
+// If the sink has not taken the queued events within the close timeout
+// and supports write deadlines, Close interrupts the blocked write and
+// drops the events still queued (a reader that stopped reading loses
+// them; shutdown does not hang). A sink without deadlines (a regular
+// file, a plain io.Writer) is waited for.
 func (m *Monitor) Close() {
 	if m == nil {
 		return
@@ -223,6 +253,21 @@ func (m *Monitor) Close() {
 		}
 	}
 	m.mu.Unlock()
+
+	timer := time.NewTimer(m.closeTimeout)
+	defer timer.Stop()
+	select {
+	case <-m.done:
+		return
+	case <-timer.C:
+	}
+	if d, ok := m.sink.(deadliner); ok {
+		// A deadline in the past fails the blocked Write and every later
+		// one, so the writer marks the sink broken and skips the rest.
+		if err := d.SetWriteDeadline(time.Unix(1, 0)); err != nil && m.logger != nil {
+			m.logger.Warn("event monitor: cannot interrupt the event sink; waiting for its reader", "err", err)
+		}
+	}
 	<-m.done
 }
 

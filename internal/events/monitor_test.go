@@ -300,3 +300,85 @@ func TestOpenFd(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// fillSink emits far more than a 64 KiB pipe buffer holds.
+func fillSink(m *Monitor) {
+	for range 2000 {
+		m.Emit("vm", "resizing", map[string]string{"pad": strings.Repeat("x", 100)})
+	}
+}
+
+// A reader that never reads must not hang Close: the blocked write is
+// interrupted after the close timeout and the rest of the queue dropped.
+func TestCloseGivesUpOnReaderThatNeverReads(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	m := New(w, WithCloseTimeout(10*time.Millisecond))
+	fillSink(m)
+	m.Close() // without the deadline this never returns
+	w.Close()
+	b, _ := io.ReadAll(r)
+	if n := strings.Count(string(b), "\n\n"); n >= 2000 {
+		t.Fatalf("read %d events; the stuck reader should have lost some", n)
+	}
+}
+
+// An inherited blocking pipe fd (Conch's --event-monitor fd=) gets the
+// same bounded Close.
+func TestOpenFdBlockingPipeNobodyReads(t *testing.T) {
+	fds := make([]int, 2)
+	if err := unix.Pipe2(fds, 0); err != nil {
+		t.Fatal(err)
+	}
+	r := os.NewFile(uintptr(fds[0]), "r")
+	defer r.Close()
+	f, err := OpenFd(fds[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := New(f, WithCloseTimeout(10*time.Millisecond))
+	fillSink(m)
+	m.Close()
+}
+
+// Upstream opens the sink non-blocking: a FIFO without a reader fails at
+// start-up instead of blocking it forever.
+func TestOpenPathFIFOWithoutReader(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenPath(p); !errors.Is(err, unix.ENXIO) {
+		t.Fatalf("err = %v, want ENXIO", err)
+	}
+}
+
+func TestOpenPathFIFOReaderNeverReads(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	f, err := OpenPath(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := New(f, WithCloseTimeout(10*time.Millisecond))
+	m.Emit("vm", "booted", nil)
+	fillSink(m)
+	m.Close()
+	buf := make([]byte, 64)
+	if n, err := r.Read(buf); err != nil || !bytes.HasPrefix(buf[:n], []byte("{\n  \"timestamp\"")) {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+}
