@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -140,11 +141,7 @@ func (m *Monitor) Emit(source, event string, props map[string]string) {
 		props = nil
 	} else {
 		// Subscribers get their own copy; the caller may reuse its map.
-		cp := make(map[string]string, len(props))
-		for k, v := range props {
-			cp[k] = v
-		}
-		props = cp
+		props = maps.Clone(props)
 	}
 
 	m.mu.Lock()
@@ -183,12 +180,7 @@ func (m *Monitor) Emit(source, event string, props map[string]string) {
 func logLine(ev Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Event: source = %s event = %s", ev.Source, ev.Event)
-	keys := make([]string, 0, len(ev.Properties))
-	for k := range ev.Properties {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(ev.Properties)) {
 		fmt.Fprintf(&b, " %s = %s", k, ev.Properties[k])
 	}
 	return b.String()
