@@ -89,3 +89,22 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// SplitBuffers cuts bufs after n bytes: head holds the first n bytes (or
+// all of bufs if shorter), tail the rest.
+func SplitBuffers(bufs []Buffer, n uint64) (head, tail []Buffer) {
+	for i, b := range bufs {
+		if n == 0 {
+			return head, bufs[i:]
+		}
+		if uint64(b.Len) <= n {
+			head = append(head, b)
+			n -= uint64(b.Len)
+			continue
+		}
+		head = append(head, Buffer{b.Addr, uint32(n)})
+		tail = append([]Buffer{{b.Addr + n, b.Len - uint32(n)}}, bufs[i+1:]...)
+		return head, tail
+	}
+	return head, nil
+}

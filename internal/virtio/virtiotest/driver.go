@@ -151,7 +151,7 @@ func (d *Driver) Kick() error { return d.Queue.Notify.Signal() }
 
 // Poll returns the used elements added since the last Poll, returning
 // their descriptors to the free list (direct chains are freed by walking
-// NEXT links).
+// NEXT links), and sets used_event to ask for an interrupt on the next one.
 func (d *Driver) Poll() []Used {
 	idx := binary.LittleEndian.Uint16(d.Mem.B[d.Queue.UsedAddr+2:])
 	var out []Used
@@ -163,6 +163,8 @@ func (d *Driver) Poll() []Used {
 		d.usedSeen++
 		d.release(u.Head)
 	}
+	// As Linux's virtqueue_enable_cb: interrupt me for the next used one.
+	d.SetUsedEvent(d.usedSeen)
 	return out
 }
 

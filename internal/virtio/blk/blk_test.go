@@ -1,0 +1,304 @@
+package blk_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/virtio"
+	"github.com/nimbus-vmm/nimbus/internal/virtio/blk"
+	"github.com/nimbus-vmm/nimbus/internal/virtio/virtiotest"
+)
+
+const diskSize = 1 << 20
+
+type rig struct {
+	t    testing.TB
+	dev  *blk.Device
+	drv  *virtiotest.Driver
+	irq  *virtiotest.Interrupt
+	path string
+}
+
+func newImage(t testing.TB) string {
+	p := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(p, make([]byte, diskSize), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func start(t testing.TB, cfg config.DiskConfig) *rig {
+	t.Helper()
+	dev, err := blk.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := virtiotest.NewMem(4 << 20)
+	q, err := virtio.NewQueue(dev.QueueSizes()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	drv := virtiotest.NewDriver(m, q, 128, 0x1000, 0x10000, 4<<20)
+	irq := virtiotest.NewInterrupt()
+	if err := dev.Activate(m, dev.Features(), []*virtio.Queue{q}, irq); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := dev.Close(); err != nil {
+			t.Error(err)
+		}
+		q.Close()
+	})
+	return &rig{t: t, dev: dev, drv: drv, irq: irq, path: cfg.Path}
+}
+
+func header(typ uint32, sector uint64) []byte {
+	b := make([]byte, 16)
+	binary.LittleEndian.PutUint32(b, typ)
+	binary.LittleEndian.PutUint64(b[8:], sector)
+	return b
+}
+
+// do submits one request and waits for its completion; it returns the
+// status byte, the used length and the data buffer contents.
+func (r *rig) do(out [][]byte, dataIn uint32) (status uint8, used uint32, data []byte) {
+	r.t.Helper()
+	ins := []uint32{1}
+	if dataIn > 0 {
+		ins = []uint32{dataIn, 1}
+	}
+	_, bufs := r.drv.Submit(out, ins)
+	if err := r.drv.Kick(); err != nil {
+		r.t.Fatal(err)
+	}
+	for {
+		select {
+		case <-r.irq.Signals:
+		case <-time.After(10 * time.Second): // a hang guard, not a timing assertion
+			r.t.Fatal("no completion")
+		}
+		if u := r.drv.Poll(); len(u) > 0 {
+			st := r.drv.Bytes(bufs[len(bufs)-1], 1)[0]
+			if dataIn > 0 {
+				data = r.drv.Bytes(bufs[0], dataIn)
+			}
+			r.drv.ResetHeap(0x10000)
+			return st, u[0].Len, data
+		}
+	}
+}
+
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7) ^ seed
+	}
+	return b
+}
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestWriteReadBack(t *testing.T) {
+	p := newImage(t)
+	r := start(t, config.DiskConfig{Path: p, Sparse: true})
+	if got := r.dev.Capacity(); got != diskSize/512 {
+		t.Fatalf("capacity %d", got)
+	}
+	cfg := make([]byte, 8)
+	r.dev.ReadConfig(0, cfg)
+	if binary.LittleEndian.Uint64(cfg) != diskSize/512 {
+		t.Fatalf("config capacity %x", cfg)
+	}
+	data := pattern(8192, 1)
+	if st, used, _ := r.do([][]byte{header(blk.TOut, 4), data[:4096], data[4096:]}, 0); st != blk.SOK || used != 1 {
+		t.Fatalf("write: status %d used %d", st, used)
+	}
+	host, _ := os.ReadFile(p)
+	if !bytes.Equal(host[4*512:4*512+8192], data) {
+		t.Fatal("pattern not in the host file")
+	}
+	// The reverse: host writes, guest reads.
+	other := pattern(4096, 9)
+	f, _ := os.OpenFile(p, os.O_WRONLY, 0)
+	f.WriteAt(other, 100*512)
+	f.Close()
+	st, used, got := r.do([][]byte{header(blk.TIn, 100)}, 4096)
+	if st != blk.SOK || used != 4097 || !bytes.Equal(got, other) {
+		t.Fatalf("read: status %d used %d equal %v", st, used, bytes.Equal(got, other))
+	}
+	// Out of range and unaligned requests fail with IOERR.
+	if st, _, _ := r.do([][]byte{header(blk.TIn, diskSize/512-1)}, 1024); st != blk.SIOErr {
+		t.Fatalf("read past end: status %d", st)
+	}
+	if st, _, _ := r.do([][]byte{header(blk.TOut, 0), make([]byte, 100)}, 0); st != blk.SIOErr {
+		t.Fatalf("unaligned write: status %d", st)
+	}
+	if st, _, _ := r.do([][]byte{header(99, 0)}, 0); st != blk.SUnsupp {
+		t.Fatalf("unknown type: status %d", st)
+	}
+	if st, _, _ := r.do([][]byte{header(blk.TFlush, 0)}, 0); st != blk.SOK {
+		t.Fatalf("flush: status %d", st)
+	}
+	c := r.dev.Counters()
+	if c["write_bytes"] != 8192 || c["write_ops"] != 1 || c["read_bytes"] != 4096 || c["read_ops"] != 1 {
+		t.Fatalf("counters %v", c)
+	}
+	if c["read_latency_min"] > c["read_latency_max"] || c["read_latency_avg"] > c["read_latency_max"] {
+		t.Fatalf("latency counters %v", c)
+	}
+}
+
+func TestIndirectRequests(t *testing.T) {
+	r := start(t, config.DiskConfig{Path: newImage(t)})
+	r.drv.Indirect = true
+	data := pattern(1024, 3)
+	if st, _, _ := r.do([][]byte{header(blk.TOut, 8), data}, 0); st != blk.SOK {
+		t.Fatalf("write: %d", st)
+	}
+	if st, _, got := r.do([][]byte{header(blk.TIn, 8)}, 1024); st != blk.SOK || !bytes.Equal(got, data) {
+		t.Fatalf("read: %d", st)
+	}
+}
+
+func TestReadonly(t *testing.T) {
+	p := newImage(t)
+	r := start(t, config.DiskConfig{Path: p, Readonly: true})
+	if r.dev.Features()&blk.FRO == 0 {
+		t.Fatal("VIRTIO_BLK_F_RO not offered")
+	}
+	if st, _, _ := r.do([][]byte{header(blk.TOut, 0), pattern(512, 5)}, 0); st != blk.SIOErr {
+		t.Fatalf("write to read-only disk: status %d", st)
+	}
+	host, _ := os.ReadFile(p)
+	if !bytes.Equal(host[:512], make([]byte, 512)) {
+		t.Fatal("read-only image modified")
+	}
+}
+
+func TestGetID(t *testing.T) {
+	r := start(t, config.DiskConfig{Path: newImage(t), Serial: "nimbus-disk-0"})
+	st, used, id := r.do([][]byte{header(blk.TGetID, 0)}, 20)
+	want := append([]byte("nimbus-disk-0"), make([]byte, 7)...)
+	if st != blk.SOK || used != 21 || !bytes.Equal(id, want) {
+		t.Fatalf("GET_ID: status %d used %d id %q", st, used, id)
+	}
+}
+
+func TestDiscardAndWriteZeroes(t *testing.T) {
+	p := newImage(t)
+	r := start(t, config.DiskConfig{Path: p, Sparse: true})
+	if r.dev.Features()&(blk.FDiscard|blk.FWriteZeroes) != blk.FDiscard|blk.FWriteZeroes {
+		t.Fatal("discard/write-zeroes not offered")
+	}
+	r.do([][]byte{header(blk.TOut, 0), pattern(16384, 7)}, 0)
+	seg := func(sector uint64, n, flags uint32) []byte {
+		b := make([]byte, 16)
+		binary.LittleEndian.PutUint64(b, sector)
+		binary.LittleEndian.PutUint32(b[8:], n)
+		binary.LittleEndian.PutUint32(b[12:], flags)
+		return b
+	}
+	if st, _, _ := r.do([][]byte{header(blk.TWriteZeroes, 0), seg(0, 8, 0)}, 0); st != blk.SOK {
+		t.Fatalf("write zeroes: %d", st)
+	}
+	if st, _, _ := r.do([][]byte{header(blk.TDiscard, 0), seg(8, 8, 0)}, 0); st != blk.SOK {
+		t.Fatalf("discard: %d", st)
+	}
+	host, _ := os.ReadFile(p)
+	if !bytes.Equal(host[:8192], make([]byte, 8192)) {
+		t.Fatal("zeroed/discarded range still has data")
+	}
+	if !bytes.Equal(host[8192:16384], pattern(16384, 7)[8192:]) {
+		t.Fatal("data beyond the range lost")
+	}
+	if st, _, _ := r.do([][]byte{header(blk.TDiscard, 0), seg(diskSize/512, 8, 0)}, 0); st != blk.SIOErr {
+		t.Fatalf("discard past end: %d", st)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	t.Run("qcow2", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "disk.qcow2")
+		os.WriteFile(p, append([]byte("QFI\xfb\x00\x00\x00\x03"), make([]byte, 4096)...), 0o600)
+		_, err := blk.New(config.DiskConfig{Path: p})
+		if !errors.Is(err, blk.ErrFormat) || !errors.Is(err, virtio.ErrBackend) {
+			t.Fatalf("qcow2 image: %v", err)
+		}
+	})
+	t.Run("lock conflict", func(t *testing.T) {
+		p := newImage(t)
+		d1, err := blk.New(config.DiskConfig{Path: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := blk.New(config.DiskConfig{Path: p}); !errors.Is(err, blk.ErrLocked) {
+			t.Fatalf("second writable open: %v", err)
+		}
+		if _, err := blk.New(config.DiskConfig{Path: p, Readonly: true}); !errors.Is(err, blk.ErrLocked) {
+			t.Fatalf("read-only open of a write-locked image: %v", err)
+		}
+		d1.Close()
+		d2, err := blk.New(config.DiskConfig{Path: p, LockGranularity: config.LockFull})
+		if err != nil {
+			t.Fatalf("open after close: %v", err)
+		}
+		d2.Close()
+		r1, _ := blk.New(config.DiskConfig{Path: p, Readonly: true})
+		r2, err := blk.New(config.DiskConfig{Path: p, Readonly: true})
+		if err != nil {
+			t.Fatalf("two read-only opens: %v", err)
+		}
+		r1.Close()
+		r2.Close()
+	})
+}
+
+func TestPauseResume(t *testing.T) {
+	r := start(t, config.DiskConfig{Path: newImage(t)})
+	if err := r.dev.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	// A request made while paused completes after Resume.
+	r.drv.Submit([][]byte{header(blk.TOut, 0), pattern(512, 1)}, []uint32{1})
+	r.drv.Kick()
+	if err := r.dev.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	<-r.irq.Signals
+	if u := r.drv.Poll(); len(u) != 1 {
+		t.Fatalf("used after resume: %v", u)
+	}
+	if err := r.dev.Reset(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func BenchmarkRequest4K(b *testing.B) {
+	for _, op := range []struct {
+		name string
+		typ  uint32
+	}{{"read", blk.TIn}, {"write", blk.TOut}} {
+		b.Run(op.name, func(b *testing.B) {
+			r := start(b, config.DiskConfig{Path: newImage(b)})
+			buf := pattern(4096, 1)
+			b.SetBytes(4096)
+			b.ResetTimer()
+			for i := range b.N {
+				sector := uint64(i%200) * 8
+				if op.typ == blk.TIn {
+					r.do([][]byte{header(blk.TIn, sector)}, 4096)
+				} else {
+					r.do([][]byte{header(blk.TOut, sector), buf}, 0)
+				}
+			}
+		})
+	}
+}
