@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -93,16 +94,26 @@ func (c *Client) Do(ctx context.Context, method, endpoint string, body []byte, f
 	return conn.Do(ctx, method, endpoint, body, fds...)
 }
 
+// ErrConnBroken is the cause of the TransportError a Conn returns once an
+// earlier call on it failed or had its context cancelled mid-call.
+var ErrConnBroken = errors.New("connection unusable after an earlier failed or cancelled call")
+
 // Conn is one connection to the API socket, carrying any number of
 // requests in turn (HTTP/1.1 keep-alive), each with its own fds, as Kata
 // and libvirt send several vm.add-net requests on one connection. A Conn
 // is not safe for concurrent use; after a TransportError (including a
-// cancelled context) it is unusable and should be closed.
+// cancelled context) it is unusable (later calls fail with ErrConnBroken)
+// and should be closed.
 type Conn struct {
-	c  *Client
-	uc *net.UnixConn
-	br *bufio.Reader
+	c      *Client
+	uc     *net.UnixConn
+	br     *bufio.Reader
+	broken bool
 }
+
+// testHookReplyRead, when set, runs after a reply has been read and before
+// Do stops watching the context (tests cancel the context there).
+var testHookReplyRead func()
 
 // Dial connects to the API socket. The context bounds the connect only.
 func (c *Client) Dial(ctx context.Context) (*Conn, error) {
@@ -120,12 +131,44 @@ func (cn *Conn) Close() error { return cn.uc.Close() }
 // Do sends one request on the connection and reads its reply; see
 // Client.Do for the arguments and errors.
 func (cn *Conn) Do(ctx context.Context, method, endpoint string, body []byte, fds ...int) (*Response, error) {
+	if cn.broken {
+		return nil, &TransportError{Msg: MsgSocket, Err: ErrConnBroken}
+	}
+	resp, err := cn.exchange(ctx, method, endpoint, body, fds)
+	if err != nil {
+		cn.broken = true
+		return nil, err
+	}
+	if !successStatus(resp.StatusCode) {
+		return nil, newAPIError(resp.StatusCode, resp.Body, resp.HasBody)
+	}
+	return resp, nil
+}
+
+// exchange writes the request and reads the reply, cancelling both when
+// ctx ends.
+func (cn *Conn) exchange(ctx context.Context, method, endpoint string, body []byte, fds []int) (*Response, error) {
 	dl, _ := ctx.Deadline() // zero: none
 	cn.uc.SetDeadline(dl)
 	// Cancelling ctx unblocks any read or write in progress.
-	stop := context.AfterFunc(ctx, func() { cn.uc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		cn.uc.SetDeadline(time.Unix(1, 0))
+	})
+	resp, err := cn.exchangeWatched(ctx, method, endpoint, body, fds)
+	if !stop() {
+		// The callback has started (the context ended as the call
+		// finished): wait for it, or its past deadline could land after
+		// the next call reset the deadline. The connection is left with
+		// that deadline, so it is broken even if this call succeeded.
+		<-fired
+		cn.broken = true
+	}
+	return resp, err
+}
 
+func (cn *Conn) exchangeWatched(ctx context.Context, method, endpoint string, body []byte, fds []int) (*Response, error) {
 	if err := writeRequest(cn.uc, method, endpoint, body, fds); err != nil {
 		return nil, cn.c.ctxErr(ctx, err)
 	}
@@ -133,8 +176,8 @@ func (cn *Conn) Do(ctx context.Context, method, endpoint string, body []byte, fd
 	if err != nil {
 		return nil, cn.c.ctxErr(ctx, err)
 	}
-	if !successStatus(resp.StatusCode) {
-		return nil, newAPIError(resp.StatusCode, resp.Body, resp.HasBody)
+	if testHookReplyRead != nil {
+		testHookReplyRead()
 	}
 	return resp, nil
 }

@@ -473,3 +473,45 @@ func TestStatusName(t *testing.T) {
 		}
 	}
 }
+
+// A context cancelled just as the reply arrives fires the cancel callback
+// after the call succeeded. Do must wait for it (or its past deadline
+// could hit the next call) and the Conn must then refuse further calls
+// instead of failing them at random.
+func TestCancelAsReplyArrivesBreaksConn(t *testing.T) {
+	c, _ := newTestClient(t, ok204)
+	conn, err := c.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	testHookReplyRead = cancel
+	resp, err := conn.Do(ctx, http.MethodPut, "vm.boot", nil)
+	testHookReplyRead = nil
+	if err != nil || resp.StatusCode != 204 {
+		t.Fatalf("first call: %+v, %v", resp, err)
+	}
+	_, err = conn.Do(context.Background(), http.MethodGet, "vmm.ping", nil)
+	var te *TransportError
+	if !errors.As(err, &te) || te.Msg != MsgSocket || !errors.Is(err, ErrConnBroken) {
+		t.Fatalf("second call: err = %v, want ErrConnBroken", err)
+	}
+}
+
+// After a transport error the Conn is unusable, as documented.
+func TestConnBrokenAfterTransportError(t *testing.T) {
+	c, _ := newTestClient(t, func(*captured) []byte { return nil })
+	conn, err := c.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Do(context.Background(), http.MethodPut, "vm.boot", nil); errors.Is(err, ErrConnBroken) || err == nil {
+		t.Fatalf("first call: err = %v, want the hang-up", err)
+	}
+	if _, err := conn.Do(context.Background(), http.MethodPut, "vm.boot", nil); !errors.Is(err, ErrConnBroken) {
+		t.Fatalf("second call: err = %v, want ErrConnBroken", err)
+	}
+}
