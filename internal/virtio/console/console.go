@@ -1,0 +1,304 @@
+// Package console is virtio-console (virtio 1.2 §5.3) with a single port
+// and no multiport: receiveq 0 carries host input to the guest, transmitq
+// 1 guest output to a backend of internal/devices/console (pty, tty,
+// file, null). With console=hvc0 on the kernel command line it is the
+// guest's console.
+package console
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/nimbus-vmm/nimbus/internal/config"
+	hostconsole "github.com/nimbus-vmm/nimbus/internal/devices/console"
+	"github.com/nimbus-vmm/nimbus/internal/virtio"
+)
+
+// QueueSize is upstream's virtio-console queue size.
+const QueueSize = 256
+
+// Queue indices (§5.3.2).
+const (
+	RxQueue = 0
+	TxQueue = 1
+)
+
+// ConfigSize is struct virtio_console_config: cols, rows, max_nr_ports,
+// emerg_write (§5.3.4).
+const ConfigSize = 12
+
+// inputLimit bounds host input buffered for the guest; beyond it the
+// backend waits (backpressure) instead of the VMM growing memory.
+const inputLimit = 64 << 10
+
+// maxOut bounds one transmit copy.
+const maxOut = 64 << 10
+
+// Device is a virtio-console device. Create it with New or Open.
+type Device struct {
+	backend hostconsole.Backend
+
+	inMu     sync.Mutex
+	in       []byte
+	inReady  chan struct{} // capacity 1: input arrived
+	writable chan struct{} // capacity 1: input space freed
+
+	mu     sync.Mutex
+	runner virtio.Runner
+	stop   chan struct{}
+	active bool
+	paused bool
+	closed bool
+	mem    virtio.GuestMemory
+	queues []*virtio.Queue
+	irq    virtio.Interrupt
+}
+
+var _ virtio.Device = (*Device)(nil)
+
+// Open creates the backend for cfg and the device on it. Mode Off gives
+// (nil, nil): no device. Socket is refused as upstream does.
+func Open(cfg config.ConsoleConfig) (*Device, error) {
+	mode := hostconsole.Mode(cfg.Mode)
+	if mode == hostconsole.ModeSocket {
+		return nil, fmt.Errorf("virtio-console does not support socket mode: %w", virtio.ErrInvalid)
+	}
+	b, err := hostconsole.Open(hostconsole.Options{Mode: mode, Path: cfg.File})
+	if err != nil {
+		return nil, fmt.Errorf("virtio-console backend: %w: %w", virtio.ErrBackend, err)
+	}
+	if b == nil {
+		return nil, nil
+	}
+	return New(b), nil
+}
+
+// New creates the device on backend and starts taking its input; Close
+// closes the backend.
+func New(backend hostconsole.Backend) *Device {
+	d := &Device{
+		backend:  backend,
+		inReady:  make(chan struct{}, 1),
+		writable: make(chan struct{}, 1),
+	}
+	backend.Start(d)
+	return d
+}
+
+// Path is the backend's pty path ("" for other modes), for vm.info.
+func (d *Device) Path() string { return d.backend.Path() }
+
+// Enqueue implements console.Input: it buffers host input for the guest.
+func (d *Device) Enqueue(p []byte) int {
+	d.inMu.Lock()
+	n := min(len(p), inputLimit-len(d.in))
+	d.in = append(d.in, p[:n]...)
+	d.inMu.Unlock()
+	if n > 0 {
+		notify(d.inReady)
+	}
+	return n
+}
+
+// Writable implements console.Input.
+func (d *Device) Writable() <-chan struct{} { return d.writable }
+
+func notify(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Type implements virtio.Device.
+func (d *Device) Type() virtio.DeviceType { return virtio.TypeConsole }
+
+// Features implements virtio.Device.
+func (d *Device) Features() uint64 { return virtio.CommonFeatures }
+
+// QueueSizes implements virtio.Device.
+func (d *Device) QueueSizes() []uint16 { return []uint16{QueueSize, QueueSize} }
+
+// ReadConfig implements virtio.Device: cols/rows 0 (no VIRTIO_CONSOLE_F_SIZE),
+// max_nr_ports 1.
+func (d *Device) ReadConfig(off uint64, p []byte) {
+	var b [ConfigSize]byte
+	binary.LittleEndian.PutUint32(b[4:], 1)
+	clear(p)
+	if off < ConfigSize {
+		copy(p, b[off:])
+	}
+}
+
+// WriteConfig implements virtio.Device: emerg_write is not offered; ignored.
+func (d *Device) WriteConfig(off uint64, p []byte) {}
+
+// Activate implements virtio.Device.
+func (d *Device) Activate(mem virtio.GuestMemory, features uint64, queues []*virtio.Queue, irq virtio.Interrupt) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed || d.active {
+		return fmt.Errorf("activate console: %w", virtio.ErrState)
+	}
+	if len(queues) != 2 {
+		return fmt.Errorf("console has 2 queues, got %d: %w", len(queues), virtio.ErrInvalid)
+	}
+	if err := virtio.ActivateQueues(mem, features, queues); err != nil {
+		return err
+	}
+	d.mem, d.queues, d.irq = mem, queues, irq
+	d.active, d.paused = true, false
+	d.start()
+	return nil
+}
+
+func (d *Device) start() {
+	d.stop = make(chan struct{})
+	if tx := d.queues[TxQueue]; tx.Ready {
+		d.runner.Watch(tx.Notify)
+		d.runner.Go(func() { virtio.ServeQueue(&d.runner, tx, TxQueue, d.irq, d.transmit) })
+	}
+	if rx := d.queues[RxQueue]; rx.Ready {
+		d.runner.Watch(rx.Notify)
+		stop := d.stop
+		d.runner.Go(func() { d.receive(rx, stop) })
+	}
+}
+
+func (d *Device) halt(forget bool) error {
+	close(d.stop)
+	return d.runner.Stop(forget)
+}
+
+// transmit sends one chain's readable bytes to the backend.
+func (d *Device) transmit(c *virtio.Chain) uint32 {
+	var buf [4096]byte
+	r := io.LimitReader(virtio.NewReader(d.mem, c.Readable), maxOut)
+	for {
+		n, err := r.Read(buf[:])
+		if n > 0 {
+			_, _ = d.backend.Write(buf[:n]) // never blocks; host-side loss is not the guest's fault
+		}
+		if err != nil || n == 0 {
+			return 0
+		}
+	}
+}
+
+// receive moves buffered host input into receiveq buffers: it waits for
+// input, then for a buffer (sleeping on the queue's eventfd when the
+// driver has none posted), copies, and signals.
+func (d *Device) receive(q *virtio.Queue, stop <-chan struct{}) {
+	for {
+		d.inMu.Lock()
+		pending := len(d.in)
+		d.inMu.Unlock()
+		if pending == 0 {
+			select {
+			case <-d.inReady:
+				continue
+			case <-stop:
+				return
+			}
+		}
+		c, err := q.Pop()
+		switch {
+		case err != nil && c != nil: // bad chain: fail it
+			_ = q.Push(c.Head, 0)
+			continue
+		case err != nil: // broken queue
+			d.irq.NeedsReset(err)
+			<-stop
+			return
+		case c == nil:
+			more, err := q.EnableNotification()
+			if err != nil {
+				d.irq.NeedsReset(err)
+				<-stop
+				return
+			}
+			if !more {
+				if _, err := q.Notify.Wait(); err != nil {
+					return // interrupted: stopping
+				}
+			}
+			continue
+		}
+		w := virtio.NewWriter(d.mem, c.Writable)
+		d.inMu.Lock()
+		n := min(uint64(len(d.in)), w.Remaining())
+		_, _ = w.Write(d.in[:n])
+		d.in = d.in[w.Written():]
+		d.inMu.Unlock()
+		notify(d.writable)
+		if err := q.Push(c.Head, w.Written()); err != nil {
+			continue // broken: the next Pop reports it
+		}
+		if q.NeedsInterrupt() {
+			_ = d.irq.Signal(RxQueue)
+		}
+	}
+}
+
+// Pause implements virtio.Device.
+func (d *Device) Pause() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.active || d.paused {
+		return nil
+	}
+	d.paused = true
+	return d.halt(true)
+}
+
+// Resume implements virtio.Device.
+func (d *Device) Resume() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.active || !d.paused {
+		return nil
+	}
+	d.paused = false
+	d.start()
+	return nil
+}
+
+// Reset implements virtio.Device.
+func (d *Device) Reset() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.reset()
+}
+
+func (d *Device) reset() error {
+	if !d.active {
+		return nil
+	}
+	var err error
+	if !d.paused {
+		err = d.halt(true)
+	}
+	d.active, d.paused = false, false
+	d.mem, d.queues, d.irq = nil, nil, nil
+	return err
+}
+
+// Close implements virtio.Device; it closes the backend.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	err := d.reset()
+	if cerr := d.backend.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Counters implements virtio.Device: upstream's console has none.
+func (d *Device) Counters() map[string]uint64 { return nil }
