@@ -46,6 +46,7 @@ func ExtractVmlinux(bzImage []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer r.Close()
 	out, err := io.ReadAll(io.LimitReader(r, maxVmlinux+1))
 	if err != nil {
 		return nil, fmt.Errorf("decompressing %s payload: %w: %w", format, ErrInvalidKernel, err)
@@ -59,7 +60,10 @@ func ExtractVmlinux(bzImage []byte) ([]byte, error) {
 	return out, nil
 }
 
-func decompressor(data []byte) (io.Reader, string, error) {
+// decompressor returns a reader of the payload in the format its magic
+// names. The caller closes it: the zstd decoder holds buffers (and, with
+// concurrency, goroutines) until closed.
+func decompressor(data []byte) (io.ReadCloser, string, error) {
 	br := bytes.NewReader(data)
 	switch {
 	case bytes.HasPrefix(data, []byte{0x1f, 0x8b}):
@@ -82,17 +86,17 @@ func decompressor(data []byte) (io.Reader, string, error) {
 		if err != nil {
 			return nil, "xz", fmt.Errorf("xz payload: %w: %w", ErrInvalidKernel, err)
 		}
-		return r, "xz", nil
+		return io.NopCloser(r), "xz", nil
 	case bytes.HasPrefix(data, []byte{0x5d, 0, 0}):
 		r, err := lzma.NewReader(br)
 		if err != nil {
 			return nil, "lzma", fmt.Errorf("lzma payload: %w: %w", ErrInvalidKernel, err)
 		}
-		return r, "lzma", nil
+		return io.NopCloser(r), "lzma", nil
 	case bytes.HasPrefix(data, []byte{0x02, 0x21, 0x4c, 0x18}):
-		return lz4.NewReader(br), "lz4", nil
+		return io.NopCloser(lz4.NewReader(br)), "lz4", nil
 	case bytes.HasPrefix(data, []byte("BZh")):
-		return bzip2.NewReader(br), "bzip2", nil
+		return io.NopCloser(bzip2.NewReader(br)), "bzip2", nil
 	}
 	return nil, "", fmt.Errorf("unknown payload compression (magic % x): %w: %w", data[:min(len(data), 4)], ErrInvalidKernel, errUnsupportedCompression)
 }

@@ -133,3 +133,18 @@ func TestRealKernel(t *testing.T) {
 		t.Errorf("bzImage entry %#x", res.Entry)
 	}
 }
+
+// The zstd decoder must be handed back closable: ExtractVmlinux closes it,
+// releasing its buffers, after which it reads no more.
+func TestDecompressorZstdIsClosed(t *testing.T) {
+	r, format, err := decompressor(compressWith(t, "zstd", []byte("vmlinux")))
+	if err != nil || format != "zstd" {
+		t.Fatalf("%s, %v", format, err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Read(make([]byte, 8)); !errors.Is(err, zstd.ErrDecoderClosed) {
+		t.Fatalf("read after Close: %v, want ErrDecoderClosed", err)
+	}
+}
