@@ -7,7 +7,7 @@ SANDBOX := $(GO) run ./cmd/nimbus-sandbox
 # sandbox boot (directly where /dev/kvm works, otherwise in a QEMU TCG guest
 # with nested KVM). Append your package here: KVM_TEST_PKGS += ./internal/yours
 KVM_TEST_PKGS := ./internal/kvm ./internal/guestimage
-KVM_TEST_PKGS += ./internal/vm
+KVM_TEST_PKGS += ./internal/vm ./test/e2e
 
 # What `make demo` runs where KVM works. The guest kernel and initramfs are
 # at /nimbus/guest/{vmlinuz,initramfs}, the Nimbus binaries in /nimbus/bin,
