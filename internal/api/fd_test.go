@@ -216,19 +216,34 @@ func TestSocketLock(t *testing.T) {
 	if _, err := os.Stat(path); err != nil {
 		t.Errorf("second Listen removed the live socket: %v", err)
 	}
+	// A later instance that opened the lock file while this one held it.
+	late, err := os.OpenFile(path+".lock", os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{path, path + ".lock"} {
-		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("%s left after Close: %v", p, err)
-		}
+	// The socket goes; the lock file stays, as upstream leaves it.
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left after Close: %v", err)
+	}
+	if _, err := os.Stat(path + ".lock"); err != nil {
+		t.Errorf("lock file removed by Close: %v", err)
 	}
 	l2, err := Listen(path)
 	if err != nil {
 		t.Fatalf("Listen after Close: %v", err)
 	}
-	l2.Close()
+	defer l2.Close()
+	// The late opener's file is the one l2 locked, so it cannot take the
+	// lock too (had Close unlinked the file, it would lock an orphan and
+	// both would believe they own the socket).
+	fl := unix.Flock_t{Type: unix.F_WRLCK}
+	if err := unix.FcntlFlock(late.Fd(), unix.F_OFD_SETLK, &fl); !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
+		t.Errorf("late opener locked the lock file while l2 holds it: %v", err)
+	}
 }
 
 func TestListenFD(t *testing.T) {

@@ -31,9 +31,15 @@ func DefaultSocketPath() string {
 }
 
 // Listener is the API socket bound by Listen. Close removes the socket
-// and its lock file and releases the lock (upstream removes them on a
-// clean exit only; a crash leaves a stale socket that the next Listen
-// removes once it holds the lock).
+// and releases the lock (upstream removes the socket on a clean exit
+// only; a crash leaves a stale socket that the next Listen removes once it
+// holds the lock).
+//
+// The <path>.lock file is never removed, as upstream never removes it:
+// unlinking a lock file breaks the lock. An instance that opened the old
+// file just before it was unlinked would lock that orphaned inode while a
+// later one creates and locks a new file; both would then "hold" the lock
+// and remove each other's live socket.
 type Listener struct {
 	*net.UnixListener
 	path string
@@ -79,13 +85,11 @@ func Listen(path string) (*Listener, error) {
 	umaskMu.Unlock()
 	if err != nil {
 		lock.Close()
-		os.Remove(lockPath)
 		return nil, fmt.Errorf("binding API socket: %w", err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		ul.Close()
 		lock.Close()
-		os.Remove(lockPath)
 		return nil, fmt.Errorf("restricting API socket mode: %w", err)
 	}
 	// We remove the socket ourselves in Close, before the lock goes.
@@ -96,13 +100,12 @@ func Listen(path string) (*Listener, error) {
 // Path is the socket's path.
 func (l *Listener) Path() string { return l.path }
 
-// Close stops listening, removes the socket and lock file, and releases
-// the lock. It is safe to call more than once.
+// Close stops listening, removes the socket (not the lock file; see
+// Listener) and releases the lock. It is safe to call more than once.
 func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
 		l.closeErr = l.UnixListener.Close()
 		os.Remove(l.path)
-		os.Remove(l.path + ".lock")
 		l.lock.Close()
 	})
 	return l.closeErr
