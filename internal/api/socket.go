@@ -50,6 +50,11 @@ type Listener struct {
 }
 
 // umaskMu serialises the umask change around bind: umask is per process.
+// The umask dance only serves embedders (tests, library users) that run
+// with a permissive umask, closing the window between bind and Chmod in
+// which the socket would be group/world-connectable; cmd/nimbus already
+// runs under umask 077 as upstream's main does, so there it changes
+// nothing.
 var umaskMu sync.Mutex
 
 // Listen binds the API socket at path, owner-only (mode 0600). It first
