@@ -81,6 +81,8 @@ func (d *Driver) putDesc(table uint64, i uint16, addr uint64, n uint32, flags, n
 // returns the head and the writable buffers' addresses. It does not
 // notify; call Kick.
 func (d *Driver) Submit(out [][]byte, in []uint32) (uint16, []In) {
+	d.Mem.mu.Lock()
+	defer d.Mem.mu.Unlock()
 	type seg struct {
 		addr  uint64
 		n     uint32
@@ -134,12 +136,18 @@ func (d *Driver) Submit(out [][]byte, in []uint32) (uint16, []In) {
 			d.putDesc(d.Queue.DescAddr, idx[i], s.addr, s.n, flagsOf(s, i == len(segs)-1), next)
 		}
 	}
-	d.Publish(head)
+	d.publish(head)
 	return head, ins
 }
 
 // Publish puts head in the available ring and bumps the index.
 func (d *Driver) Publish(head uint16) {
+	d.Mem.mu.Lock()
+	defer d.Mem.mu.Unlock()
+	d.publish(head)
+}
+
+func (d *Driver) publish(head uint16) {
 	slot := uint64(d.availIdx % d.size)
 	binary.LittleEndian.PutUint16(d.Mem.B[d.Queue.AvailAddr+4+2*slot:], head)
 	d.availIdx++
@@ -153,6 +161,8 @@ func (d *Driver) Kick() error { return d.Queue.Notify.Signal() }
 // their descriptors to the free list (direct chains are freed by walking
 // NEXT links), and sets used_event to ask for an interrupt on the next one.
 func (d *Driver) Poll() []Used {
+	d.Mem.mu.Lock()
+	defer d.Mem.mu.Unlock()
 	idx := binary.LittleEndian.Uint16(d.Mem.B[d.Queue.UsedAddr+2:])
 	var out []Used
 	for d.usedSeen != idx {
@@ -164,7 +174,7 @@ func (d *Driver) Poll() []Used {
 		d.release(u.Head)
 	}
 	// As Linux's virtqueue_enable_cb: interrupt me for the next used one.
-	d.SetUsedEvent(d.usedSeen)
+	binary.LittleEndian.PutUint16(d.Mem.B[d.Queue.AvailAddr+4+2*uint64(d.size):], d.usedSeen)
 	return out
 }
 
@@ -182,26 +192,36 @@ func (d *Driver) release(head uint16) {
 
 // SetUsedEvent writes used_event (event idx).
 func (d *Driver) SetUsedEvent(v uint16) {
+	d.Mem.mu.Lock()
+	defer d.Mem.mu.Unlock()
 	binary.LittleEndian.PutUint16(d.Mem.B[d.Queue.AvailAddr+4+2*uint64(d.size):], v)
 }
 
 // SetAvailFlags writes the available ring's flags.
 func (d *Driver) SetAvailFlags(v uint16) {
+	d.Mem.mu.Lock()
+	defer d.Mem.mu.Unlock()
 	binary.LittleEndian.PutUint16(d.Mem.B[d.Queue.AvailAddr:], v)
 }
 
 // AvailEvent reads avail_event (event idx).
 func (d *Driver) AvailEvent() uint16 {
+	d.Mem.mu.Lock()
+	defer d.Mem.mu.Unlock()
 	return binary.LittleEndian.Uint16(d.Mem.B[d.Queue.UsedAddr+4+8*uint64(d.size):])
 }
 
 // UsedFlags reads the used ring's flags.
 func (d *Driver) UsedFlags() uint16 {
+	d.Mem.mu.Lock()
+	defer d.Mem.mu.Unlock()
 	return binary.LittleEndian.Uint16(d.Mem.B[d.Queue.UsedAddr:])
 }
 
 // Bytes returns a copy of guest memory at b.
 func (d *Driver) Bytes(b In, n uint32) []byte {
+	d.Mem.mu.Lock()
+	defer d.Mem.mu.Unlock()
 	return append([]byte(nil), d.Mem.B[b.Addr:b.Addr+uint64(min(n, b.Len))]...)
 }
 

@@ -13,8 +13,15 @@ import (
 )
 
 // Mem is flat guest RAM from guest-physical 0, implementing
-// virtio.GuestMemory with memory.Memory's error rules.
-type Mem struct{ B []byte }
+// virtio.GuestMemory with memory.Memory's error rules. Every access (and
+// every Driver operation) holds a mutex: it stands for the ordering the
+// real ring protocol gets from barriers, and makes the hand-off of
+// buffers between the test's driver and the device goroutine visible to
+// the race detector.
+type Mem struct {
+	mu sync.Mutex
+	B  []byte
+}
 
 var _ virtio.GuestMemory = (*Mem)(nil)
 
@@ -27,6 +34,12 @@ func bad(gpa uint64, n int) error {
 
 // Slice implements virtio.GuestMemory.
 func (m *Mem) Slice(gpa, n uint64) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.slice(gpa, n)
+}
+
+func (m *Mem) slice(gpa, n uint64) ([]byte, error) {
 	if gpa > uint64(len(m.B)) || n > uint64(len(m.B))-gpa {
 		return nil, bad(gpa, int(min(n, 1<<31)))
 	}
@@ -35,6 +48,8 @@ func (m *Mem) Slice(gpa, n uint64) ([]byte, error) {
 
 // ReadAt implements virtio.GuestMemory.
 func (m *Mem) ReadAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if off < 0 || uint64(off) >= uint64(len(m.B)) {
 		return 0, bad(uint64(off), len(p))
 	}
@@ -47,6 +62,8 @@ func (m *Mem) ReadAt(p []byte, off int64) (int, error) {
 
 // WriteAt implements virtio.GuestMemory.
 func (m *Mem) WriteAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if off < 0 || uint64(off) >= uint64(len(m.B)) {
 		return 0, bad(uint64(off), len(p))
 	}
@@ -59,7 +76,9 @@ func (m *Mem) WriteAt(p []byte, off int64) (int, error) {
 
 // ReadU16 implements virtio.GuestMemory.
 func (m *Mem) ReadU16(gpa uint64) (uint16, error) {
-	b, err := m.Slice(gpa, 2)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, err := m.slice(gpa, 2)
 	if err != nil {
 		return 0, err
 	}
@@ -68,7 +87,9 @@ func (m *Mem) ReadU16(gpa uint64) (uint16, error) {
 
 // ReadU32 implements virtio.GuestMemory.
 func (m *Mem) ReadU32(gpa uint64) (uint32, error) {
-	b, err := m.Slice(gpa, 4)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, err := m.slice(gpa, 4)
 	if err != nil {
 		return 0, err
 	}
@@ -77,7 +98,9 @@ func (m *Mem) ReadU32(gpa uint64) (uint32, error) {
 
 // ReadU64 implements virtio.GuestMemory.
 func (m *Mem) ReadU64(gpa uint64) (uint64, error) {
-	b, err := m.Slice(gpa, 8)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, err := m.slice(gpa, 8)
 	if err != nil {
 		return 0, err
 	}
@@ -86,7 +109,9 @@ func (m *Mem) ReadU64(gpa uint64) (uint64, error) {
 
 // WriteU16 implements virtio.GuestMemory.
 func (m *Mem) WriteU16(gpa uint64, v uint16) error {
-	b, err := m.Slice(gpa, 2)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, err := m.slice(gpa, 2)
 	if err != nil {
 		return err
 	}
@@ -96,7 +121,9 @@ func (m *Mem) WriteU16(gpa uint64, v uint16) error {
 
 // WriteU32 implements virtio.GuestMemory.
 func (m *Mem) WriteU32(gpa uint64, v uint32) error {
-	b, err := m.Slice(gpa, 4)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, err := m.slice(gpa, 4)
 	if err != nil {
 		return err
 	}
