@@ -533,7 +533,8 @@ type Runner func(*Options) error
 
 // Main is the nimbus entry point: it handles --help, --version and
 // --dry-run itself and hands everything else to run. It returns the exit
-// status. Command-line errors are one line on stderr naming the option;
+// status. Command-line errors are one line on stderr naming the option,
+// status 2 for usage errors (ErrUsage, as clap) and 1 for bad values;
 // a failure of run is printed as upstream's error chain (PrintErrorChain).
 func Main(args []string, stdout, stderr io.Writer, run Runner) int {
 	if len(args) == 0 {
@@ -544,7 +545,7 @@ func Main(args []string, stdout, stderr io.Writer, run Runner) int {
 	o, err := Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "nimbus: %s\n", oneLine(err))
-		return 1
+		return exitStatus(err)
 	}
 	switch {
 	case o.Help:
@@ -580,6 +581,18 @@ func Main(args []string, stdout, stderr io.Writer, run Runner) int {
 		return 1
 	}
 	return 0
+}
+
+// exitStatus is the status of a command line Parse refused. clap exits 2
+// for its own usage errors (an unexpected argument, a repeated single
+// option, a missing value, a value outside --seccomp's list, a VM option
+// without a payload); an option value that fails parsing or validation is
+// upstream's config error after clap, status 1.
+func exitStatus(err error) int {
+	if errors.Is(err, ErrUsage) {
+		return 2
+	}
+	return 1
 }
 
 func oneLine(err error) string {

@@ -46,14 +46,30 @@ func TestErrorsExitOneWithOneLine(t *testing.T) {
 		`nimbus: error parsing --disk: unknown option "bogus"`:           {"--kernel", "K", "--disk", "path=/a,bogus=1"},
 		`nimbus: error validating --cpus: Max CPUs lower than boot CPUs`: {"--kernel", "K", "--cpus", "boot=4,max=2"},
 		`nimbus: error parsing --event-monitor: path or fd required`:     {"--event-monitor", "/x"},
-		"--cpus requires a payload option":                               {"--cpus", "boot=2"},
-		"cannot be used multiple times":                                  {"--kernel", "K", "--cpus", "boot=1", "--cpus", "boot=2"},
-		"unexpected argument '--bogus'":                                  {"--bogus"},
 	}
 	for want, args := range cases {
 		code, out, stderr := run(args...)
 		if code != 1 || out != "" || !strings.Contains(stderr, want) || strings.Count(stderr, "\n") != 1 {
 			t.Errorf("%v: exit %d stdout %q stderr %q, want one line containing %q", args, code, out, stderr, want)
+		}
+	}
+}
+
+// clap's own usage errors exit 2, unlike the value errors above (1).
+func TestUsageErrorsExitTwo(t *testing.T) {
+	cases := map[string][]string{
+		"--cpus requires a payload option":                    {"--cpus", "boot=2"},
+		"cannot be used multiple times":                       {"--kernel", "K", "--cpus", "boot=1", "--cpus", "boot=2"},
+		"unexpected argument '--bogus'":                       {"--bogus"},
+		"unexpected argument 'stray'":                         {"--kernel", "K", "--pvpanic", "stray"},
+		"a value is required for '--api-socket <api-socket>'": {"--api-socket"},
+		"unexpected value 'x' for '--watchdog'":               {"--kernel", "K", "--watchdog=x"},
+		"invalid value 'maybe' for '--seccomp":                {"--seccomp", "maybe"},
+	}
+	for want, args := range cases {
+		code, out, stderr := run(args...)
+		if code != 2 || out != "" || !strings.Contains(stderr, want) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d stdout %q stderr %q, want status 2 and one line containing %q", args, code, out, stderr, want)
 		}
 	}
 }
