@@ -70,3 +70,9 @@ clean-cache:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./cmd/nimbus
 	$(GO) test -run '^$$' -bench . ./internal/api
+
+# Boot benchmark: Nimbus vs QEMU microvm on the same guest, alternating, in
+# the sandbox (nested KVM when this machine has no /dev/kvm). Prints figures.
+.PHONY: bench-boot
+bench-boot:
+	$(SANDBOX) test -qemu -run TestBootTimes ./test/e2e

@@ -28,8 +28,13 @@ func (m *VM) Boot() error {
 }
 
 func (m *VM) logFirstEntry() {
+	close(m.entry)
 	m.log.Info("first vCPU entry", "since_process_start", time.Since(ProcessStart))
 }
+
+// Entered is closed when the boot vCPU first enters the guest (for boot
+// time measurements).
+func (m *VM) Entered() <-chan struct{} { return m.entry }
 
 // Pause kicks every vCPU out of the guest and waits until all are parked
 // (or gone).

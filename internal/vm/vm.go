@@ -69,6 +69,7 @@ type VM struct {
 	wg       sync.WaitGroup
 	booted   bool
 	entered  sync.Once
+	entry    chan struct{} // closed at vCPU 0's first KVM_RUN
 	closed   bool
 }
 
@@ -79,7 +80,7 @@ func New(cfg *config.VmConfig, exits chan<- vmm.MachineExit, log *slog.Logger) (
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m := &VM{log: log, exits: exits, devices: map[string]*vmm.DeviceNode{}}
+	m := &VM{log: log, exits: exits, devices: map[string]*vmm.DeviceNode{}, entry: make(chan struct{})}
 	m.cond = sync.NewCond(&m.mu)
 	defer func() {
 		if err != nil {
