@@ -280,30 +280,28 @@ func Parse(args []string) (*Options, error) {
 	return o, nil
 }
 
+// parseAPISocket follows upstream's parse_api_socket: the value is read
+// with the option parser, but a parse failure is ignored (keys read before
+// the failing one still count, as option_parser sets them as it goes);
+// fd= wins over path=, and when neither was read the raw string is the
+// path. Only an fd that is not a number fails.
 func parseAPISocket(v string, o *Options) error {
-	if !strings.Contains(v, "=") {
-		o.APISocketPath = v
-		return nil
-	}
 	ap := optparse.New().Add("path", "fd")
-	if err := ap.Parse(v); err != nil {
-		return &config.ParseError{Option: "--api-socket", Err: err}
-	}
-	path, hasPath := ap.Get("path")
-	fd, hasFD, err := optparse.Convert(ap, "fd", optparse.Uint(31))
-	switch {
-	case err != nil:
-		return &config.ParseError{Option: "--api-socket", Err: err}
-	case hasPath && hasFD:
-		return &config.ParseError{Option: "--api-socket", Err: errors.New("path and fd are mutually exclusive")}
-	case hasFD:
+	_ = ap.Parse(v)
+	if _, hasFD := ap.Get("fd"); hasFD {
+		fd, _, err := optparse.Convert(ap, "fd", optparse.Uint(31))
+		if err != nil {
+			return &config.ParseError{Option: "--api-socket", Err: err}
+		}
 		n := int(fd)
 		o.APISocketFD = &n
-	case hasPath:
-		o.APISocketPath = path
-	default:
-		return &config.ParseError{Option: "--api-socket", Err: errors.New("path or fd required")}
+		return nil
 	}
+	if path, ok := ap.Get("path"); ok {
+		o.APISocketPath = path
+		return nil
+	}
+	o.APISocketPath = v
 	return nil
 }
 

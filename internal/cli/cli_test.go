@@ -90,6 +90,42 @@ func TestParseVMMOptions(t *testing.T) {
 	}
 }
 
+// Upstream's parse_api_socket ignores option parse failures and then uses
+// the raw string as the path unless path= or fd= was read.
+func TestAPISocketFallsBackToRawString(t *testing.T) {
+	cases := []struct {
+		arg, path string
+		fd        int // -1: none
+	}{
+		{"/tmp/api.sock", "/tmp/api.sock", -1},
+		{"/tmp/a=b.sock", "/tmp/a=b.sock", -1},     // unknown key "/tmp/a"
+		{"bogus=1,path=/p", "bogus=1,path=/p", -1}, // failed before path=
+		{"path=/p,bogus=1", "/p", -1},              // path= read before the failure
+		{"path=/p,fd=4", "", 4},                    // fd= wins
+		{"path=[/p", "path=[/p", -1},               // unbalanced bracket
+		{"path=/p", "/p", -1},
+		{"fd=3", "", 3},
+	}
+	for _, tc := range cases {
+		o, err := Parse([]string{"--api-socket", tc.arg})
+		if err != nil {
+			t.Errorf("%q: %v", tc.arg, err)
+			continue
+		}
+		fd := -1
+		if o.APISocketFD != nil {
+			fd = *o.APISocketFD
+		}
+		if o.APISocketPath != tc.path || fd != tc.fd {
+			t.Errorf("%q: path %q fd %d, want %q %d", tc.arg, o.APISocketPath, fd, tc.path, tc.fd)
+		}
+	}
+	code, _, stderr := run("--api-socket", "fd=x")
+	if code != 1 || !strings.Contains(stderr, "--api-socket") {
+		t.Errorf("fd=x: exit %d %q", code, stderr)
+	}
+}
+
 func TestFlagsAndOptionalValues(t *testing.T) {
 	o, err := Parse([]string{"--kernel", "K", "--pvpanic", "--watchdog", "--rtc", "--landlock"})
 	if err != nil {
