@@ -91,10 +91,11 @@ func (w *Writer) Write(p []byte) (int, error) {
 }
 
 // SplitBuffers cuts bufs after n bytes: head holds the first n bytes (or
-// all of bufs if shorter), tail the rest.
+// all of bufs if shorter), tail the rest, starting at its first non-empty
+// buffer (so tail[0] is where byte n lives).
 func SplitBuffers(bufs []Buffer, n uint64) (head, tail []Buffer) {
 	for i, b := range bufs {
-		if n == 0 {
+		if n == 0 && b.Len > 0 {
 			return head, bufs[i:]
 		}
 		if uint64(b.Len) <= n {

@@ -392,3 +392,18 @@ func fuzzOne(t *testing.T, data []byte, size uint16) {
 		}
 	}
 }
+
+func TestSplitBuffers(t *testing.T) {
+	bufs := []virtio.Buffer{{0x100, 4}, {0x200, 0}, {0x300, 1}}
+	head, tail := virtio.SplitBuffers(bufs, 4)
+	if len(head) != 2 || len(tail) != 1 || tail[0] != (virtio.Buffer{0x300, 1}) {
+		t.Fatalf("split at 4: %v | %v", head, tail)
+	}
+	head, tail = virtio.SplitBuffers(bufs, 2)
+	if len(head) != 1 || head[0] != (virtio.Buffer{0x100, 2}) || tail[0] != (virtio.Buffer{0x102, 2}) || len(tail) != 3 {
+		t.Fatalf("split at 2: %v | %v", head, tail)
+	}
+	if head, tail = virtio.SplitBuffers(bufs, 10); len(head) != 3 || tail != nil {
+		t.Fatalf("split past end: %v | %v", head, tail)
+	}
+}
