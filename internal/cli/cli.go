@@ -8,14 +8,42 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/optparse"
 )
 
-// Version is the nimbus version reported by --version.
-var Version = "v0.1.0"
+// Version is the Cloud Hypervisor release whose interface Nimbus
+// implements (API, CLI, events), reported where upstream reports its own
+// version: --version ("<program> v53.0"), nimbus-remote --version and
+// vmm.ping. Clients gate features on it: libvirt's ch driver reads
+// "cloud-hypervisor v<major>.<minor>" from --version (src/ch/ch_conf.c) and
+// enables multi-fd vm.add-net from a version up; Kata parses vmm.ping's
+// build_version. So it must be a Cloud Hypervisor version number, not
+// Nimbus's own.
+var Version = "v53.0"
+
+// NimbusVersion is Nimbus's own release, printed by --version on a line
+// after upstream's two.
+var NimbusVersion = "0.1.0"
+
+// MigrationProtocolVersions is upstream's second --version line (v53.0
+// prints "Migration Protocol Versions: 0").
+const MigrationProtocolVersions = "0"
+
+// ProgramName starts the --version line. It defaults to the executable's
+// base name, so a nimbus installed as cloud-hypervisor prints
+// "cloud-hypervisor v53.0", the prefix libvirt requires.
+var ProgramName = filepath.Base(os.Args[0])
+
+// VersionText is what --version prints.
+func VersionText() string {
+	return fmt.Sprintf("%s %s\nMigration Protocol Versions: %s\nNimbus %s\n",
+		ProgramName, Version, MigrationProtocolVersions, NimbusVersion)
+}
 
 // ErrUsage classifies command-line errors (unknown flag, missing value,
 // option without payload, ...). Option parse and validation errors wrap
@@ -102,7 +130,7 @@ var flagSpecs = []flagSpec{
 	{"user-device", multi, true, `Userspace device "socket=<socket_path>,id=<device_id>,pci_segment=<segment_id>,pci_device_id=<pci_slot>"`},
 	{"v", flag, false, `Sets the level of debugging output (repeatable: -v, -vv, -vvv)`},
 	{"vdpa", multi, true, `vDPA device "path=<device_path>,num_queues=<number_of_queues>,iommu=on|off,id=<device_id>,pci_segment=<segment_id>,pci_device_id=<pci_slot>"`},
-	{"version", flag, false, `Print version`},
+	{"version", flag, false, `Print version: "<program> v<Cloud Hypervisor release implemented>" and "Migration Protocol Versions: <n>" as upstream (libvirt parses the first line), then "Nimbus <own version>"`},
 	{"vsock", single, true, `Virtio VSOCK parameters "cid=<context_id>,socket=<socket_path>,iommu=on|off,id=<device_id>,pci_segment=<segment_id>,pci_device_id=<pci_slot>"`},
 	{"watchdog", flag, true, `Enable virtio-watchdog`},
 }
@@ -550,7 +578,7 @@ func Main(args []string, stdout, stderr io.Writer, run Runner) int {
 		fmt.Fprint(stdout, Help())
 		return 0
 	case o.Version:
-		fmt.Fprintf(stdout, "nimbus %s\n", Version)
+		io.WriteString(stdout, VersionText())
 		return 0
 	case o.DryRun:
 		if o.VM == nil {

@@ -192,8 +192,22 @@ func TestHelpListsEveryOption(t *testing.T) {
 	if !strings.Contains(out, "lock_granularity=byte-range|full") {
 		t.Error("help lacks disk syntax")
 	}
-	code, out, _ = run("-V")
-	if code != 0 || !strings.HasPrefix(out, "nimbus ") {
-		t.Errorf("version: %d %q", code, out)
+}
+
+// --version prints upstream's two lines (libvirt's chExtractVersion skips
+// "cloud-hypervisor v" and parses <major>.<minor>), then Nimbus's own.
+func TestVersionLikeUpstream(t *testing.T) {
+	defer func(p string) { ProgramName = p }(ProgramName)
+	ProgramName = "cloud-hypervisor"
+	for _, arg := range []string{"--version", "-V"} {
+		code, out, _ := run(arg)
+		want := "cloud-hypervisor v53.0\nMigration Protocol Versions: 0\nNimbus " + NimbusVersion + "\n"
+		if code != 0 || out != want {
+			t.Errorf("%s: %d %q, want %q", arg, code, out, want)
+		}
+	}
+	ProgramName = "nimbus"
+	if _, out, _ := run("-V"); !strings.HasPrefix(out, "nimbus v53.0\n") {
+		t.Errorf("as nimbus: %q", out)
 	}
 }
