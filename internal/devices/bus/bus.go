@@ -38,6 +38,8 @@ var (
 	ErrOutOfSpace = errors.New("bus range outside the address space")
 	// ErrNoRange: no range starts at the given base.
 	ErrNoRange = errors.New("no bus range at this address")
+	// ErrNilDevice: Insert was given a nil Device.
+	ErrNilDevice = errors.New("nil bus device")
 )
 
 // Range is one registered address range.
@@ -85,7 +87,7 @@ func newBus(name string, limit uint64) *Bus {
 // Insert maps [base, base+length) to dev.
 func (b *Bus) Insert(dev Device, base, length uint64) error {
 	if dev == nil {
-		return fmt.Errorf("%s bus: insert at %#x: nil device", b.name, base)
+		return fmt.Errorf("%s bus: insert at %#x: %w", b.name, base, ErrNilDevice)
 	}
 	if length == 0 {
 		return fmt.Errorf("%s bus: insert at %#x: %w", b.name, base, ErrZeroLength)

@@ -79,8 +79,8 @@ func TestInsertRejectsBadRanges(t *testing.T) {
 	if err := m.Insert(&recorder{}, ^uint64(0)-1, 2); err != nil {
 		t.Errorf("mmio top: %v", err)
 	}
-	if err := b.Insert(nil, 0x20, 1); err == nil {
-		t.Error("nil device accepted")
+	if err := b.Insert(nil, 0x20, 1); !errors.Is(err, ErrNilDevice) {
+		t.Errorf("nil device: err = %v, want ErrNilDevice", err)
 	}
 }
 
