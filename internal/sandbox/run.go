@@ -304,7 +304,10 @@ func runQEMU(ctx context.Context, cfg Config) (*Result, error) {
 	if werr == nil {
 		werr = bw.Flush()
 	}
-	f.Close()
+	// A failed close can lose buffered data (e.g. ENOSPC on tmpfs).
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
 	if werr != nil {
 		return nil, fmt.Errorf("%w: writing initramfs: %w", ErrBoot, werr)
 	}
