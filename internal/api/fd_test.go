@@ -180,7 +180,7 @@ func TestManyFdsInOneMessage(t *testing.T) {
 	var got int
 	h := &fakeHandler{reply: func(c vmm.Command) (any, error) {
 		got = len(c.(vmm.AddNet).Fds)
-		closeFiles(c.(vmm.AddNet).Fds)
+		vmm.CloseFiles(c.(vmm.AddNet).Fds)
 		return nil, nil
 	}}
 	ts := startServer(t, h, Options{})

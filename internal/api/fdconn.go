@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
 // Fds received over SCM_RIGHTS. Go's net/http never sees ancillary data,
@@ -84,7 +86,7 @@ func (c *fdConn) collect(oob []byte, truncated bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		closeFiles(files)
+		vmm.CloseFiles(files)
 		return
 	}
 	c.fds = append(c.fds, files...)
@@ -107,16 +109,8 @@ func (c *fdConn) Close() error {
 	fds := c.fds
 	c.fds, c.closed = nil, true
 	c.mu.Unlock()
-	closeFiles(fds)
+	vmm.CloseFiles(fds)
 	return c.UnixConn.Close()
-}
-
-func closeFiles(fs []*os.File) {
-	for _, f := range fs {
-		if f != nil {
-			f.Close()
-		}
-	}
 }
 
 type connKey struct{}

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/nimbus-vmm/nimbus/api/openapi"
@@ -117,13 +118,13 @@ func (s *Server) logf(format string, args ...any) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fds, truncated := takeFds(r.Context())
 	// Whatever fds the command does not take are closed here.
-	defer func() { closeFiles(fds) }()
+	defer func() { vmm.CloseFiles(fds) }()
 
 	hdr := w.Header()
 	hdr["Server"] = []string{ServerHeader}
 	hdr["Date"] = nil // upstream sends none
 
-	name, ok := cutPrefix(r.URL.Path, Root)
+	name, ok := strings.CutPrefix(r.URL.Path, Root)
 	var rt *route
 	if ok {
 		rt = routes[name]
@@ -199,7 +200,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !isContextErr(err) {
 			// A failed command did not keep its fds; closing an
 			// *os.File twice is harmless if the handler closed them too.
-			closeFiles(taken)
+			vmm.CloseFiles(taken)
 		}
 		s.logf("api: %s: %v", name, err)
 		writeJSON(w, StatusFor(err), apiErrorBody(rt.apiText, err))
@@ -215,13 +216,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
-}
-
-func cutPrefix(s, prefix string) (string, bool) {
-	if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
-		return s[len(prefix):], true
-	}
-	return s, false
 }
 
 // readBody reads at most MaxBodySize bytes of the body.

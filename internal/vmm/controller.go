@@ -98,10 +98,10 @@ func (c *Controller) Do(ctx context.Context, cmd Command) (any, error) {
 	select {
 	case c.requests <- Request{Cmd: cmd, Reply: reply}:
 	case <-ctx.Done():
-		closeFiles(commandFiles(cmd))
+		CloseFiles(commandFiles(cmd))
 		return nil, ctx.Err()
 	case <-c.stopped:
-		closeFiles(commandFiles(cmd))
+		CloseFiles(commandFiles(cmd))
 		return nil, fmt.Errorf("%s: %w", cmd.Name(), ErrStopped)
 	}
 	select {
@@ -228,7 +228,9 @@ func commandFiles(cmd Command) []*os.File {
 	return nil
 }
 
-func closeFiles(fs []*os.File) {
+// CloseFiles closes every non-nil file: the fds that came with an API
+// request and that nobody took ownership of.
+func CloseFiles(fs []*os.File) {
 	for _, f := range fs {
 		if f != nil {
 			f.Close()

@@ -103,7 +103,7 @@ func fdNumbers(fs []*os.File) []int32 {
 func (c *Controller) coldAdd(apiText string, files []*os.File, add func(*config.VmConfig) error) (err error) {
 	defer func() {
 		if err != nil {
-			closeFiles(files)
+			CloseFiles(files)
 			err = wrap(apiText, err)
 		}
 	}()

@@ -71,7 +71,7 @@ func (c *Controller) handle(cmd Command) (value any, err error, exit bool) {
 		}
 		return nil, wrap("The VM could not be coredumped", fmt.Errorf("coredump: %w", ErrUnsupported)), false
 	case Restore:
-		closeFiles(v.Fds)
+		CloseFiles(v.Fds)
 		if want := restoreFdCount(&v.Config); len(v.Fds) != want {
 			return nil, wrap("The VM could not be restored", leaf(ErrBadConfig,
 				"Number of FDs expected: %d, but received: %d", want, len(v.Fds))), false
@@ -81,7 +81,7 @@ func (c *Controller) handle(cmd Command) (value any, err error, exit bool) {
 		}
 		return nil, wrap("The VM could not be restored", fmt.Errorf("restore: %w", ErrUnsupported)), false
 	case ReceiveMigration:
-		closeFiles(v.Fds)
+		CloseFiles(v.Fds)
 		return nil, wrap("Error receiving migration", fmt.Errorf("live migration: %w", ErrUnsupported)), false
 	case SendMigration:
 		if c.machine == nil {
@@ -92,7 +92,7 @@ func (c *Controller) handle(cmd Command) (value any, err error, exit bool) {
 		if r, e, ok := c.handleDevice(v); ok {
 			return r, e, false
 		}
-		closeFiles(commandFiles(cmd))
+		CloseFiles(commandFiles(cmd))
 		return nil, fmt.Errorf("unknown command %q: %w", cmd.Name(), ErrUnsupported), false
 	}
 }
@@ -260,7 +260,7 @@ func (c *Controller) vmDelete() error {
 		}
 	}
 	c.cfg = nil
-	closeFiles(c.files)
+	CloseFiles(c.files)
 	c.files = nil
 	c.emit("vm", "deleted")
 	return nil
@@ -275,7 +275,7 @@ func (c *Controller) vmmShutdown() {
 			c.log.Error("releasing the machine failed", "err", err)
 		}
 		c.cfg = nil
-		closeFiles(c.files)
+		CloseFiles(c.files)
 		c.files = nil
 	}
 	c.emit("vmm", "shutdown")
