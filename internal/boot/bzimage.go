@@ -14,6 +14,14 @@ func isBzImage(k []byte) bool {
 // ParseSetupHeader reads and checks a bzImage's setup header: boot flag,
 // "HdrS", protocol 2.12 or later with XLF_KERNEL_64 (the 64-bit entry),
 // and LOADED_HIGH.
+//
+// Not u-root's pkg/boot/bzimage (although it is in go.mod): its
+// BzImage.UnmarshalBinary always locates and decompresses the payload,
+// which a boot does not need and which costs the start-up time we measure
+// (ExtractVmlinux does that on demand), and it checks only protocol 2.08.
+// We need the setup header as the exact byte layout boot_params embeds
+// (SetupHeader with MarshalBinary, written back into the zero page) and
+// the 64-bit boot protocol's checks above, so the header is parsed here.
 func ParseSetupHeader(k []byte) (*SetupHeader, error) {
 	if len(k) < setupHeaderOffset+SetupHeaderSize {
 		return nil, fmt.Errorf("bzImage shorter than its setup header: %w", ErrInvalidKernel)
