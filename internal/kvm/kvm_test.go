@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -374,9 +373,7 @@ func TestKickRunningVcpu(t *testing.T) {
 	ch := runLocked(g, "vcpu0")
 	// Wait until the guest is executing, so the signal (not immediate_exit
 	// alone) has to stop it.
-	for binary.LittleEndian.Uint16(g.mem[0x500:]) == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitGuestWord16(t, g.mem, 0x500, 0)
 	if err := g.vcpu.Kick(); err != nil {
 		t.Fatal(err)
 	}
@@ -391,11 +388,9 @@ func TestKickRunningVcpu(t *testing.T) {
 		t.Fatalf("thread name %q, want vcpu0", res.comm)
 	}
 	// The kick is consumed: the guest runs again (and is kicked again).
-	before := binary.LittleEndian.Uint16(g.mem[0x500:])
+	before := guestWord16(g.mem, 0x500)
 	ch = runLocked(g, "vcpu0")
-	for binary.LittleEndian.Uint16(g.mem[0x500:]) == before {
-		time.Sleep(time.Millisecond)
-	}
+	waitGuestWord16(t, g.mem, 0x500, before)
 	if err := g.vcpu.Kick(); err != nil {
 		t.Fatal(err)
 	}
@@ -574,9 +569,7 @@ func TestCloseWhileRunning(t *testing.T) {
 			}
 		}
 	}()
-	for binary.LittleEndian.Uint16(g.mem[0x500:]) == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitGuestWord16(t, g.mem, 0x500, 0)
 	if err := g.vcpu.Close(); err != nil {
 		t.Fatal(err)
 	}
