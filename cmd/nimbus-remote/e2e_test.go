@@ -193,18 +193,18 @@ func TestEndToEnd(t *testing.T) {
 	}()
 	// The subscription starts asynchronously: emit a marker until the
 	// stream shows it, so the boot events below cannot be missed.
-	for !strings.Contains(evOut.String(), `"event":"sync"`) {
+	waitFor(t, "the event stream to show the sync marker", func() bool {
 		v.monitor.Emit("test", "sync", nil)
-		time.Sleep(5 * time.Millisecond)
-	}
+		return strings.Contains(evOut.String(), `"event":"sync"`)
+	})
 
 	mustOK(cli("boot"), "boot")
 	if state, _ := info(); state != client.StateRunning {
 		t.Fatalf("state after boot = %s", state)
 	}
-	for !strings.Contains(evOut.String(), `"source":"vm","event":"booted"`) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, "the booted event", func() bool {
+		return strings.Contains(evOut.String(), `"source":"vm","event":"booted"`)
+	})
 	evCancel()
 	if code := <-evDone; code != 0 {
 		t.Errorf("events exited %d", code)
@@ -242,5 +242,20 @@ func TestEndToEnd(t *testing.T) {
 	<-v.runDone
 	if v.runErr != nil || v.ctrl.Reason() != vmm.StopVMMShutdown {
 		t.Errorf("Run returned %v, reason %v", v.runErr, v.ctrl.Reason())
+	}
+}
+
+// waitFor polls cond until it holds, failing the test (instead of hanging
+// it) if it still does not after a limit far beyond what a healthy run
+// needs.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	const limit = 30 * time.Second
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s after %v", what, limit)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
