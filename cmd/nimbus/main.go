@@ -5,6 +5,7 @@
 package main
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -17,9 +18,10 @@ import (
 
 // machineFactory is the one place that chooses what builds a VM at boot:
 // the KVM machine (internal/vm), which says clearly when /dev/kvm is
-// missing.
-func machineFactory() vmm.MachineFactory {
-	return vm.Factory(nil)
+// missing. It logs to the VMM's logger (guest exits, vCPU faults with
+// registers).
+func machineFactory(log *slog.Logger) vmm.MachineFactory {
+	return vm.Factory(log)
 }
 
 func main() {

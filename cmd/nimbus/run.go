@@ -52,7 +52,7 @@ func runVMM(o *cli.Options) error {
 	}
 
 	ctrl := vmm.New(vmm.Options{
-		Factory:      machineFactory(),
+		Factory:      machineFactory(logger),
 		Events:       mon,
 		NoShutdown:   o.NoShutdown,
 		Version:      versionNumber(),

@@ -11,6 +11,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/devices"
 	"github.com/nimbus-vmm/nimbus/internal/devices/bus"
 	"github.com/nimbus-vmm/nimbus/internal/devices/console"
+	"github.com/nimbus-vmm/nimbus/internal/devices/ged"
 	"github.com/nimbus-vmm/nimbus/internal/devices/legacy"
 	"github.com/nimbus-vmm/nimbus/internal/devices/serial"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
@@ -43,6 +44,17 @@ func (m *VM) requestExit(r devices.ExitReason) {
 	}
 	m.log.Info("guest requested exit", "reason", r.String())
 	vmm.NotifyExit(m.exits, vmm.MachineExit{Reason: reason})
+}
+
+// edgeIRQ is an edge-triggered line on the in-kernel irqchip: a trigger
+// raises then lowers it.
+func (m *VM) edgeIRQ(line uint32) devices.IRQ {
+	return devices.IRQFunc(func() error {
+		if err := m.kvm.IRQLine(line, true); err != nil {
+			return err
+		}
+		return m.kvm.IRQLine(line, false)
+	})
 }
 
 // openBackend opens a console backend for a config mode; nil for Off.
@@ -86,14 +98,7 @@ func (m *VM) setupDevices(cfg *config.VmConfig) error {
 		if b != nil {
 			out = b
 		}
-		irq := devices.IRQFunc(func() error {
-			// Edge-triggered ISA line: raise then lower.
-			if err := m.kvm.IRQLine(serialIRQ, true); err != nil {
-				return err
-			}
-			return m.kvm.IRQLine(serialIRQ, false)
-		})
-		uart := serial.New(irq, out)
+		uart := serial.New(m.edgeIRQ(serialIRQ), out)
 		if err := m.insertPIO(idSerial, uart, serialBase, serialLen, serialIRQ); err != nil {
 			return err
 		}
@@ -132,6 +137,13 @@ func (m *VM) setupDevices(cfg *config.VmConfig) error {
 		}
 	}
 
+	// The ACPI GED carries vm.power-button to the guest (upstream's
+	// AcpiGedDevice); acpi.Config.GED puts its AML in the DSDT.
+	m.ged = ged.New(m.edgeIRQ(ged.IRQ))
+	if err := m.mmio.Insert(m.ged, ged.Base, ged.Size); err != nil {
+		return wrap(ErrSetup, fmt.Errorf("ACPI GED at %#x: %w", ged.Base, err))
+	}
+
 	if dc := cfg.DebugConsole; dc.Mode != config.ConsoleOff {
 		b, err := m.openBackend(dc.Mode, dc.File)
 		if err != nil {
@@ -167,6 +179,7 @@ func (m *VM) writeTables(cfg *config.VmConfig) error {
 	if _, err := acpi.Build(m.mem, acpi.Config{
 		BootCPUs: boot, MaxCPUs: maxCPUs,
 		Serial: cfg.Serial.Mode != config.ConsoleOff, SerialIRQ: serialIRQ,
+		GED: &acpi.GED{Base: ged.Base, IRQ: ged.IRQ},
 	}); err != nil {
 		return wrap(ErrSetup, err)
 	}

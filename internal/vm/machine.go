@@ -6,6 +6,7 @@ import (
 	"maps"
 	"time"
 
+	"github.com/nimbus-vmm/nimbus/internal/kvm"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
@@ -48,11 +49,25 @@ func (m *VM) Pause() error {
 		m.cond.Wait()
 	}
 	m.mu.Unlock()
+	// As upstream: save kvmclock once the vCPUs are parked so that Resume
+	// puts it back and the guest's clock does not jump by the paused time.
+	// Flags are dropped: KVM_CLOCK_REALTIME on set would add that time back.
+	clock, err := m.kvm.Clock()
+	if err != nil {
+		return wrap(ErrKVM, err)
+	}
+	m.clock = &kvm.ClockData{Clock: clock.Clock}
 	return nil
 }
 
 // Resume lets parked vCPUs enter the guest again.
 func (m *VM) Resume() error {
+	if m.clock != nil {
+		if err := m.kvm.SetClock(*m.clock); err != nil {
+			return wrap(ErrKVM, err)
+		}
+		m.clock = nil
+	}
 	m.mu.Lock()
 	m.paused = false
 	m.cond.Broadcast()
@@ -98,17 +113,26 @@ func (m *VM) release() error {
 	return errors.Join(errs...)
 }
 
-// PowerButton would signal the ACPI GED device, which does not exist yet;
-// once it does, raise its interrupt here.
+// PowerButton sets the GED's power-button bit and pulses its interrupt;
+// the guest's _EVT method turns it into Notify(\_SB_.PWRB, 0x80).
 func (m *VM) PowerButton() error {
-	return fmt.Errorf("power button: no ACPI GED device yet: %w", vmm.ErrUnsupported)
+	if m.ged == nil {
+		return fmt.Errorf("power button: no ACPI GED device: %w", vmm.ErrUnsupported)
+	}
+	if err := m.ged.PowerButton(); err != nil {
+		return wrap(ErrKVM, err)
+	}
+	return nil
 }
 
-// NMI injects an NMI into every vCPU.
+// NMI injects an NMI into every vCPU (KVM_NMI queues it; a vCPU in
+// KVM_RUN takes it at its next entry, as upstream).
 func (m *VM) NMI() error {
 	var errs []error
 	for _, c := range m.vcpus {
-		errs = append(errs, c.v.NMI())
+		if err := c.v.NMI(); err != nil {
+			errs = append(errs, wrap(ErrKVM, fmt.Errorf("vcpu %d: %w", c.id, err)))
+		}
 	}
 	return errors.Join(errs...)
 }

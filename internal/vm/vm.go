@@ -13,6 +13,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/devices/bus"
 	"github.com/nimbus-vmm/nimbus/internal/devices/console"
+	"github.com/nimbus-vmm/nimbus/internal/devices/ged"
 	"github.com/nimbus-vmm/nimbus/internal/devices/legacy"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
 	"github.com/nimbus-vmm/nimbus/internal/memory"
@@ -56,6 +57,8 @@ type VM struct {
 	io, mmio *bus.Bus
 	backends []console.Backend
 	post     *legacy.PostPort
+	ged      *ged.Device    // ACPI power button notifications
+	clock    *kvm.ClockData // kvmclock saved at Pause, restored at Resume
 	devices  map[string]*vmm.DeviceNode
 	vcpus    []*vcpu
 
