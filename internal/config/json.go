@@ -65,6 +65,24 @@ func DecodeBody[T any](data []byte) (*T, error) {
 // Encode renders c exactly as vm.info reports it under "config".
 func Encode(c *VmConfig) ([]byte, error) { return json.Marshal(c) }
 
+// decodeRequired is the body of most struct UnmarshalJSON methods: check
+// the required fields (none: no check), decode into a copy of init (the
+// zero value or upstream's defaults) of the method-less plain type P, and
+// store it in dst only on success.
+func decodeRequired[P any](b []byte, dst *P, init P, required ...string) error {
+	if len(required) > 0 {
+		if err := requireFields(b, required...); err != nil {
+			return err
+		}
+	}
+	p := init
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*dst = p
+	return nil
+}
+
 // requireFields mirrors serde's "missing field" errors for non-Option
 // fields without a default. An explicit null counts as missing because a
 // null can't become a number or string in serde either.
@@ -173,12 +191,7 @@ func (c *VmConfig) UnmarshalJSON(b []byte) error {
 		return &JSONError{Detail: "invalid type: null, expected struct VmConfig"}
 	}
 	type plain VmConfig
-	p := plain(DefaultVmConfig())
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = VmConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain(DefaultVmConfig()))
 }
 
 // UnmarshalJSON requires boot_vcpus and max_vcpus, as upstream does.
@@ -187,44 +200,20 @@ func (c *CpusConfig) UnmarshalJSON(b []byte) error {
 		*c = DefaultCpusConfig()
 		return nil
 	}
-	if err := requireFields(b, "boot_vcpus", "max_vcpus"); err != nil {
-		return err
-	}
 	type plain CpusConfig
-	p := plain(DefaultCpusConfig())
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = CpusConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain(DefaultCpusConfig()), "boot_vcpus", "max_vcpus")
 }
 
 // UnmarshalJSON requires all four topology parts.
 func (c *CpuTopology) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "threads_per_core", "cores_per_die", "dies_per_package", "packages"); err != nil {
-		return err
-	}
 	type plain CpuTopology
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = CpuTopology(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "threads_per_core", "cores_per_die", "dies_per_package", "packages")
 }
 
 // UnmarshalJSON requires vcpu and host_cpus.
 func (c *CpuAffinity) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "vcpu", "host_cpus"); err != nil {
-		return err
-	}
 	type plain CpuAffinity
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = CpuAffinity(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "vcpu", "host_cpus")
 }
 
 // UnmarshalJSON requires size; other fields default.
@@ -233,55 +222,26 @@ func (c *MemoryConfig) UnmarshalJSON(b []byte) error {
 		*c = DefaultMemoryConfig()
 		return nil
 	}
-	if err := requireFields(b, "size"); err != nil {
-		return err
-	}
 	type plain MemoryConfig
-	p := plain(DefaultMemoryConfig())
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = MemoryConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain(DefaultMemoryConfig()), "size")
 }
 
 // UnmarshalJSON requires id and size.
 func (c *MemoryZoneConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "id", "size"); err != nil {
-		return err
-	}
 	type plain MemoryZoneConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = MemoryZoneConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "id", "size")
 }
 
 // UnmarshalJSON fills fw_cfg defaults (everything on).
 func (c *FwCfgConfig) UnmarshalJSON(b []byte) error {
 	type plain FwCfgConfig
-	p := plain{E820: true, Kernel: true, Cmdline: true, Initramfs: true, ACPITables: true}
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = FwCfgConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{E820: true, Kernel: true, Cmdline: true, Initramfs: true, ACPITables: true})
 }
 
 // UnmarshalJSON requires size and refill_time.
 func (c *TokenBucketConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "size", "refill_time"); err != nil {
-		return err
-	}
 	type plain TokenBucketConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = TokenBucketConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "size", "refill_time")
 }
 
 // UnmarshalJSON denies unknown fields, as upstream's
@@ -297,38 +257,20 @@ func (c *RateLimiterConfig) UnmarshalJSON(b []byte) error {
 		}
 	}
 	type plain RateLimiterConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = RateLimiterConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{})
 }
 
 // UnmarshalJSON requires queue_index and host_cpus.
 func (c *VirtQueueAffinity) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "queue_index", "host_cpus"); err != nil {
-		return err
-	}
 	type plain VirtQueueAffinity
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = VirtQueueAffinity(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "queue_index", "host_cpus")
 }
 
 // UnmarshalJSON applies the disk defaults (1x128 queues, sparse, Unknown
 // image type, ByteRange locking).
 func (c *DiskConfig) UnmarshalJSON(b []byte) error {
 	type plain DiskConfig
-	p := plain(DefaultDiskConfig())
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = DiskConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain(DefaultDiskConfig()))
 }
 
 // UnmarshalJSON applies the NIC defaults. As upstream, fds that arrive in
@@ -360,72 +302,32 @@ func (c *RngConfig) UnmarshalJSON(b []byte) error {
 		*c = DefaultRngConfig()
 		return nil
 	}
-	if err := requireFields(b, "src"); err != nil {
-		return err
-	}
 	type plain RngConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = RngConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "src")
 }
 
 // UnmarshalJSON requires size.
 func (c *BalloonConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "size"); err != nil {
-		return err
-	}
 	type plain BalloonConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = BalloonConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "size")
 }
 
 // UnmarshalJSON requires tag and socket; queues default to 1x1024.
 func (c *FsConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "tag", "socket"); err != nil {
-		return err
-	}
 	type plain FsConfig
-	p := plain{NumQueues: DefaultFsNumQueues, QueueSize: DefaultFsQueueSize}
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = FsConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{NumQueues: DefaultFsNumQueues, QueueSize: DefaultFsQueueSize}, "tag", "socket")
 }
 
 // UnmarshalJSON requires socket, queue_sizes and device_type.
 func (c *GenericVhostUserConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "socket", "queue_sizes", "device_type"); err != nil {
-		return err
-	}
 	type plain GenericVhostUserConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = GenericVhostUserConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "socket", "queue_sizes", "device_type")
 }
 
 // UnmarshalJSON requires file.
 func (c *PmemConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "file"); err != nil {
-		return err
-	}
 	type plain PmemConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = PmemConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "file")
 }
 
 // UnmarshalJSON requires mode when the serial object is given.
@@ -434,16 +336,8 @@ func (c *SerialConfig) UnmarshalJSON(b []byte) error {
 		*c = DefaultSerialConfig()
 		return nil
 	}
-	if err := requireFields(b, "mode"); err != nil {
-		return err
-	}
 	type plain SerialConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = SerialConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "mode")
 }
 
 // UnmarshalJSON requires mode when the console object is given.
@@ -452,16 +346,8 @@ func (c *ConsoleConfig) UnmarshalJSON(b []byte) error {
 		*c = DefaultConsoleConfig()
 		return nil
 	}
-	if err := requireFields(b, "mode"); err != nil {
-		return err
-	}
 	type plain ConsoleConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = ConsoleConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "mode")
 }
 
 // UnmarshalJSON requires mode; unlike the whole-field default, a given
@@ -471,16 +357,8 @@ func (c *DebugConsoleConfig) UnmarshalJSON(b []byte) error {
 		*c = DefaultDebugConsoleConfig()
 		return nil
 	}
-	if err := requireFields(b, "mode"); err != nil {
-		return err
-	}
 	type plain DebugConsoleConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = DebugConsoleConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "mode")
 }
 
 // UnmarshalJSON decodes a VFIO device; a JSON fd is not a real descriptor
@@ -514,69 +392,32 @@ func (c DeviceConfig) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON requires socket.
 func (c *UserDeviceConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "socket"); err != nil {
-		return err
-	}
 	type plain UserDeviceConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = UserDeviceConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "socket")
 }
 
 // UnmarshalJSON requires path; num_queues defaults to 1.
 func (c *VdpaConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "path"); err != nil {
-		return err
-	}
 	type plain VdpaConfig
-	p := plain{NumQueues: DefaultVdpaNumQueues}
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = VdpaConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{NumQueues: DefaultVdpaNumQueues}, "path")
 }
 
 // UnmarshalJSON requires cid and socket.
 func (c *VsockConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "cid", "socket"); err != nil {
-		return err
-	}
 	type plain VsockConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = VsockConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "cid", "socket")
 }
 
 // UnmarshalJSON requires guest_numa_id.
 func (c *NumaConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "guest_numa_id"); err != nil {
-		return err
-	}
 	type plain NumaConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = NumaConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "guest_numa_id")
 }
 
 // UnmarshalJSON defaults both aperture weights to 1.
 func (c *PciSegmentConfig) UnmarshalJSON(b []byte) error {
 	type plain PciSegmentConfig
-	p := plain{Mmio32ApertureWeight: DefaultApertureWeight, Mmio64ApertureWeight: DefaultApertureWeight}
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = PciSegmentConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{Mmio32ApertureWeight: DefaultApertureWeight, Mmio64ApertureWeight: DefaultApertureWeight})
 }
 
 // UnmarshalJSON applies the platform defaults and upstream's field aliases
@@ -610,30 +451,14 @@ func (c *PlatformConfig) UnmarshalJSON(b []byte) error {
 
 // UnmarshalJSON requires socket.
 func (c *TpmConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "socket"); err != nil {
-		return err
-	}
 	type plain TpmConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = TpmConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "socket")
 }
 
 // UnmarshalJSON requires path and access.
 func (c *LandlockConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "path", "access"); err != nil {
-		return err
-	}
 	type plain LandlockConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = LandlockConfig(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "path", "access")
 }
 
 // UnmarshalJSON requires id; JSON fds decode as -1 each.
@@ -673,16 +498,8 @@ func (c *RestoredVfioConfig) UnmarshalJSON(b []byte) error {
 
 // UnmarshalJSON requires id and host_numa_node.
 func (c *ZoneUpdate) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "id", "host_numa_node"); err != nil {
-		return err
-	}
 	type plain ZoneUpdate
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = ZoneUpdate(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain{}, "id", "host_numa_node")
 }
 
 // UnmarshalJSON requires source_url; defaults Copy, no prefault, no resume.
@@ -730,16 +547,8 @@ func (c *ReceiveMigrationData) UnmarshalJSON(b []byte) error {
 // UnmarshalJSON requires destination_url and fills upstream's defaults
 // (300 ms downtime, 3600 s timeout, Cancel, one connection, Precopy).
 func (c *SendMigrationData) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "destination_url"); err != nil {
-		return err
-	}
 	type plain SendMigrationData
-	p := plain(DefaultSendMigrationData())
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*c = SendMigrationData(p)
-	return nil
+	return decodeRequired(b, (*plain)(c), plain(DefaultSendMigrationData()), "destination_url")
 }
 
 // MarshalJSON writes zone_updates as [] when empty (a plain Vec upstream).
