@@ -75,10 +75,12 @@ call "vmm.shutdown"                200 PUT vmm.shutdown
 wait "$pid"; status=$?; pid=
 printf '%-4s %-34s exit status %s\n' "$([ $status = 0 ] && echo ok || echo FAIL)" "nimbus exits 0" "$status"
 [ $status = 0 ] || fail=1
-if [ -e "$sock" ] || [ -e "$sock.lock" ]; then
-  echo "FAIL socket or lock file left behind"; fail=1
+# The socket goes; <sock>.lock stays on purpose (as upstream): unlinking a
+# held lock file would let two instances both "hold" the lock.
+if [ -e "$sock" ]; then
+  echo "FAIL socket left behind"; fail=1
 else
-  echo "ok   socket and lock file removed"
+  echo "ok   socket removed"
 fi
 [ $fail = 0 ] && echo "api-smoke: PASS" || { echo "api-smoke: FAIL"; cat "$dir/stderr"; }
 exit $fail
