@@ -49,6 +49,16 @@ func (m Mode) String() string {
 // only, so it is kvm-amd, not kvm-intel.
 var KVMModules = []string{"kvm_amd"}
 
+// NetModules are the networking modules the sandbox guest loads besides
+// KVMModules when Config.Modules is nil, so that tests can create taps
+// (/dev/net/tun), veth pairs and bridges; network namespaces are built in.
+var NetModules = []string{"tun", "veth", "bridge"}
+
+// DefaultModules are what the sandbox guest loads when Config.Modules is nil.
+func DefaultModules() []string {
+	return append(append([]string(nil), KVMModules...), NetModules...)
+}
+
 // File maps a host file or directory to a path in the sandbox.
 type File struct {
 	Host  string
@@ -77,7 +87,7 @@ type Config struct {
 	Kernel   *Kernel // default EnsureKernel(CacheDir)
 	QEMU     string  // default qemu-system-x86_64 from PATH
 	Busybox  string  // default /bin/busybox (Debian busybox-static)
-	// Modules overrides KVMModules (tests use an empty, non-nil slice).
+	// Modules overrides DefaultModules (tests use an empty, non-nil slice).
 	Modules []string
 }
 
@@ -220,6 +230,9 @@ echo %s %s
 		fmt.Fprintf(&s, "insmod %s || echo %s insmod %s failed\n", m, errPrefix, m)
 	}
 	fmt.Fprintf(&s, "[ -c /dev/kvm ] || echo %s /dev/kvm is missing after loading the KVM modules\n", errPrefix)
+	// Loopback up and /run/netns present, as on a normal host: tests bind
+	// to 127.0.0.1 and name network namespaces (ip netns, vishvananda/netns).
+	fmt.Fprintf(&s, "ip link set lo up\nmkdir -p /run/netns /var/run\n[ -e /var/run/netns ] || ln -s /run/netns /var/run/netns\n")
 	fmt.Fprintf(&s, "export %s=1 %s=/ HOME=/root\n", EnvInSandbox, EnvSandboxRoot)
 	for _, e := range cfg.Env {
 		k, v, _ := strings.Cut(e, "=")
@@ -262,7 +275,7 @@ func runQEMU(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	modules := cfg.Modules
 	if modules == nil {
-		modules = KVMModules
+		modules = DefaultModules()
 	}
 
 	nonce := newNonce()

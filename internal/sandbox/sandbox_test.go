@@ -7,10 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 )
 
 // lockedBuffer records each Write separately, to show output is streamed
@@ -270,5 +273,55 @@ func TestRunTestsOnHost(t *testing.T) {
 	if sum.Failed != 1 || sum.Passed != 0 || !strings.Contains(out, "FAIL\tgithub.com/nimbus-vmm/nimbus/internal/guestimage\t") ||
 		!strings.Contains(out, "\n0 passed, 1 failed\n") {
 		t.Fatalf("failing run: %+v\n%s", sum, out)
+	}
+}
+
+// TestDefaultModulesIncludeNetworking: the sandbox guest loads the KVM and
+// networking modules by default, they resolve (with bridge's stp and llc)
+// in the cached Debian kernel, and init brings loopback up.
+func TestDefaultModulesIncludeNetworking(t *testing.T) {
+	mods := DefaultModules()
+	for _, want := range []string{"kvm_amd", "tun", "veth", "bridge"} {
+		if !slices.Contains(mods, want) {
+			t.Errorf("DefaultModules() = %v lacks %s", mods, want)
+		}
+	}
+	mods[0] = "changed"
+	if DefaultModules()[0] != KVMModules[0] {
+		t.Fatal("DefaultModules returned a slice aliasing KVMModules")
+	}
+	s := initScript("n", nil, Config{Args: []string{"true"}, Dir: "/"})
+	if !strings.Contains(s, "ip link set lo up") || !strings.Contains(s, "mkdir -p /run/netns") {
+		t.Fatalf("init does not set up loopback and /run/netns:\n%s", s)
+	}
+
+	dir, err := DefaultCacheDir()
+	if err != nil {
+		t.Skip(err)
+	}
+	cur, err := os.ReadFile(filepath.Join(dir, "kernel", "current"))
+	if err != nil {
+		t.Skip("no cached kernel (make kernel)")
+	}
+	k, err := findKernel(filepath.Join(dir, "kernel", strings.TrimSpace(string(cur))))
+	if err != nil {
+		t.Skip(err)
+	}
+	ix, err := guestimage.LoadModuleIndex(k.ModulesDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := ix.Resolve(DefaultModules()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range res {
+		names = append(names, m.Name)
+	}
+	for _, want := range []string{"kvm", "kvm_amd", "tun", "veth", "stp", "llc", "bridge"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("resolved %v lacks %s", names, want)
+		}
 	}
 }
