@@ -22,10 +22,12 @@ func run(t *testing.T, src string, n uint32) ([]byte, uint32) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
 	m := virtiotest.NewMem(1 << 20)
 	q, _ := virtio.NewQueue(rng.QueueSize)
 	defer q.Close()
+	// Deferred after q.Close so it runs first: the device's goroutine
+	// waits on q's eventfd until the device is closed.
+	defer d.Close()
 	drv := virtiotest.NewDriver(m, q, 64, 0x1000, 0x10000, 1<<20)
 	irq := virtiotest.NewInterrupt()
 	if err := d.Activate(m, d.Features(), []*virtio.Queue{q}, irq); err != nil {
