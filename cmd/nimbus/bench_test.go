@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -96,4 +97,39 @@ func vmRSSMiB(b *testing.B, pid int) float64 {
 	}
 	b.Fatal("no VmRSS")
 	return 0
+}
+
+// BenchmarkStartToPingVsBaseline compares this tree's binary with the one
+// NIMBUS_BENCH_BASELINE names (e.g. a build of the previous commit). The
+// box is shared and noisy, so the two alternate within one run and the
+// medians are reported, not means:
+//
+//	NIMBUS_BENCH_BASELINE=/tmp/nimbus-old go test -run '^$' \
+//	    -bench StartToPingVsBaseline -benchtime 40x ./cmd/nimbus
+func BenchmarkStartToPingVsBaseline(b *testing.B) {
+	base := os.Getenv("NIMBUS_BENCH_BASELINE")
+	if base == "" {
+		b.Skip("NIMBUS_BENCH_BASELINE not set")
+	}
+	dir := shortDir(b)
+	bins := []string{base, filepath.Join(binDir, "nimbus")}
+	times := make([][]time.Duration, len(bins))
+	for i := 0; i < b.N; i++ {
+		for j, bin := range bins {
+			sock := filepath.Join(dir, "b"+strconv.Itoa(i)+"-"+strconv.Itoa(j))
+			t0 := time.Now()
+			p := startBinary(b, bin, nil, "--api-socket", sock)
+			pingUntilUp(b, p, sock)
+			times[j] = append(times[j], time.Since(t0))
+			stop(b, p)
+		}
+	}
+	b.ReportMetric(medianMs(times[0]), "ms/start-baseline-median")
+	b.ReportMetric(medianMs(times[1]), "ms/start-median")
+}
+
+// medianMs is the median of ds in milliseconds; ds is sorted in place.
+func medianMs(ds []time.Duration) float64 {
+	slices.Sort(ds)
+	return float64(ds[len(ds)/2].Microseconds()) / 1000
 }

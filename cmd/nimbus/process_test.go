@@ -72,8 +72,15 @@ type proc struct {
 
 func startNimbus(t testing.TB, extra []*os.File, args ...string) *proc {
 	t.Helper()
+	return startBinary(t, filepath.Join(binDir, "nimbus"), extra, args...)
+}
+
+// startBinary runs bin (a nimbus build, not necessarily this tree's: the
+// benchmarks compare against a baseline binary).
+func startBinary(t testing.TB, bin string, extra []*os.File, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, "nimbus"), args...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stderr = &p.stderr
 	p.cmd.ExtraFiles = extra
 	if err := p.cmd.Start(); err != nil {
