@@ -3,11 +3,13 @@ package lifecycle
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,9 +37,13 @@ type guest struct {
 	initramfs string
 }
 
+// inputModules are the ACPI power button's path to user space: the button
+// driver turns Notify(PWRB, 0x80) into KEY_POWER, evdev exposes it.
+var inputModules = []string{"button", "evdev"}
+
 // newGuest skips without KVM or without the nimbus binary, and builds the
-// guest image (default modules plus the ACPI power button's input path).
-func newGuest(t *testing.T) *guest {
+// guest image from the default modules plus extra.
+func newGuest(t *testing.T, extra ...string) *guest {
 	t.Helper()
 	a := guesttest.Require(t)
 	if a.BinDir == "" {
@@ -46,8 +52,34 @@ func newGuest(t *testing.T) *guest {
 	if _, err := os.Stat(filepath.Join(a.BinDir, "nimbus")); err != nil {
 		t.Skipf("no nimbus binary in %s: %v", a.BinDir, err)
 	}
-	mods := append(append([]string{}, guestimage.DefaultModules...), "button", "evdev")
+	mods := append(append([]string{}, guestimage.DefaultModules...), extra...)
 	return &guest{assets: a, initramfs: a.ImageFile(t, guestimage.Options{ModuleNames: mods})}
+}
+
+// haveModules reports whether the guest modules directory holds names.
+func haveModules(t *testing.T, names ...string) bool {
+	t.Helper()
+	a := guesttest.Require(t)
+	ix, err := guestimage.LoadModuleIndex(a.ModulesDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ix.Resolve(names...)
+	return err == nil
+}
+
+// gedCount is the guest's latest "GED=<n>" report: the count of its
+// ACPI:Ged interrupt in /proc/interrupts, or -1.
+func gedCount(out string) int {
+	n := -1
+	for _, f := range strings.Fields(out) {
+		if v, ok := strings.CutPrefix(f, "GED="); ok {
+			if i, err := strconv.Atoi(v); err == nil {
+				n = i
+			}
+		}
+	}
+	return n
 }
 
 // cmdline is the kernel command line running scripts in order, staying up
@@ -63,9 +95,10 @@ func cmdline(stay bool, scripts ...string) string {
 	return strings.Join(parts, " ")
 }
 
-// ticker prints "TICK <n>" every 0.2 s from a background loop, so a test
-// can see whether the guest is running.
-const ticker = `(i=0; while :; do echo "TICK $i"; i=$((i+1)); sleep 0.2 2>/dev/null || usleep 200000; done) &
+// ticker prints "TICK <n> NMI=<count>" every 0.2 s from a background
+// loop, so a test can see whether the guest is running and how many NMIs
+// it has taken (vCPU 0's count in /proc/interrupts).
+const ticker = `(i=0; while :; do echo "TICK $i NMI=$(awk '/^ *NMI:/{print $2}' /proc/interrupts)"; i=$((i+1)); sleep 0.2 2>/dev/null || usleep 200000; done) &
 `
 
 // vmmProc is one nimbus process with its API client and serial log.
@@ -76,6 +109,8 @@ type vmmProc struct {
 	sock   string
 	serial string
 	api    *client.Client
+	// eventFile is the --event-monitor file.
+	eventFile string
 
 	logMu sync.Mutex
 	log   bytes.Buffer // the process's stdout and stderr
@@ -105,9 +140,11 @@ func (g *guest) start(t *testing.T, cmdline string, extra ...string) *vmmProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &vmmProc{t: t, dir: dir, sock: filepath.Join(dir, "api.sock"), serial: filepath.Join(dir, "serial.log"), done: make(chan struct{})}
+	p := &vmmProc{t: t, dir: dir, sock: filepath.Join(dir, "api.sock"), serial: filepath.Join(dir, "serial.log"),
+		eventFile: filepath.Join(dir, "events.json"), done: make(chan struct{})}
 	args := append([]string{
 		"--api-socket", "path=" + p.sock,
+		"--event-monitor", "path=" + p.eventFile,
 		"--kernel", g.assets.Kernel,
 		"--initramfs", g.initramfs,
 		"--cmdline", cmdline,
@@ -152,6 +189,7 @@ func (p *vmmProc) stop() {
 		}
 	}
 	if p.t.Failed() {
+		p.t.Logf("events: %v", p.events())
 		p.t.Logf("nimbus log:\n%s", p.processLog())
 		p.t.Logf("serial output:\n%s", p.output())
 	}
@@ -214,8 +252,8 @@ func (p *vmmProc) waitOutput(what string, skip int, timeout time.Duration, s str
 func lastTick(out string) int {
 	n := -1
 	for _, l := range strings.Split(out, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "TICK "); ok {
-			if i, err := strconv.Atoi(v); err == nil && i > n {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "TICK" {
+			if i, err := strconv.Atoi(f[1]); err == nil && i > n {
 				n = i
 			}
 		}
@@ -259,6 +297,19 @@ func (p *vmmProc) do(what string, f func(context.Context) error) {
 	defer cancel()
 	if err := f(ctx); err != nil {
 		p.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// wantFail runs one API action that must be refused (upstream answers an
+// invalid state transition with 500).
+func (p *vmmProc) wantFail(what string, f func(context.Context) error) {
+	p.t.Helper()
+	ctx, cancel := p.ctx()
+	defer cancel()
+	err := f(ctx)
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.StatusCode != 500 {
+		p.t.Fatalf("%s: err = %v, want a 500 reply", what, err)
 	}
 }
 
@@ -312,4 +363,111 @@ func (p *vmmProc) usage() usage {
 		}
 	}
 	return u
+}
+
+// events are the event monitor file's events as "source event", in order.
+// Upstream writes each as pretty JSON followed by a blank line.
+func (p *vmmProc) events() []string {
+	b, _ := os.ReadFile(p.eventFile)
+	var out []string
+	for _, chunk := range strings.Split(string(b), "\n\n") {
+		if strings.TrimSpace(chunk) == "" {
+			continue
+		}
+		var e client.Event
+		if err := json.Unmarshal([]byte(chunk), &e); err != nil {
+			out = append(out, fmt.Sprintf("<bad event %q: %v>", chunk, err))
+			continue
+		}
+		out = append(out, e.Source+" "+e.Event)
+	}
+	return out
+}
+
+// vmEvents keeps the "vm ..." and "vmm ..." lifecycle events of evs.
+func vmEvents(evs []string) []string {
+	var out []string
+	for _, e := range evs {
+		if strings.HasPrefix(e, "vm ") || strings.HasPrefix(e, "vmm ") {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// wantEvents fails unless the lifecycle events in the event file are
+// exactly want. The monitor writes asynchronously: it waits (bounded) for
+// the file to catch up.
+func (p *vmmProc) wantEvents(want ...string) {
+	p.t.Helper()
+	deadline := time.Now().Add(apiTimeout)
+	for {
+		got := vmEvents(p.events())
+		if slices.Equal(got, want) {
+			return
+		}
+		if len(got) > len(want) || time.Now().After(deadline) {
+			p.t.Fatalf("event monitor:\n got %q\nwant %q", got, want)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
+// streamEvents subscribes to the API event stream and collects the
+// lifecycle events it delivers; stop ends the subscription and returns
+// them.
+func (p *vmmProc) streamEvents() (stop func() []string) {
+	p.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := p.api.Events(ctx)
+	if err != nil {
+		cancel()
+		p.t.Fatalf("event stream: %v", err)
+	}
+	var (
+		mu  sync.Mutex
+		got []string
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for e := range ch {
+			mu.Lock()
+			got = append(got, e.Source+" "+e.Event)
+			mu.Unlock()
+		}
+	}()
+	// The stream may lag the event file a little: wait (bounded) until it
+	// has caught up with the file before cutting it.
+	return func() []string {
+		deadline := time.Now().Add(apiTimeout)
+		for {
+			mu.Lock()
+			n := len(vmEvents(got))
+			mu.Unlock()
+			if n >= len(vmEvents(p.events())) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(pollEvery)
+		}
+		cancel()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return vmEvents(got)
+	}
+}
+
+// nmiCount is the guest's latest "NMI=<n>" report (its /proc/interrupts
+// NMI count), or -1.
+func nmiCount(out string) int {
+	n := -1
+	for _, f := range strings.Fields(out) {
+		if v, ok := strings.CutPrefix(f, "NMI="); ok {
+			if i, err := strconv.Atoi(v); err == nil {
+				n = i
+			}
+		}
+	}
+	return n
 }

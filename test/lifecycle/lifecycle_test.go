@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"context"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,26 +21,40 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const quiet = 2 * time.Second
 
 // TestPauseResumeRebootShutdownBootSIGTERM drives one VMM through the API
-// lifecycle: pause stops the guest's ticker and resume continues it,
+// lifecycle: vm.nmi reaches the guest, pause stops the guest's ticker (a
+// second pause fails) and resume continues it (a second resume fails),
 // vm.reboot boots the guest again, vm.shutdown leaves the VM Created and
-// vm.boot starts it once more; SIGTERM while it runs exits 0.
+// vm.boot starts it once more; SIGTERM while it runs exits 0. The event
+// monitor and the API event stream both carry upstream's events.
 func TestPauseResumeRebootShutdownBootSIGTERM(t *testing.T) {
 	g := newGuest(t)
 	p := g.start(t, cmdline(true, ticker))
+	stream := p.streamEvents()
 	p.waitBoots(1)
 	p.waitFor("guest ticks", bootTimeout, func() bool { return lastTick(p.output()) >= 2 })
 	p.wantState(client.StateRunning)
+
+	nmis := nmiCount(p.output())
+	if nmis < 0 {
+		t.Fatal("the guest reports no NMI count")
+	}
+	p.do("nmi", p.api.NMI)
+	p.waitFor("the guest's NMI count to rise", apiTimeout, func() bool { return nmiCount(p.output()) > nmis })
 
 	p.do("pause", p.api.Pause)
 	p.wantState(client.StatePaused)
 	mark := len(p.output())
 	paused := lastTick(p.output())
+	p.wantFail("second pause", p.api.Pause)
+	p.wantState(client.StatePaused)
 	time.Sleep(quiet)
 	if out := p.output(); len(out) != mark {
 		t.Fatalf("paused guest kept writing: %q", out[mark:])
 	}
 
 	p.do("resume", p.api.Resume)
+	p.wantState(client.StateRunning)
+	p.wantFail("second resume", p.api.Resume)
 	p.wantState(client.StateRunning)
 	p.waitFor("ticks after resume", apiTimeout, func() bool { return lastTick(p.output()) > paused })
 
@@ -58,12 +73,24 @@ func TestPauseResumeRebootShutdownBootSIGTERM(t *testing.T) {
 	p.waitBoots(3)
 	p.wantState(client.StateRunning)
 
+	want := []string{"vmm starting", "vm booting", "vm booted",
+		"vm pausing", "vm paused", "vm pausing", "vm resuming", "vm resumed", "vm resuming",
+		"vm rebooting", "vm rebooted", "vm shutdown", "vm booting", "vm booted"}
+	p.wantEvents(want...)
+	// The stream was subscribed once the API answered, which may be after
+	// the CLI's boot: it must carry everything from then on, the same as
+	// the file.
+	if got := stream(); len(got) < len(want)-3 || !slices.Equal(got, want[len(want)-len(got):]) {
+		t.Fatalf("API event stream:\n got %q\nwant a tail of %q from %q on", got, want, want[3])
+	}
+
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if code := p.waitExit(exitTimeout); code != 0 {
 		t.Fatalf("exit status after SIGTERM = %d, want 0", code)
 	}
+	p.wantEvents(append(want, "vm shutdown", "vm deleted", "vmm shutdown")...)
 	if _, err := os.Stat(p.sock); err == nil {
 		ctx, cancel := p.ctx()
 		defer cancel()
@@ -102,6 +129,8 @@ func TestGuestRebootThenDelete(t *testing.T) {
 	if _, err := p.api.Ping(ctx); err != nil {
 		t.Fatalf("vmm.ping after delete: %v", err)
 	}
+	p.wantEvents("vmm starting", "vm booting", "vm booted", "vm rebooting", "vm rebooted",
+		"vm shutdown", "vm deleted")
 }
 
 // powerButtonScript waits for a key press on every "Power Button" input
@@ -117,25 +146,47 @@ done
 echo "PWRBTN-READY $n"
 `
 
+// gedWatcher prints "GED=<n>" every 0.2 s: how many interrupts the
+// guest's GED driver (drivers/acpi/evged.c, built in, IRQ named
+// "ACPI:Ged") has taken.
+const gedWatcher = `(while :; do echo "GED=$(awk '/ACPI:Ged/{print $2}' /proc/interrupts)"; sleep 0.2 2>/dev/null || usleep 200000; done) &
+`
+
 // TestPowerButtonPowersOff: vm.power-button reaches the guest through the
-// GED and its _EVT method; the guest's `poweroff -f` then ends the VMM with
+// GED (its interrupt count rises) and its _EVT method (the button driver
+// reports the key); the guest's `poweroff -f` then ends the VMM with
 // status 0, as upstream without --no-shutdown.
 func TestPowerButtonPowersOff(t *testing.T) {
-	g := newGuest(t)
-	p := g.start(t, cmdline(true, powerButtonScript))
+	input := haveModules(t, inputModules...)
+	var g *guest
+	if input {
+		g = newGuest(t, inputModules...)
+	} else {
+		g = newGuest(t)
+	}
+	p := g.start(t, cmdline(true, gedWatcher, powerButtonScript))
 	p.waitOutput("the power button watcher", 0, bootTimeout, "PWRBTN-READY ")
-	if strings.Contains(p.output(), "PWRBTN-READY 0") {
+	p.waitFor("the guest's GED interrupt count", apiTimeout, func() bool { return gedCount(p.output()) >= 0 })
+	if input && strings.Contains(p.output(), "PWRBTN-READY 0") {
 		t.Fatal("the guest has no Power Button input device (no PNP0C0C in the DSDT, or no button driver)")
 	}
 	p.wantState(client.StateRunning)
 	if strings.Contains(p.output(), "PWRBTN-PRESSED") {
 		t.Fatal("power button seen before it was pressed")
 	}
+	geds := gedCount(p.output())
 	p.do("power-button", p.api.PowerButton)
+	p.waitFor("the guest's GED interrupt", apiTimeout, func() bool { return gedCount(p.output()) > geds })
+	if !input {
+		// The guest modules directory lacks the button/evdev drivers, so the
+		// event cannot reach user space; the interrupt above is all we see.
+		t.Skipf("GED interrupt delivered; guest modules lack %v for the input path (the sandbox exports only guestimage.DefaultModules)", inputModules)
+	}
 	p.waitOutput("the guest's power button event", 0, apiTimeout, "PWRBTN-PRESSED")
 	if code := p.waitExit(exitTimeout); code != 0 {
 		t.Fatalf("exit status after guest poweroff = %d, want 0", code)
 	}
+	p.wantEvents("vmm starting", "vm booting", "vm booted", "vm shutdown", "vm deleted", "vmm shutdown")
 }
 
 // TestGuestPoweroffNoShutdown: with --no-shutdown a guest poweroff leaves
@@ -160,6 +211,7 @@ func TestGuestPoweroffNoShutdown(t *testing.T) {
 	if _, err := p.api.Ping(ctx); err != nil {
 		t.Fatalf("vmm.ping after poweroff: %v", err)
 	}
+	p.wantEvents("vmm starting", "vm booting", "vm booted", "vm shutdown", "vm booting", "vm booted", "vm shutdown")
 }
 
 // cycles is how many boot/shutdown cycles TestBootShutdownCycles runs:
