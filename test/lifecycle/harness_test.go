@@ -117,6 +117,12 @@ type vmmProc struct {
 
 	done    chan struct{}
 	waitErr error
+
+	// serial output of earlier files and the current one (see output)
+	outMu           sync.Mutex
+	outPrev, outCur string
+	stopWatch       chan struct{}
+	watchDone       chan struct{}
 }
 
 func (p *vmmProc) Write(b []byte) (int, error) {
@@ -163,6 +169,8 @@ func (g *guest) start(t *testing.T, cmdline string, extra ...string) *vmmProc {
 		p.waitErr = p.cmd.Wait()
 		close(p.done)
 	}()
+	p.stopWatch, p.watchDone = make(chan struct{}), make(chan struct{})
+	go p.watchSerial(p.stopWatch, p.watchDone)
 	t.Cleanup(p.stop)
 	p.api = client.New(p.sock)
 	p.waitFor("the API socket", apiTimeout, func() bool {
@@ -188,6 +196,8 @@ func (p *vmmProc) stop() {
 			<-p.done
 		}
 	}
+	close(p.stopWatch)
+	<-p.watchDone
 	if p.t.Failed() {
 		p.t.Logf("events: %v", p.events())
 		p.t.Logf("nimbus log:\n%s", p.processLog())
@@ -205,10 +215,36 @@ func (p *vmmProc) exited() bool {
 	}
 }
 
-// output is everything the guest wrote to the serial port so far.
+// output is everything the guest wrote to the serial port so far, over
+// every boot: each new machine (reboot, boot after shutdown) truncates the
+// serial file, as upstream's File::create does, so earlier boots' output
+// is kept here. watchSerial polls often enough that a truncation is seen
+// before the new boot has written as much as the old one had.
 func (p *vmmProc) output() string {
 	b, _ := os.ReadFile(p.serial)
-	return strings.ReplaceAll(string(b), "\r", "")
+	cur := strings.ReplaceAll(string(b), "\r", "")
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	if !strings.HasPrefix(cur, p.outCur) {
+		p.outPrev += p.outCur
+	}
+	p.outCur = cur
+	return p.outPrev + p.outCur
+}
+
+// watchSerial calls output every 20 ms until stop is closed.
+func (p *vmmProc) watchSerial(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			p.output()
+		}
+	}
 }
 
 // waitFor polls cond until it holds, failing the test after timeout or if
