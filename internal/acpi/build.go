@@ -14,6 +14,11 @@ const (
 	IOAPICAddress = x86.IOAPICStart
 )
 
+// ECAMSize is the ECAM the tables describe: one bus (1 MiB), because
+// upstream's PCI segments each have only bus 0 (pci_segment.rs,
+// PCI_MMIO_CONFIG_SIZE_PER_SEGMENT).
+const ECAMSize = 1 << 20
+
 // ErrTables reports tables that cannot be built or placed.
 var ErrTables = errors.New("acpi tables")
 
@@ -67,7 +72,7 @@ func DSDT(cfg Config) (*SDT, error) {
 		return nil, fmt.Errorf("%w: 32-bit PCI window ends above 4 GiB", ErrTables)
 	}
 	crs := []Resource{
-		WordBusNumber(0, 0xff),
+		WordBusNumber(0, 0), // bus 0 only, as upstream
 		IO{Min: 0xcf8, Max: 0xcf8, Align: 1, Length: 8},
 		WordIO(0, 0xcf7),
 		WordIO(0xd00, 0xffff),
@@ -88,7 +93,7 @@ func DSDT(cfg Config) (*SDT, error) {
 		Device("_SB_.MBRD",
 			Name("_HID", EISAID("PNP0C02")),
 			Name("_UID", Int(0)),
-			Name("_CRS", ResourceTemplate(Memory32Fixed{true, x86.PCIMMConfigStart, x86.PCIMMConfigSize})),
+			Name("_CRS", ResourceTemplate(Memory32Fixed{true, x86.PCIMMConfigStart, ECAMSize})),
 		),
 	)
 	if cfg.GED != nil {
@@ -143,7 +148,7 @@ func Build(mem io.WriterAt, cfg Config) (Tables, error) {
 	if t.MADT, err = place(madt); err != nil {
 		return Tables{}, err
 	}
-	if t.MCFG, err = place(MCFG(x86.PCIMMConfigStart, x86.PCIMMConfigSize)); err != nil {
+	if t.MCFG, err = place(MCFG(x86.PCIMMConfigStart, ECAMSize)); err != nil {
 		return Tables{}, err
 	}
 	if t.XSDT, err = place(XSDT([]uint64{t.FADT, t.MADT, t.MCFG})); err != nil {

@@ -183,8 +183,8 @@ func MADT(bootCPUs, maxCPUs int, x2apic bool) (*SDT, error) {
 	return &SDT{Signature: "APIC", Revision: 5, OEMTableID: "CHMADT", Body: body}, nil
 }
 
-// MCFG describes PCI segment 0's ECAM window for buses 0-255 (PCI Firmware
-// spec 3.2, 4.1.2).
+// MCFG describes PCI segment 0's ECAM window: buses 0 to the last one
+// size covers, 1 MiB each (PCI Firmware spec 3.2, 4.1.2).
 func MCFG(base, size uint64) *SDT {
 	le := binary.LittleEndian
 	body := make([]byte, 8) // reserved

@@ -179,7 +179,8 @@ func (m *VM) writeTables(cfg *config.VmConfig) error {
 	if _, err := acpi.Build(m.mem, acpi.Config{
 		BootCPUs: boot, MaxCPUs: maxCPUs,
 		Serial: cfg.Serial.Mode != config.ConsoleOff, SerialIRQ: serialIRQ,
-		GED: &acpi.GED{Base: ged.Base, IRQ: ged.IRQ},
+		GED:   &acpi.GED{Base: ged.Base, IRQ: ged.IRQ},
+		PCI32: m.pci.win32, PCI64: m.pci.win64,
 	}); err != nil {
 		return wrap(ErrSetup, err)
 	}

@@ -49,6 +49,11 @@ func (m *VM) Pause() error {
 		m.cond.Wait()
 	}
 	m.mu.Unlock()
+	if m.pci != nil {
+		if err := m.pci.pause(); err != nil {
+			return wrap(ErrSetup, err)
+		}
+	}
 	// As upstream: save kvmclock once the vCPUs are parked so that Resume
 	// puts it back and the guest's clock does not jump by the paused time.
 	// Flags are dropped: KVM_CLOCK_REALTIME on set would add that time back.
@@ -67,6 +72,11 @@ func (m *VM) Resume() error {
 			return wrap(ErrKVM, err)
 		}
 		m.clock = nil
+	}
+	if m.pci != nil {
+		if err := m.pci.resume(); err != nil {
+			return wrap(ErrSetup, err)
+		}
 	}
 	m.mu.Lock()
 	m.paused = false
@@ -94,6 +104,10 @@ func (m *VM) release() error {
 	}
 	m.closed = true
 	var errs []error
+	if m.pci != nil {
+		// First: device goroutines use guest memory and the irqfds.
+		errs = append(errs, m.pci.close())
+	}
 	for _, c := range m.vcpus {
 		errs = append(errs, c.v.Close())
 	}
@@ -137,8 +151,13 @@ func (m *VM) NMI() error {
 	return errors.Join(errs...)
 }
 
-// Counters is empty: no virtio devices yet.
-func (m *VM) Counters() vmm.Counters { return vmm.Counters{} }
+// Counters reports every virtio device that keeps counters, by id.
+func (m *VM) Counters() vmm.Counters {
+	if m.pci == nil {
+		return vmm.Counters{}
+	}
+	return m.pci.counters()
+}
 
 // DeviceTree returns the legacy devices and their resources.
 func (m *VM) DeviceTree() map[string]*vmm.DeviceNode { return maps.Clone(m.devices) }

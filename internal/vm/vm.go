@@ -58,6 +58,7 @@ type VM struct {
 	backends []console.Backend
 	post     *legacy.PostPort
 	ged      *ged.Device    // ACPI power button notifications
+	pci      *pciSegment    // PCI segment 0 and its virtio devices
 	clock    *kvm.ClockData // kvmclock saved at Pause, restored at Resume
 	devices  map[string]*vmm.DeviceNode
 	vcpus    []*vcpu
@@ -131,6 +132,9 @@ func New(cfg *config.VmConfig, exits chan<- vmm.MachineExit, log *slog.Logger) (
 		return nil, wrap(ErrKVM, err)
 	}
 	if err = m.setupDevices(cfg); err != nil {
+		return nil, err
+	}
+	if err = m.setupPCI(cfg); err != nil {
 		return nil, err
 	}
 	boot, err := m.loadPayload(cfg)

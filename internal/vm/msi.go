@@ -1,0 +1,171 @@
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/nimbus-vmm/nimbus/internal/kvm"
+	"github.com/nimbus-vmm/nimbus/internal/virtio"
+)
+
+// GSIs 0-23 belong to the in-kernel IOAPIC (and 0-15 also to the PICs);
+// MSI-X vectors get GSIs from here up, one each, as upstream's
+// KvmMsiInterruptManager allocates them above the IOAPIC's pins.
+const (
+	firstMSIGSI = 24
+	// maxGSI is KVM_MAX_IRQ_ROUTES (include/linux/kvm_host.h).
+	maxGSI = 4096
+	// ioapicPins is KVM_IOAPIC_NUM_PINS.
+	ioapicPins = 24
+)
+
+// defaultRouting is KVM's own initial GSI table for the in-kernel irqchip
+// (arch/x86/kvm/irq_comm.c default_routing, in its order): GSI n goes to
+// IOAPIC pin n for n < 24 and also to PIC pin n%8 (master below 8, slave
+// from 8) for n < 16. KVM_SET_GSI_ROUTING replaces the whole table, so
+// every table we set starts with these, or the legacy devices (serial,
+// PIT) would lose their interrupts.
+func defaultRouting() kvm.IRQRouting {
+	r := make(kvm.IRQRouting, 0, ioapicPins+16)
+	for gsi := uint32(0); gsi < ioapicPins; gsi++ {
+		r = append(r, kvm.IRQChipRoute(gsi, kvm.IRQChipIOAPIC, gsi))
+		if gsi < 16 {
+			chip := uint32(kvm.IRQChipPICMaster)
+			if gsi >= 8 {
+				chip = kvm.IRQChipPICSlave
+			}
+			r = append(r, kvm.IRQChipRoute(gsi, chip, gsi%8))
+		}
+	}
+	return r
+}
+
+// msiRoutes owns the MSI part of the VM's GSI routing table and hands out
+// GSIs. Every change sets the whole table (defaultRouting plus the
+// unmasked MSI routes).
+type msiRoutes struct {
+	vm *kvm.VM
+
+	mu     sync.Mutex
+	next   uint32
+	routes map[uint32]kvm.IRQRoutingEntry
+}
+
+func newMSIRoutes(vm *kvm.VM) *msiRoutes {
+	return &msiRoutes{vm: vm, next: firstMSIGSI, routes: map[uint32]kvm.IRQRoutingEntry{}}
+}
+
+// allocate reserves n consecutive GSIs and returns the first.
+func (r *msiRoutes) allocate(n int) (uint32, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n < 0 || r.next+uint32(n) > maxGSI {
+		return 0, fmt.Errorf("%d MSI vectors: only %d GSIs left", n, maxGSI-r.next)
+	}
+	base := r.next
+	r.next += uint32(n)
+	return base, nil
+}
+
+// set installs (or with masked, removes) gsi's MSI route and pushes the
+// table to KVM when it changed.
+func (r *msiRoutes) set(gsi uint32, addr uint64, data uint32, masked bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old, had := r.routes[gsi]
+	if masked {
+		if !had {
+			return nil
+		}
+		delete(r.routes, gsi)
+	} else {
+		e := kvm.MSIRoute(gsi, addr, data)
+		if had && old == e {
+			return nil
+		}
+		r.routes[gsi] = e
+	}
+	return r.commit()
+}
+
+// commit sets the full table. Lock held.
+func (r *msiRoutes) commit() error {
+	table := defaultRouting()
+	for _, gsi := range slices.Sorted(maps.Keys(r.routes)) {
+		table = append(table, r.routes[gsi])
+	}
+	if err := r.vm.SetGSIRouting(table); err != nil {
+		return fmt.Errorf("set GSI routing (%d entries): %w", len(table), err)
+	}
+	return nil
+}
+
+// msixVectors backs one function's MSI-X vectors with KVM: vector v is
+// GSI base+v with an irqfd. It implements devices/pci.MSIRouter: Route
+// keeps the GSI's MSI route in step with the table entry (no route while
+// masked; the MSI-X code keeps the message pending instead of calling
+// Trigger), Trigger writes the vector's irqfd.
+type msixVectors struct {
+	routes *msiRoutes
+	base   uint32
+	fds    []*virtio.EventFD
+	vm     *kvm.VM
+}
+
+// newMSIXVectors allocates n GSIs and binds an eventfd to each.
+func newMSIXVectors(vm *kvm.VM, routes *msiRoutes, n int) (_ *msixVectors, err error) {
+	base, err := routes.allocate(n)
+	if err != nil {
+		return nil, err
+	}
+	v := &msixVectors{routes: routes, base: base, vm: vm}
+	defer func() {
+		if err != nil {
+			v.Close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		fd, err := virtio.NewEventFD()
+		if err != nil {
+			return nil, err
+		}
+		v.fds = append(v.fds, fd)
+		if err := vm.RegisterIRQFD(fd.FD(), base+uint32(i)); err != nil {
+			return nil, fmt.Errorf("irqfd for GSI %d: %w", base+uint32(i), err)
+		}
+	}
+	return v, nil
+}
+
+// Route implements pci.MSIRouter.
+func (v *msixVectors) Route(vector int, addr uint64, data uint32, masked bool) error {
+	if vector < 0 || vector >= len(v.fds) {
+		return fmt.Errorf("vector %d of %d", vector, len(v.fds))
+	}
+	return v.routes.set(v.base+uint32(vector), addr, data, masked)
+}
+
+// Trigger implements pci.MSIRouter.
+func (v *msixVectors) Trigger(vector int) error {
+	if vector < 0 || vector >= len(v.fds) {
+		return fmt.Errorf("vector %d of %d", vector, len(v.fds))
+	}
+	return v.fds[vector].Signal()
+}
+
+// Close unbinds and closes the irqfds. The routes stay: the GSIs are
+// never reused, and the VM's teardown does not need a table update.
+func (v *msixVectors) Close() error {
+	var errs []error
+	for i, fd := range v.fds {
+		if err := v.vm.UnregisterIRQFD(fd.FD(), v.base+uint32(i)); err != nil && !errors.Is(err, kvm.ErrClosed) {
+			errs = append(errs, err)
+		}
+		errs = append(errs, fd.Close())
+	}
+	v.fds = nil
+	return errors.Join(errs...)
+}

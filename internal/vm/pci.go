@@ -1,0 +1,284 @@
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
+	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/devices/pci"
+	"github.com/nimbus-vmm/nimbus/internal/kvm"
+	"github.com/nimbus-vmm/nimbus/internal/virtio"
+	vpci "github.com/nimbus-vmm/nimbus/internal/virtio/pci"
+	"github.com/nimbus-vmm/nimbus/internal/vmm"
+)
+
+// virtioPCIPrefix names a virtio device's transport node in device_tree
+// (upstream VIRTIO_PCI_DEVICE_NAME_PREFIX).
+const virtioPCIPrefix = "_virtio-pci"
+
+// platformDeviceAreaSize is reserved at the top of the guest physical
+// address space for platform MMIO devices (upstream memory_manager.rs
+// PLATFORM_DEVICE_AREA_SIZE); the 64-bit PCI window ends below it.
+const platformDeviceAreaSize = 1 << 20
+
+// pciSegment is PCI segment 0 (upstream builds one unless
+// --platform num_pci_segments asks for more) with its virtio-pci
+// functions.
+type pciSegment struct {
+	root     *pci.Root
+	win32    x86.Region
+	win64    x86.Region
+	routes   *msiRoutes
+	kvm      *kvm.VM
+	log      func(msg string, args ...any)
+	mu       sync.Mutex // devs, read by the BAR-move callback on vCPU threads
+	devs     []*virtioPCI
+	moveErrs []error
+}
+
+// virtioPCI is one virtio device on its transport.
+type virtioPCI struct {
+	id      string // the virtio device's id ("_disk0", "__rng")
+	bdf     pci.BDF
+	dev     virtio.Device
+	t       *vpci.Device
+	vectors *msixVectors
+}
+
+// pciWindows returns segment 0's 32-bit and 64-bit BAR windows as
+// upstream's create_mmio_allocators splits them: the 640 MiB below
+// MMCONFIG, and the device area from the end of RAM (at least 4 GiB) to
+// the top of the guest's physical address space minus the platform area.
+func pciWindows(ramEnd uint64, physBits uint8) (w32, w64 x86.Region, err error) {
+	s32, e32 := pci.Window32()
+	r32, err := pci.SplitWindows(s32, e32, []uint32{1}, pci.Mem32Alignment)
+	if err != nil {
+		return w32, w64, err
+	}
+	start := max(ramEnd, uint64(x86.RAM64BitStart))
+	start = (start + pci.Mem32Alignment - 1) &^ (pci.Mem32Alignment - 1)
+	end := uint64(1)<<physBits - platformDeviceAreaSize - 1
+	if end <= start {
+		return w32, w64, fmt.Errorf("no 64-bit PCI window: RAM ends at %#x with %d physical address bits", ramEnd, physBits)
+	}
+	r64, err := pci.SplitWindows(start, end, []uint32{1}, pci.Mem64Alignment)
+	if err != nil {
+		return w32, w64, err
+	}
+	return r32[0], r64[0], nil
+}
+
+// guestPhysBits is the guest's physical address width: the host's
+// (CPUID 0x80000008 as KVM reports it), capped by max_phys_bits as
+// PatchCPUID caps it for the guest.
+func guestPhysBits(supported kvm.CPUID, max uint8) uint8 {
+	bits := uint8(36)
+	for _, e := range supported {
+		if e.Function == 0x8000_0008 {
+			bits = uint8(e.EAX & 0xff)
+		}
+	}
+	if max != 0 && max < bits {
+		bits = max
+	}
+	return bits
+}
+
+// setupPCI puts segment 0 on the buses (0xcf8 and ECAM) and adds the
+// virtio devices in upstream's order: the virtio console, then
+// make_virtio_devices (disks, nets, rng). Device ids come from
+// AssignDeviceIDs; runtime values (pty path, tap name, MAC) are written
+// back into cfg.
+func (m *VM) setupPCI(cfg *config.VmConfig) error {
+	supported, err := m.sys.SupportedCPUID()
+	if err != nil {
+		return wrap(ErrKVM, err)
+	}
+	ramEnd := uint64(0)
+	for _, r := range x86.RAMRegions(m.ramSize) {
+		ramEnd = max(ramEnd, r.End())
+	}
+	w32, w64, err := pciWindows(ramEnd, guestPhysBits(supported, cfg.Cpus.MaxPhysBits))
+	if err != nil {
+		return wrap(ErrSetup, fmt.Errorf("PCI windows: %w", err))
+	}
+	p := &pciSegment{win32: w32, win64: w64, routes: newMSIRoutes(m.kvm), kvm: m.kvm, log: m.log.Warn}
+	p.root, err = pci.NewRoot(pci.RootConfig{
+		Segment: 0, MMIO: m.mmio,
+		Window32: pci.NewAllocator(w32), Window64: pci.NewAllocator(w64),
+		BARMoved: p.barMoved,
+	})
+	if err != nil {
+		return wrap(ErrSetup, err)
+	}
+	m.pci = p
+	if err := m.io.Insert(p.root.ConfigIO(), pci.ConfigIOPort, pci.ConfigIOSize); err != nil {
+		return wrap(ErrSetup, fmt.Errorf("PCI config ports: %w", err))
+	}
+	if err := m.mmio.Insert(p.root.ConfigMMIO(), pci.ECAMBase(0), pci.ECAMSizePerSegment); err != nil {
+		return wrap(ErrSetup, fmt.Errorf("PCI ECAM: %w", err))
+	}
+	// Routes for the legacy GSIs exactly as KVM set them up, so that a
+	// later partial table never differs from the default.
+	p.routes.mu.Lock()
+	err = p.routes.commit()
+	p.routes.mu.Unlock()
+	if err != nil {
+		return wrap(ErrKVM, err)
+	}
+	cfg.AssignDeviceIDs()
+	return m.addVirtioDevices(cfg)
+}
+
+// addVirtio puts dev on a virtio-pci transport at slot (pci_device_id, or
+// any) and records both device_tree nodes. It owns dev: on error dev is
+// closed.
+func (m *VM) addVirtio(id string, dev virtio.Device, common config.PciCommon) (err error) {
+	p := m.pci
+	if common.PciSegment != 0 {
+		dev.Close()
+		return wrap(ErrSetup, fmt.Errorf("%s: pci_segment %d: only segment 0 exists: %w", id, common.PciSegment, vmm.ErrUnsupported))
+	}
+	vp := &virtioPCI{id: id, dev: dev}
+	defer func() {
+		if err != nil {
+			vp.close()
+		}
+	}()
+	if vp.vectors, err = newMSIXVectors(m.kvm, p.routes, len(dev.QueueSizes())+1); err != nil {
+		return wrap(ErrKVM, fmt.Errorf("%s: %w", id, err))
+	}
+	// Upstream gives block devices a 32-bit BAR on segment 0 so firmware
+	// reaches them without identity-mapping high memory; others get 64-bit.
+	vp.t, err = vpci.New(vpci.Config{Device: dev, Memory: m.mem, Router: vp.vectors, BAR32: dev.Type() == virtio.TypeBlock})
+	if err != nil {
+		return wrap(ErrSetup, fmt.Errorf("%s: %w", id, err))
+	}
+	slot := pci.AnySlot
+	if common.PciDeviceID != nil {
+		slot = int(*common.PciDeviceID)
+	}
+	if vp.bdf, err = p.root.Add(vp.t, slot); err != nil {
+		return wrap(ErrSetup, fmt.Errorf("%s: %w", id, err))
+	}
+	for _, na := range vp.t.NotifyAddresses() {
+		if err := m.kvm.SetIOEventFD(ioeventfd(na.Addr, na.FD, false)); err != nil {
+			_, _ = p.root.Remove(int(vp.bdf.Device))
+			return wrap(ErrKVM, fmt.Errorf("%s: ioeventfd for queue %d: %w", id, na.Queue, err))
+		}
+	}
+	p.mu.Lock()
+	p.devs = append(p.devs, vp)
+	p.mu.Unlock()
+
+	tid := virtioPCIPrefix + "-" + id
+	var res []map[string]any
+	for _, r := range pci.BARResources(vp.t) {
+		res = append(res, map[string]any{"PciBar": *r.PciBar})
+	}
+	bdf := vp.bdf.String()
+	m.devices[tid] = &vmm.DeviceNode{ID: tid, Resources: res, Children: []string{id}, PciBDF: &bdf}
+	m.devices[id] = &vmm.DeviceNode{ID: id, Resources: []map[string]any{}, Parent: &tid, Children: []string{}}
+	return nil
+}
+
+// ioeventfd is a queue notification registration: any width, no
+// datamatch, as upstream's register_ioevent(.., None).
+func ioeventfd(addr uint64, fd int, deassign bool) kvm.IOEventFD {
+	e := kvm.IOEventFD{Addr: addr, FD: int32(fd)}
+	if deassign {
+		e.Flags = kvm.IOEventFDDeassign
+	}
+	return e
+}
+
+// barMoved follows a guest BAR reprogramming: the transport's notify
+// addresses moved with its BAR, so the ioeventfds move too. It runs on a
+// vCPU thread with the root's lock held.
+func (p *pciSegment) barMoved(bdf pci.BDF, fn pci.Function, mv pci.BARMove) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, vp := range p.devs {
+		if pci.Function(vp.t) != fn || mv.Index != vpci.BARIndex {
+			continue
+		}
+		for _, na := range vp.t.NotifyAddresses() {
+			old := na.Addr - mv.New + mv.Old
+			err := errors.Join(
+				p.kvm.SetIOEventFD(ioeventfd(old, na.FD, true)),
+				p.kvm.SetIOEventFD(ioeventfd(na.Addr, na.FD, false)))
+			if err != nil {
+				// The transport still signals the eventfd on a trapped
+				// notify write, so the queue keeps working, only slower.
+				p.log("moving a queue notification ioeventfd failed", "device", vp.id, "bdf", bdf.String(), "queue", na.Queue, "err", err)
+			}
+		}
+	}
+}
+
+func (vp *virtioPCI) close() error {
+	var errs []error
+	if vp.t != nil {
+		errs = append(errs, vp.t.Close()) // closes dev too
+	} else if vp.dev != nil {
+		errs = append(errs, vp.dev.Close())
+	}
+	if vp.vectors != nil {
+		errs = append(errs, vp.vectors.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// pause stops every device's goroutines (vCPUs are already parked).
+func (p *pciSegment) pause() error {
+	var errs []error
+	for _, vp := range p.snapshot() {
+		if err := vp.dev.Pause(); err != nil {
+			errs = append(errs, fmt.Errorf("pause %s: %w", vp.id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// resume restarts what pause stopped.
+func (p *pciSegment) resume() error {
+	var errs []error
+	for _, vp := range p.snapshot() {
+		if err := vp.dev.Resume(); err != nil {
+			errs = append(errs, fmt.Errorf("resume %s: %w", vp.id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// close stops and releases every device, transport and irqfd, last added
+// first. Device goroutines touch guest memory: call before unmapping it.
+func (p *pciSegment) close() error {
+	devs := p.snapshot()
+	var errs []error
+	for i := len(devs) - 1; i >= 0; i-- {
+		if err := devs[i].close(); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", devs[i].id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// counters is vm.counters: every device that keeps counters, by id.
+func (p *pciSegment) counters() vmm.Counters {
+	out := vmm.Counters{}
+	for _, vp := range p.snapshot() {
+		if c := vp.dev.Counters(); c != nil {
+			out[vp.id] = c
+		}
+	}
+	return out
+}
+
+func (p *pciSegment) snapshot() []*virtioPCI {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*virtioPCI(nil), p.devs...)
+}
