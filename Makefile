@@ -8,6 +8,7 @@ SANDBOX := $(GO) run ./cmd/nimbus-sandbox
 # with nested KVM). Append your package here: KVM_TEST_PKGS += ./internal/yours
 KVM_TEST_PKGS := ./internal/kvm ./internal/guestimage
 KVM_TEST_PKGS += ./internal/vm ./test/e2e
+KVM_TEST_PKGS += ./test/devices
 
 # What `make demo` runs where KVM works. The guest kernel and initramfs are
 # at /nimbus/guest/{vmlinuz,initramfs}, the Nimbus binaries in /nimbus/bin,
@@ -80,3 +81,10 @@ bench:
 .PHONY: bench-boot
 bench-boot:
 	$(SANDBOX) test -qemu -run TestBootTimes ./test/e2e
+
+# virtio-blk benchmark: the same dd workloads (sequential 1 MiB and 4 KiB,
+# random 4 KiB, O_DIRECT) in the guest under Nimbus and under QEMU/KVM, in
+# the sandbox. Prints IOPS, MiB/s and the ratio; asserts nothing.
+.PHONY: bench-devices
+bench-devices: build
+	$(SANDBOX) test -qemu -run TestDiskBench ./test/devices
