@@ -135,13 +135,13 @@ func TestGuestRebootThenDelete(t *testing.T) {
 
 // powerButtonScript waits for a key press on every "Power Button" input
 // device (the ACPI button driver turns Notify(PWRB, 0x80) into KEY_POWER),
-// then powers off as a desktop would.
+// then reports the GED interrupt count and powers off as a desktop would.
 const powerButtonScript = `n=0
 for d in /sys/class/input/event*; do
 	grep -q "Power Button" $d/device/name 2>/dev/null || continue
 	ev=/dev/input/${d##*/}
 	n=$((n+1))
-	(dd if=$ev of=/dev/null bs=24 count=1 2>/dev/null && echo "PWRBTN-PRESSED $ev" && poweroff -f) &
+	(dd if=$ev of=/dev/null bs=24 count=1 2>/dev/null && echo "PWRBTN-PRESSED $ev GED=$(awk '/ACPI:Ged/{print $2}' /proc/interrupts)" && poweroff -f) &
 done
 echo "PWRBTN-READY $n"
 `
