@@ -6,7 +6,6 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/blk"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/console"
-	"github.com/nimbus-vmm/nimbus/internal/virtio/net"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/rng"
 )
 
@@ -41,7 +40,7 @@ func (m *VM) addVirtioDevices(cfg *config.VmConfig) error {
 	}
 	for i := range cfg.Net {
 		nc := &cfg.Net[i]
-		d, err := net.New(*nc)
+		d, err := newNet(*nc)
 		if err != nil {
 			return wrap(ErrSetup, fmt.Errorf("net %s: %w", nc.ID, err))
 		}
