@@ -8,6 +8,8 @@ SANDBOX := $(GO) run ./cmd/nimbus-sandbox
 # with nested KVM). Append your package here: KVM_TEST_PKGS += ./internal/yours
 KVM_TEST_PKGS := ./internal/kvm ./internal/guestimage
 KVM_TEST_PKGS += ./internal/vm ./test/e2e
+# ~5 min nested: 10 guest boots (NIMBUS_LIFECYCLE_CYCLES raises the 3 cycles).
+KVM_TEST_PKGS += ./test/lifecycle
 KVM_TEST_PKGS += ./test/devices
 
 # What `make demo` runs where KVM works. The guest kernel and initramfs are
