@@ -88,7 +88,7 @@ func TestDiskBench(t *testing.T) {
 		"--serial", "tty", "--console", "off", "--memory", "size=512M", "--disk", "path="+img)
 	var qemu map[string]benchResult
 	if a.QEMU != "" {
-		qemu = run(a.QEMU, "-M", "q35", "-accel", "kvm", "-cpu", "host", "-m", "512M", "-smp", "1", "-nographic", "-no-reboot",
+		qemu = run(a.QEMU, "-M", "q35", "-accel", "kvm", "-cpu", "host", "-m", "512M", "-smp", "1", "-nographic", "-no-reboot", "-nic", "none",
 			"-kernel", a.Kernel, "-initrd", initrd, "-append", cmdline,
 			"-drive", "file="+img+",if=none,id=d0,format=raw", "-device", "virtio-blk-pci,drive=d0")
 	}
