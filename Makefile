@@ -8,6 +8,7 @@ SANDBOX := $(GO) run ./cmd/nimbus-sandbox
 # with nested KVM). Append your package here: KVM_TEST_PKGS += ./internal/yours
 KVM_TEST_PKGS := ./internal/kvm ./internal/guestimage
 KVM_TEST_PKGS += ./internal/vm ./test/e2e
+KVM_TEST_PKGS += ./test/net
 # ~5 min nested: 10 guest boots (NIMBUS_LIFECYCLE_CYCLES raises the 3 cycles).
 KVM_TEST_PKGS += ./test/lifecycle
 KVM_TEST_PKGS += ./test/devices
@@ -90,3 +91,10 @@ bench-boot:
 .PHONY: bench-devices
 bench-devices: build
 	$(SANDBOX) test -qemu -run TestDiskBench ./test/devices
+
+# Network benchmark: guest<->host TCP throughput (busybox nc + dd, both
+# directions) over virtio-net on a tap, Nimbus vs QEMU/KVM microvm with
+# userspace virtio-net (vhost=off), alternating, in the sandbox. Prints figures.
+.PHONY: bench-net
+bench-net:
+	$(SANDBOX) test -qemu -run TestNetThroughput ./test/net

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -165,23 +166,31 @@ func kataNetBody(mac string) []byte {
 		`"vhost_mode":"Client","vhost_user":false,"offload_tso":true,"offload_ufo":true,"offload_csum":true,"mac":"` + mac + `"}`)
 }
 
-// TestKataAddNetFds follows Kata's bootVM: vm.create, vm.info Created, then
-// on ONE connection a vm.add-net per NIC carrying the tap queue fds over
-// SCM_RIGHTS (taps Kata-style in a network namespace the test made, the
-// first with the host address), vm.boot, vm.info Running. The guest sees
-// both NICs with their MACs, pings the namespace's address and exchanges
-// 2 MiB each way with it, and vm.counters matches the traffic.
-func TestKataAddNetFds(t *testing.T) {
+// nic is one NIC to add with tap fds.
+type nic struct {
+	mac string
+	fds []*os.File
+}
+
+// fdNetTest creates a namespace with two Kata-style taps (the first with
+// the host address 10.99.<subnet>.1), vm.create, checks vm.info Created,
+// lets add put both NICs into the VM with their fds, then vm.boot and
+// vm.info Running. The guest sees both NICs with their MACs, pings the
+// namespace's address and exchanges 2 MiB each way with it, and
+// vm.counters matches the traffic.
+func fdNetTest(t *testing.T, subnet int, add func(ctx context.Context, t *testing.T, v *vmmUnderTest, nics []nic)) {
 	a := guesttest.Require(t)
 	requireNetAdmin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), guestTimeout)
 	defer cancel()
 	ns := newNetns(t)
-	tap0 := kataTap(t, ns, "tap0_kata", "10.99.3.1/24", 1)
-	tap1 := kataTap(t, ns, "tap1_kata", "", 1)
+	host, guest := fmt.Sprintf("10.99.%d.1", subnet), fmt.Sprintf("10.99.%d.2", subnet)
+	tap0 := kataTap(t, ns, fmt.Sprintf("tap0_%d", subnet), host+"/24", 1)
+	tap1 := kataTap(t, ns, fmt.Sprintf("tap1_%d", subnet), "", 1)
 	p := newHostPeer(t, ns, payloadSize)
 	const mac0, mac1 = "52:54:00:aa:00:01", "52:54:00:aa:00:02"
-	script := guestNetScript("10.99.3.2", "10.99.3.1", p) + "cat /sys/class/net/eth1/address\n"
+	// Before the script's done marker, after which the test shuts down.
+	script := "cat /sys/class/net/eth1/address\n" + guestNetScript(guest, host, p)
 	initrd := a.ImageFile(t, guestimage.Options{})
 
 	v := newVMM(t)
@@ -203,32 +212,11 @@ func TestKataAddNetFds(t *testing.T) {
 	if info, err := v.c.Info(ctx); err != nil || info.State != client.StateCreated {
 		t.Fatalf("vm.info after create: %+v %v", info, err)
 	}
-	conn, err := v.c.Dial(ctx)
-	if err != nil {
-		t.Fatal(err)
+	add(ctx, t, v, []nic{{mac0, tap0}, {mac1, tap1}})
+	// The client closes its copies once the VMM has them.
+	for _, f := range append(tap0, tap1...) {
+		f.Close()
 	}
-	for i, n := range []struct {
-		mac string
-		fds []*os.File
-	}{{mac0, tap0}, {mac1, tap1}} {
-		var fds []int
-		for _, f := range n.fds {
-			fds = append(fds, int(f.Fd()))
-		}
-		resp, err := conn.Do(ctx, "PUT", "vm.add-net", kataNetBody(n.mac), fds...)
-		if err != nil {
-			t.Fatalf("vm.add-net %d on the shared connection: %v", i, err)
-		}
-		if resp.StatusCode != 200 && resp.StatusCode != 204 {
-			t.Fatalf("vm.add-net %d: status %d", i, resp.StatusCode)
-		}
-		t.Logf("vm.add-net %d: %d %s", i, resp.StatusCode, resp.Body)
-		// Kata closes its copies once the VMM has them.
-		for _, f := range n.fds {
-			f.Close()
-		}
-	}
-	conn.Close()
 	if err := v.c.Boot(ctx); err != nil {
 		t.Fatalf("vm.boot: %v; %s", err, v.console())
 	}
@@ -239,7 +227,6 @@ func TestKataAddNetFds(t *testing.T) {
 	var cfg struct {
 		Net []struct {
 			MAC string `json:"mac"`
-			Tap string `json:"tap"`
 		} `json:"net"`
 	}
 	if err := json.Unmarshal(info.Config, &cfg); err != nil || len(cfg.Net) != 2 || cfg.Net[0].MAC != mac0 || cfg.Net[1].MAC != mac1 {
@@ -249,4 +236,45 @@ func TestKataAddNetFds(t *testing.T) {
 	if log := readFile(v.serial); !strings.Contains(log, mac1) {
 		t.Errorf("the guest has no eth1 with MAC %s; serial:\n%s", mac1, log)
 	}
+}
+
+// TestKataAddNetFds follows Kata's bootVM (clients.md §1.4): after
+// vm.create, ONE connection carries a vm.add-net per NIC, each with its
+// tap queue fds over SCM_RIGHTS and Kata's body; then vm.boot.
+func TestKataAddNetFds(t *testing.T) {
+	fdNetTest(t, 3, func(ctx context.Context, t *testing.T, v *vmmUnderTest, nics []nic) {
+		conn, err := v.c.Dial(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		for i, n := range nics {
+			var fds []int
+			for _, f := range n.fds {
+				fds = append(fds, int(f.Fd()))
+			}
+			resp, err := conn.Do(ctx, "PUT", "vm.add-net", kataNetBody(n.mac), fds...)
+			if err != nil {
+				t.Fatalf("vm.add-net %d on the shared connection: %v", i, err)
+			}
+			if resp.StatusCode != 200 && resp.StatusCode != 204 {
+				t.Fatalf("vm.add-net %d: status %d", i, resp.StatusCode)
+			}
+		}
+	})
+}
+
+// TestRemoteAddNetFd adds the NICs with `nimbus-remote add-net fd=[3],mac=…`,
+// the tap fd inherited as its fd 3, as ch-remote is used.
+func TestRemoteAddNetFd(t *testing.T) {
+	fdNetTest(t, 4, func(ctx context.Context, t *testing.T, v *vmmUnderTest, nics []nic) {
+		remote := filepath.Join(filepath.Dir(v.cmd.Path), "nimbus-remote")
+		for i, n := range nics {
+			cmd := exec.CommandContext(ctx, remote, "--api-socket", v.sock, "add-net", "fd=[3],mac="+n.mac)
+			cmd.ExtraFiles = n.fds
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("nimbus-remote add-net %d: %v: %s", i, err, out)
+			}
+		}
+	})
 }
