@@ -35,6 +35,9 @@ const (
 var DefaultModules = []string{
 	"virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "virtio_rng",
 	"vmw_vsock_virtio_transport",
+	// The ACPI power button (vm.power-button) reaches userspace as a key
+	// event through these.
+	"button", "evdev",
 }
 
 // File is a host file (or directory tree) copied into an image.
