@@ -66,6 +66,7 @@ func newFlowTimer(t *testing.T, size int) *flowTimer {
 			return
 		}
 		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * guestTimeout)) // a vanished guest sends no RST
 		start := time.Now()
 		f.upRes.bytes, f.upRes.err = io.Copy(io.Discard, c)
 		f.upRes.took = time.Since(start)
@@ -78,6 +79,7 @@ func newFlowTimer(t *testing.T, size int) *flowTimer {
 			return
 		}
 		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * guestTimeout)) // a vanished guest sends no RST
 		start := time.Now()
 		buf := make([]byte, 64<<10)
 		for sent := 0; sent < size; sent += len(buf) {

@@ -180,6 +180,8 @@ func newHostPeer(t *testing.T, ns netns.NsHandle, size int) *hostPeer {
 			return
 		}
 		defer c.Close()
+		// Bounded: a guest that vanished mid-transfer sends no RST.
+		c.SetDeadline(time.Now().Add(guestTimeout))
 		_, err = c.Write(p.Payload)
 		p.downErr <- err
 	}()
@@ -191,6 +193,7 @@ func newHostPeer(t *testing.T, ns netns.NsHandle, size int) *hostPeer {
 			return
 		}
 		defer c.Close()
+		c.SetDeadline(time.Now().Add(guestTimeout))
 		b, err := io.ReadAll(io.LimitReader(c, int64(4*size+1<<20)))
 		p.upData <- b
 		p.upErr <- err
