@@ -27,7 +27,7 @@ DEMO_NIMBUS = ls -l /dev/kvm; /nimbus/bin/nimbus --kernel /nimbus/guest/vmlinuz 
 DEMO_CMD ?= $(DEMO_QEMU)
 DEMO_SCRIPT ?= echo "Hello from a Linux guest: $$(uname -sr), $$(nproc) vCPU"; ls /sys/bus/virtio/drivers
 
-.PHONY: all build test test-unit test-kvm deps demo bench vet fmt kernel clean-cache
+.PHONY: all build test test-unit test-kvm deps demo bench vet fmt kernel clean-cache lifecycle-demo
 
 all: build
 
@@ -68,6 +68,12 @@ kernel:
 demo: deps build
 	$(SANDBOX) image -o build/demo -script '$(DEMO_SCRIPT)'
 	$(SANDBOX) -qemu --file $(BIN):/nimbus/bin --file build/demo:/nimbus/guest -- sh -c '$(DEMO_CMD)'
+
+# The VM lifecycle driven by nimbus-remote against a real guest (README).
+lifecycle-demo: deps build
+	$(SANDBOX) image -o build/lifecycle -stay -script 'while :; do echo tick; sleep 1; done'
+	$(SANDBOX) -qemu --file $(BIN):/nimbus/bin --file build/lifecycle:/nimbus/guest \
+	  --file scripts/lifecycle-demo.sh:/nimbus/lifecycle-demo.sh -- sh /nimbus/lifecycle-demo.sh
 
 clean-cache:
 	rm -rf build/cache build/sandbox build/demo
