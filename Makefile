@@ -6,26 +6,27 @@ SANDBOX := $(GO) run ./cmd/nimbus-sandbox
 # Packages whose tests need real KVM. `make test-kvm` runs them all in ONE
 # sandbox boot (directly where /dev/kvm works, otherwise in a QEMU TCG guest
 # with nested KVM). Append your package here: KVM_TEST_PKGS += ./internal/yours
-KVM_TEST_PKGS := ./internal/kvm ./internal/guestimage
+KVM_TEST_PKGS := ./internal/kvm ./internal/memory ./internal/guestimage
 KVM_TEST_PKGS += ./internal/vm ./test/e2e
 KVM_TEST_PKGS += ./test/net
 # ~5 min nested: 10 guest boots (NIMBUS_LIFECYCLE_CYCLES raises the 3 cycles).
 KVM_TEST_PKGS += ./test/lifecycle
 KVM_TEST_PKGS += ./test/devices
 
-# What `make demo` runs where KVM works. The guest kernel and initramfs are
-# at /nimbus/guest/{vmlinuz,initramfs}, the Nimbus binaries in /nimbus/bin,
-# and $$NIMBUS_QEMU is a QEMU for the reference boot. Once Nimbus boots a
-# guest, switch to DEMO_CMD = $(DEMO_NIMBUS).
-DEMO_QEMU = ls -l /dev/kvm; /nimbus/bin/nimbus --version; \
-	echo "== booting a Linux guest under QEMU/KVM (Nimbus will take over here) =="; \
+# What `make demo` runs where KVM works (in the sandbox otherwise): Nimbus
+# boots the Debian kernel with a busybox initramfs (/nimbus/guest) and the
+# guest's serial console is this terminal. DEMO_CMD=$(DEMO_QEMU) boots the
+# same guest under QEMU/KVM instead, for comparison.
+DEMO_QEMU = ls -l /dev/kvm; \
 	$$NIMBUS_QEMU -M microvm -accel kvm -cpu host -m 256M -smp 1 -nographic -no-reboot \
 	  -kernel /nimbus/guest/vmlinuz -initrd /nimbus/guest/initramfs \
 	  -append "console=ttyS0 rdinit=/init panic=-1 reboot=t"
-DEMO_NIMBUS = ls -l /dev/kvm; /nimbus/bin/nimbus --kernel /nimbus/guest/vmlinuz \
-	--initramfs /nimbus/guest/initramfs --cmdline "console=ttyS0" --serial tty --console off
-DEMO_CMD ?= $(DEMO_QEMU)
-DEMO_SCRIPT ?= echo "Hello from a Linux guest: $$(uname -sr), $$(nproc) vCPU"; ls /sys/bus/virtio/drivers
+DEMO_NIMBUS = ls -l /dev/kvm; /nimbus/bin/nimbus --version; \
+	/nimbus/bin/nimbus --kernel /nimbus/guest/vmlinuz --initramfs /nimbus/guest/initramfs \
+	  --cmdline "console=ttyS0" --cpus boot=2 --memory size=512M --serial tty --console off \
+	  --disk path=/nimbus/guest/initramfs,readonly=on,serial=demo-disk
+DEMO_CMD ?= $(DEMO_NIMBUS)
+DEMO_SCRIPT ?= echo "Hello from a Linux guest: $$(uname -sr), $$(nproc) vCPUs"; echo "virtio devices:"; for d in /sys/bus/virtio/devices/*; do echo "  $$(basename $$d) $$(readlink $$d/driver | xargs basename)"; done; cat /sys/block/vda/serial; echo
 
 .PHONY: all build test test-unit test-kvm deps demo bench vet fmt kernel clean-cache lifecycle-demo
 
