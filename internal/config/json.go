@@ -70,6 +70,13 @@ func Encode(c *VmConfig) ([]byte, error) { return json.Marshal(c) }
 // zero value or upstream's defaults) of the method-less plain type P, and
 // store it in dst only on success.
 func decodeRequired[P any](b []byte, dst *P, init P, required ...string) error {
+	return decodeFixed(b, dst, init, nil, required...)
+}
+
+// decodeFixed is decodeRequired with fix (if not nil) applied to the
+// decoded value before it is stored: JSON fds to -1, nil lists to empty,
+// field aliases.
+func decodeFixed[P any](b []byte, dst *P, init P, fix func(*P) error, required ...string) error {
 	if len(required) > 0 {
 		if err := requireFields(b, required...); err != nil {
 			return err
@@ -79,8 +86,39 @@ func decodeRequired[P any](b []byte, dst *P, init P, required ...string) error {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return err
 	}
+	if fix != nil {
+		if err := fix(&p); err != nil {
+			return err
+		}
+	}
 	*dst = p
 	return nil
+}
+
+// jsonFd is what an fd given in JSON decodes to, as upstream: -1, since
+// only descriptors passed with SCM_RIGHTS are real. Absent stays nil.
+func jsonFd(fd *int32) *int32 {
+	if fd == nil {
+		return nil
+	}
+	inv := int32(-1)
+	return &inv
+}
+
+// jsonFds sets every fd given in JSON to -1 (see jsonFd).
+func jsonFds(fds []int32) {
+	for i := range fds {
+		fds[i] = -1
+	}
+}
+
+// orEmpty returns s, or an empty slice for nil, for fields that are a plain
+// Vec upstream and so are always written as [].
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 // requireFields mirrors serde's "missing field" errors for non-Option
@@ -278,22 +316,17 @@ func (c *DiskConfig) UnmarshalJSON(b []byte) error {
 // replaced by a random locally administered one.
 func (c *NetConfig) UnmarshalJSON(b []byte) error {
 	type plain NetConfig
-	p := plain(DefaultNetConfig())
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	for i := range p.Fds {
-		p.Fds[i] = -1
-	}
-	if p.MAC == "" {
-		mac, err := RandomMAC()
-		if err != nil {
-			return err
+	return decodeFixed(b, (*plain)(c), plain(DefaultNetConfig()), func(p *plain) error {
+		jsonFds(p.Fds)
+		if p.MAC == "" {
+			mac, err := RandomMAC()
+			if err != nil {
+				return err
+			}
+			p.MAC = mac
 		}
-		p.MAC = mac
-	}
-	*c = NetConfig(p)
-	return nil
+		return nil
+	})
 }
 
 // UnmarshalJSON requires src when the rng object is given.
@@ -365,28 +398,18 @@ func (c *DebugConsoleConfig) UnmarshalJSON(b []byte) error {
 // and decodes as -1, as upstream.
 func (c *DeviceConfig) UnmarshalJSON(b []byte) error {
 	type plain DeviceConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	if p.Fd != nil {
-		inv := int32(-1)
-		p.Fd = &inv
-	}
-	if p.XExcludeMmapBars == nil {
-		p.XExcludeMmapBars = []uint64{}
-	}
-	*c = DeviceConfig(p)
-	return nil
+	return decodeFixed(b, (*plain)(c), plain{}, func(p *plain) error {
+		p.Fd = jsonFd(p.Fd)
+		p.XExcludeMmapBars = orEmpty(p.XExcludeMmapBars)
+		return nil
+	})
 }
 
 // MarshalJSON always writes x_exclude_mmap_bars (a plain Vec upstream).
 func (c DeviceConfig) MarshalJSON() ([]byte, error) {
 	type plain DeviceConfig
 	p := plain(c)
-	if p.XExcludeMmapBars == nil {
-		p.XExcludeMmapBars = []uint64{}
-	}
+	p.XExcludeMmapBars = orEmpty(p.XExcludeMmapBars)
 	return json.Marshal(p)
 }
 
@@ -424,29 +447,23 @@ func (c *PciSegmentConfig) UnmarshalJSON(b []byte) error {
 // (serial_number, uuid); a JSON iommufd_fd decodes as -1.
 func (c *PlatformConfig) UnmarshalJSON(b []byte) error {
 	type plain PlatformConfig
-	p := plain(DefaultPlatformConfig())
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	var alias struct {
-		SerialNumber *string `json:"serial_number"`
-		UUID         *string `json:"uuid"`
-	}
-	if err := json.Unmarshal(b, &alias); err != nil {
-		return err
-	}
-	if alias.SerialNumber != nil && p.SystemSerialNumber == "" {
-		p.SystemSerialNumber = *alias.SerialNumber
-	}
-	if alias.UUID != nil && p.SystemUUID == "" {
-		p.SystemUUID = *alias.UUID
-	}
-	if p.IommufdFd != nil {
-		inv := int32(-1)
-		p.IommufdFd = &inv
-	}
-	*c = PlatformConfig(p)
-	return nil
+	return decodeFixed(b, (*plain)(c), plain(DefaultPlatformConfig()), func(p *plain) error {
+		var alias struct {
+			SerialNumber *string `json:"serial_number"`
+			UUID         *string `json:"uuid"`
+		}
+		if err := json.Unmarshal(b, &alias); err != nil {
+			return err
+		}
+		if alias.SerialNumber != nil && p.SystemSerialNumber == "" {
+			p.SystemSerialNumber = *alias.SerialNumber
+		}
+		if alias.UUID != nil && p.SystemUUID == "" {
+			p.SystemUUID = *alias.UUID
+		}
+		p.IommufdFd = jsonFd(p.IommufdFd)
+		return nil
+	})
 }
 
 // UnmarshalJSON requires socket.
@@ -463,37 +480,20 @@ func (c *LandlockConfig) UnmarshalJSON(b []byte) error {
 
 // UnmarshalJSON requires id; JSON fds decode as -1 each.
 func (c *RestoredNetConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "id"); err != nil {
-		return err
-	}
 	type plain RestoredNetConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	for i := range p.Fds {
-		p.Fds[i] = -1
-	}
-	*c = RestoredNetConfig(p)
-	return nil
+	return decodeFixed(b, (*plain)(c), plain{}, func(p *plain) error {
+		jsonFds(p.Fds)
+		return nil
+	}, "id")
 }
 
 // UnmarshalJSON requires id; a JSON fd decodes as -1.
 func (c *RestoredVfioConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "id"); err != nil {
-		return err
-	}
 	type plain RestoredVfioConfig
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	if p.Fd != nil {
-		inv := int32(-1)
-		p.Fd = &inv
-	}
-	*c = RestoredVfioConfig(p)
-	return nil
+	return decodeFixed(b, (*plain)(c), plain{}, func(p *plain) error {
+		p.Fd = jsonFd(p.Fd)
+		return nil
+	}, "id")
 }
 
 // UnmarshalJSON requires id and host_numa_node.
@@ -504,44 +504,22 @@ func (c *ZoneUpdate) UnmarshalJSON(b []byte) error {
 
 // UnmarshalJSON requires source_url; defaults Copy, no prefault, no resume.
 func (c *RestoreConfig) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "source_url"); err != nil {
-		return err
-	}
 	type plain RestoreConfig
-	p := plain{MemoryRestoreMode: MemoryRestoreCopy}
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	if p.ZoneUpdates == nil {
-		p.ZoneUpdates = []ZoneUpdate{}
-	}
-	if p.IommufdFd != nil {
-		inv := int32(-1)
-		p.IommufdFd = &inv
-	}
-	*c = RestoreConfig(p)
-	return nil
+	return decodeFixed(b, (*plain)(c), plain{MemoryRestoreMode: MemoryRestoreCopy}, func(p *plain) error {
+		p.ZoneUpdates = orEmpty(p.ZoneUpdates)
+		p.IommufdFd = jsonFd(p.IommufdFd)
+		return nil
+	}, "source_url")
 }
 
 // UnmarshalJSON requires receiver_url; memory_mode defaults to Precopy.
 func (c *ReceiveMigrationData) UnmarshalJSON(b []byte) error {
-	if err := requireFields(b, "receiver_url"); err != nil {
-		return err
-	}
 	type plain ReceiveMigrationData
-	p := plain{MemoryMode: MigrationPrecopy}
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	if p.ZoneUpdates == nil {
-		p.ZoneUpdates = []ZoneUpdate{}
-	}
-	if p.IommufdFd != nil {
-		inv := int32(-1)
-		p.IommufdFd = &inv
-	}
-	*c = ReceiveMigrationData(p)
-	return nil
+	return decodeFixed(b, (*plain)(c), plain{MemoryMode: MigrationPrecopy}, func(p *plain) error {
+		p.ZoneUpdates = orEmpty(p.ZoneUpdates)
+		p.IommufdFd = jsonFd(p.IommufdFd)
+		return nil
+	}, "receiver_url")
 }
 
 // UnmarshalJSON requires destination_url and fills upstream's defaults
@@ -555,9 +533,7 @@ func (c *SendMigrationData) UnmarshalJSON(b []byte) error {
 func (c RestoreConfig) MarshalJSON() ([]byte, error) {
 	type plain RestoreConfig
 	p := plain(c)
-	if p.ZoneUpdates == nil {
-		p.ZoneUpdates = []ZoneUpdate{}
-	}
+	p.ZoneUpdates = orEmpty(p.ZoneUpdates)
 	return json.Marshal(p)
 }
 
@@ -565,8 +541,6 @@ func (c RestoreConfig) MarshalJSON() ([]byte, error) {
 func (c ReceiveMigrationData) MarshalJSON() ([]byte, error) {
 	type plain ReceiveMigrationData
 	p := plain(c)
-	if p.ZoneUpdates == nil {
-		p.ZoneUpdates = []ZoneUpdate{}
-	}
+	p.ZoneUpdates = orEmpty(p.ZoneUpdates)
 	return json.Marshal(p)
 }

@@ -186,3 +186,51 @@ func FuzzVmConfigDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestDecodeFixups pins the post-decode rules shared through decodeFixed:
+// fds that arrive in JSON decode as -1, plain Vecs are written as [], and
+// required fields are checked before anything is decoded.
+func TestDecodeFixups(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+		decode         func([]byte) (any, error)
+	}{
+		{"restore", `{"source_url":"file:///s","net_fds":[{"id":"n","num_fds":2,"fds":[3,4]}],"vfio_fds":[{"id":"v","fd":7}],"iommufd_fd":9}`,
+			`{"source_url":"file:///s","prefault":false,"memory_restore_mode":"Copy","net_fds":[{"id":"n","num_fds":2,"fds":[-1,-1]}],"vfio_fds":[{"id":"v","fd":-1}],"iommufd_fd":-1,"resume":false,"zone_updates":[]}`,
+			func(b []byte) (any, error) { return DecodeBody[RestoreConfig](b) }},
+		{"restore without source_url", `{"net_fds":[{"id":"n","num_fds":1}]}`, "missing field `source_url`",
+			func(b []byte) (any, error) { return DecodeBody[RestoreConfig](b) }},
+		{"restored net without id", `{"source_url":"file:///s","net_fds":[{"num_fds":1}]}`, "missing field `id`",
+			func(b []byte) (any, error) { return DecodeBody[RestoreConfig](b) }},
+		{"receive", `{"receiver_url":"unix:/r","vfio_fds":[{"id":"v"}],"iommufd_fd":4,"zone_updates":[{"id":"z","host_numa_node":1}]}`,
+			`{"receiver_url":"unix:/r","memory_mode":"Precopy","vfio_fds":[{"id":"v"}],"iommufd_fd":-1,"zone_updates":[{"id":"z","host_numa_node":1}]}`,
+			func(b []byte) (any, error) { return DecodeBody[ReceiveMigrationData](b) }},
+		{"receive without receiver_url", `{}`, "missing field `receiver_url`",
+			func(b []byte) (any, error) { return DecodeBody[ReceiveMigrationData](b) }},
+		{"vfio device", `{"path":"/sys/x","fd":3}`,
+			`{"path":"/sys/x","fd":-1,"x_exclude_mmap_bars":[],"pci_segment":0}`,
+			func(b []byte) (any, error) { return DecodeBody[DeviceConfig](b) }},
+		{"platform", `{"iommufd_fd":5,"system_uuid":"keep","uuid":"alias"}`,
+			`{"num_pci_segments":1,"iommu_address_width_bits":64,"system_uuid":"keep","iommufd":false,"iommufd_fd":-1,"vfio_p2p_dma":true}`,
+			func(b []byte) (any, error) { return DecodeBody[PlatformConfig](b) }},
+		{"platform bad alias", `{"serial_number":5}`, "cannot unmarshal number",
+			func(b []byte) (any, error) { return DecodeBody[PlatformConfig](b) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := tc.decode([]byte(tc.in))
+			if err != nil {
+				if !errors.Is(err, ErrJSON) || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("error %v, want ErrJSON containing %q", err, tc.want)
+				}
+				return
+			}
+			out, err := json.Marshal(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(out) != tc.want {
+				t.Errorf("got  %s\nwant %s", out, tc.want)
+			}
+		})
+	}
+}
