@@ -53,100 +53,70 @@ const (
 // rate-limit groups). Singletons (rng, console, balloon, ...) keep no id in
 // the config; the VMM names them with the fixed ID* constants.
 func (c *VmConfig) AssignDeviceIDs() {
+	kinds := c.deviceIDs()
 	used := map[string]bool{}
-	mark := func(id string) {
-		if id != "" {
-			used[id] = true
-		}
-	}
-	for _, d := range c.Disks {
-		mark(d.ID)
-	}
-	for _, n := range c.Net {
-		mark(n.ID)
-	}
-	for _, f := range c.Fs {
-		mark(f.ID)
-	}
-	for _, p := range c.Pmem {
-		mark(p.ID)
-	}
-	for _, d := range c.Devices {
-		mark(d.ID)
-	}
-	for _, d := range c.UserDevices {
-		mark(d.ID)
-	}
-	for _, d := range c.Vdpa {
-		mark(d.ID)
-	}
-	for _, d := range c.GenericVhostUser {
-		mark(d.ID)
-	}
-	if c.Vsock != nil {
-		mark(c.Vsock.ID)
-	}
-	for _, z := range c.Memory.Zones {
-		mark(z.ID)
-	}
-	for _, g := range c.RateLimitGroups {
-		mark(g.ID)
-	}
-	counter := 0
-	next := func(prefix string) string {
-		for {
-			id := prefix + strconv.Itoa(counter)
-			counter++
-			if !used[id] {
-				used[id] = true
-				return id
+	for _, k := range kinds {
+		for _, id := range k.ids {
+			if *id != "" {
+				used[*id] = true
 			}
 		}
 	}
-	// Upstream's make_virtio_devices order: block, net, rng, fs, pmem,
-	// vsock, (mem, balloon, watchdog), vdpa, generic vhost-user; then
-	// VFIO and vfio-user devices.
-	for i := range c.Disks {
-		if c.Disks[i].ID == "" {
-			c.Disks[i].ID = next("_disk")
+	counter := 0
+	for _, k := range kinds {
+		if k.prefix == "" {
+			continue
+		}
+		for _, id := range k.ids {
+			for *id == "" {
+				name := k.prefix + strconv.Itoa(counter)
+				counter++
+				if !used[name] {
+					used[name] = true
+					*id = name
+				}
+			}
 		}
 	}
-	for i := range c.Net {
-		if c.Net[i].ID == "" {
-			c.Net[i].ID = next("_net")
-		}
+}
+
+// idKind is one kind of named config entry: the ID fields of its entries
+// and the prefix of generated ids ("" for kinds that only reserve theirs).
+type idKind struct {
+	prefix string
+	ids    []*string
+}
+
+// deviceIDs lists the ID fields in upstream's make_virtio_devices order:
+// block, net, (rng), fs, pmem, vsock, (mem, balloon, watchdog), vdpa,
+// generic vhost-user (the singletons in brackets keep no id in the config); then VFIO and
+// vfio-user devices; then memory zones and rate-limit groups, whose ids are
+// in use but never generated here.
+func (c *VmConfig) deviceIDs() []idKind {
+	var vsock []*string
+	if c.Vsock != nil {
+		vsock = []*string{&c.Vsock.ID}
 	}
-	for i := range c.Fs {
-		if c.Fs[i].ID == "" {
-			c.Fs[i].ID = next("_fs")
-		}
+	return []idKind{
+		{"_disk", idsOf(c.Disks, func(d *DiskConfig) *string { return &d.ID })},
+		{"_net", idsOf(c.Net, func(n *NetConfig) *string { return &n.ID })},
+		{"_fs", idsOf(c.Fs, func(f *FsConfig) *string { return &f.ID })},
+		{"_pmem", idsOf(c.Pmem, func(p *PmemConfig) *string { return &p.ID })},
+		{"_vsock", vsock},
+		{"_vdpa", idsOf(c.Vdpa, func(d *VdpaConfig) *string { return &d.ID })},
+		{"_generic_vhost_user", idsOf(c.GenericVhostUser, func(d *GenericVhostUserConfig) *string { return &d.ID })},
+		{"_vfio", idsOf(c.Devices, func(d *DeviceConfig) *string { return &d.ID })},
+		{"_vfio_user", idsOf(c.UserDevices, func(d *UserDeviceConfig) *string { return &d.ID })},
+		{"", idsOf(c.Memory.Zones, func(z *MemoryZoneConfig) *string { return &z.ID })},
+		{"", idsOf(c.RateLimitGroups, func(g *RateLimiterGroupConfig) *string { return &g.ID })},
 	}
-	for i := range c.Pmem {
-		if c.Pmem[i].ID == "" {
-			c.Pmem[i].ID = next("_pmem")
-		}
+}
+
+// idsOf returns the ID field of each element of s, in order.
+func idsOf[T any](s []T, id func(*T) *string) []*string {
+	out := make([]*string, len(s))
+	for i := range s {
+		out[i] = id(&s[i])
 	}
-	if c.Vsock != nil && c.Vsock.ID == "" {
-		c.Vsock.ID = next("_vsock")
-	}
-	for i := range c.Vdpa {
-		if c.Vdpa[i].ID == "" {
-			c.Vdpa[i].ID = next("_vdpa")
-		}
-	}
-	for i := range c.GenericVhostUser {
-		if c.GenericVhostUser[i].ID == "" {
-			c.GenericVhostUser[i].ID = next("_generic_vhost_user")
-		}
-	}
-	for i := range c.Devices {
-		if c.Devices[i].ID == "" {
-			c.Devices[i].ID = next("_vfio")
-		}
-	}
-	for i := range c.UserDevices {
-		if c.UserDevices[i].ID == "" {
-			c.UserDevices[i].ID = next("_vfio_user")
-		}
-	}
+	return out
 }

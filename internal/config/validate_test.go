@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -118,5 +119,32 @@ func TestAssignDeviceIDs(t *testing.T) {
 	}
 	if c.Rng.ID != "" {
 		t.Errorf("rng id written into config: %q", c.Rng.ID)
+	}
+}
+
+// TestAssignDeviceIDsAllKinds pins the creation order over every prefixed
+// kind and that ids of memory zones and rate-limit groups are skipped.
+func TestAssignDeviceIDsAllKinds(t *testing.T) {
+	c := DefaultVmConfig()
+	c.Disks = []DiskConfig{{}, {}}
+	c.Disks[1].ID = "mine"
+	c.Net = []NetConfig{{}}
+	c.Fs = []FsConfig{{}}
+	c.Pmem = []PmemConfig{{}}
+	c.Vsock = &VsockConfig{}
+	c.Vdpa = []VdpaConfig{{}}
+	c.GenericVhostUser = []GenericVhostUserConfig{{}}
+	c.Devices = []DeviceConfig{{}}
+	c.UserDevices = []UserDeviceConfig{{}, {}}
+	c.Memory.Zones = []MemoryZoneConfig{{ID: "_net1"}, {}}
+	c.RateLimitGroups = []RateLimiterGroupConfig{{ID: "_vdpa6"}, {}}
+	c.AssignDeviceIDs()
+	got := []string{c.Disks[0].ID, c.Disks[1].ID, c.Net[0].ID, c.Fs[0].ID, c.Pmem[0].ID, c.Vsock.ID,
+		c.Vdpa[0].ID, c.GenericVhostUser[0].ID, c.Devices[0].ID, c.UserDevices[0].ID, c.UserDevices[1].ID,
+		c.Memory.Zones[1].ID, c.RateLimitGroups[1].ID}
+	want := []string{"_disk0", "mine", "_net2", "_fs3", "_pmem4", "_vsock5",
+		"_vdpa7", "_generic_vhost_user8", "_vfio9", "_vfio_user10", "_vfio_user11", "", ""}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("ids = %v\nwant  %v", got, want)
 	}
 }
