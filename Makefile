@@ -105,3 +105,20 @@ bench-devices: build
 .PHONY: bench-net
 bench-net:
 	$(SANDBOX) test -qemu -run TestNetThroughput ./test/net
+
+# A VM with a virtio disk and NIC booted by the CLI and by nimbus-remote
+# (README "Disks and network"). The guest shows vda (serial, a direct write
+# and read back) and eth0 (address, ping of the host's tap end).
+DEVICES_DEMO_SCRIPT ?= echo "disks: $$(ls /sys/block | xargs)"; \
+	echo "vda: serial=$$(cat /sys/block/vda/serial) sectors=$$(cat /sys/block/vda/size) ro=$$(cat /sys/block/vda/ro)"; \
+	echo "vda block 0 (from the host): $$(head -c 19 /dev/vda)"; \
+	echo "written-by-the-guest on $$(uname -r)" | dd of=/dev/vda bs=4096 seek=1 conv=sync oflag=direct 2>&1 | tail -1; \
+	echo "vda block 1 read back: $$(dd if=/dev/vda bs=4096 skip=1 count=1 iflag=direct 2>/dev/null | tr -d \\000)"; \
+	ip link set eth0 up; ip addr add 192.168.249.2/24 dev eth0; ip addr show eth0; \
+	ping -c 3 -w 30 192.168.249.1
+
+.PHONY: devices-demo
+devices-demo: deps build
+	$(SANDBOX) image -o build/devices -script '$(DEVICES_DEMO_SCRIPT)'
+	$(SANDBOX) -qemu --file $(BIN):/nimbus/bin --file build/devices:/nimbus/guest \
+	  --file scripts/devices-demo.sh:/nimbus/devices-demo.sh -- sh /nimbus/devices-demo.sh
