@@ -1,6 +1,10 @@
 package x86
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/nimbus-vmm/nimbus/internal/kvm"
+)
 
 // GDT descriptor encoding, following the kernel's
 // arch/x86/include/asm/segment.h GDT_ENTRY() macro as upstream's gdt.rs does.
@@ -15,28 +19,11 @@ func GDTEntry(flags uint16, base, limit uint32) uint64 {
 		uint64(limit)&0x0000ffff
 }
 
-// Segment is an arch-neutral view of a loaded segment register, field for
-// field what KVM's struct kvm_segment carries.
-type Segment struct {
-	Base     uint64
-	Limit    uint32 // in bytes: already scaled when G is set
-	Selector uint16
-	Type     uint8
-	Present  uint8
-	DPL      uint8
-	DB       uint8
-	S        uint8
-	L        uint8
-	G        uint8
-	AVL      uint8
-	Unusable uint8
-}
-
-// SegmentFromGDT decodes a descriptor into the register view for the
-// selector at table index idx. The limit is scaled by 4 KiB when G is set,
-// as KVM expects byte-granular limits.
-func SegmentFromGDT(entry uint64, idx uint8) Segment {
-	s := Segment{
+// SegmentFromGDT decodes a descriptor into the kvm_segment the selector at
+// table index idx loads. The limit is scaled by 4 KiB when G is set, as KVM
+// expects byte-granular limits.
+func SegmentFromGDT(entry uint64, idx uint8) kvm.Segment {
+	s := kvm.Segment{
 		Base:     (entry&0xff00000000000000)>>32 | (entry&0x000000ff00000000)>>16 | (entry&0x00000000ffff0000)>>16,
 		Limit:    uint32((entry&0x000f000000000000)>>32 | entry&0xffff),
 		Selector: uint16(idx) * 8,

@@ -24,23 +24,14 @@ const (
 // rflagsReserved is RFLAGS bit 1, which always reads as 1.
 const rflagsReserved = 0x2
 
-// kvmSegment converts a segment to its kvm_segment form.
-func kvmSegment(s Segment) kvm.Segment {
-	return kvm.Segment{
-		Base: s.Base, Limit: s.Limit, Selector: s.Selector, Type: s.Type,
-		Present: s.Present, DPL: s.DPL, DB: s.DB, S: s.S, L: s.L, G: s.G,
-		AVL: s.AVL, Unusable: s.Unusable,
-	}
-}
-
 // ApplySystemState loads st into sregs (as read from KVM_GET_SREGS). For
 // the 64-bit Linux entry CR0/CR4/EFER are ORed into KVM's reset values, as
 // upstream does; for the PVH entry (paging off) CR0 is exactly PE and CR4
 // is 0, as the PVH ABI and upstream require.
 func ApplySystemState(sregs *kvm.Sregs, st SystemState) {
-	sregs.CS, sregs.DS, sregs.ES = kvmSegment(st.CS), kvmSegment(st.DS), kvmSegment(st.ES)
-	sregs.FS, sregs.GS, sregs.SS = kvmSegment(st.FS), kvmSegment(st.GS), kvmSegment(st.SS)
-	sregs.TR = kvmSegment(st.TR)
+	sregs.CS, sregs.DS, sregs.ES = st.CS, st.DS, st.ES
+	sregs.FS, sregs.GS, sregs.SS = st.FS, st.GS, st.SS
+	sregs.TR = st.TR
 	sregs.GDT = kvm.DTable{Base: st.GDT.Base, Limit: st.GDT.Limit}
 	sregs.IDT = kvm.DTable{Base: st.IDT.Base, Limit: st.IDT.Limit}
 	if st.CR0&CR0PG == 0 {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/nimbus-vmm/nimbus/internal/kvm"
 )
 
 // Control-register and EFER bits (Intel SDM vol. 3, 2.5 and 2.2.1).
@@ -25,13 +27,13 @@ type DescriptorTable struct {
 }
 
 // SystemState is what the boot CPU's special registers must hold at entry.
-// The KVM register code converts it to kvm_sregs; it ORs CR0/CR4/EFER into
+// ApplySystemState loads it into kvm_sregs; it ORs CR0/CR4/EFER into
 // the values KVM reports rather than replacing unrelated bits.
 type SystemState struct {
 	CR0, CR3, CR4, EFER uint64
 	GDT, IDT            DescriptorTable
-	CS, DS, ES, FS, GS  Segment
-	SS, TR              Segment
+	CS, DS, ES, FS, GS  kvm.Segment
+	SS, TR              kvm.Segment
 }
 
 func stateFromGDT(gdt [4]uint64) SystemState {

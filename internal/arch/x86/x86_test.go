@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"testing"
+
+	"github.com/nimbus-vmm/nimbus/internal/kvm"
 )
 
 type flatMem []byte
@@ -39,12 +41,12 @@ func TestGDTEntriesMatchUpstream(t *testing.T) {
 
 func TestSegmentFromGDT(t *testing.T) {
 	s := SegmentFromGDT(GDTEntry(0xa09b, 0x100000, 0xfffff), 0)
-	want := Segment{Base: 0x100000, Limit: 0xffffffff, Type: 0xb, Present: 1, S: 1, L: 1, G: 1}
+	want := kvm.Segment{Base: 0x100000, Limit: 0xffffffff, Type: 0xb, Present: 1, S: 1, L: 1, G: 1}
 	if s != want {
 		t.Errorf("got %+v, want %+v", s, want)
 	}
 	tss := SegmentFromGDT(GDT32[3], 3)
-	wantTSS := Segment{Limit: 0x67, Selector: 0x18, Type: 0xb, Present: 1}
+	wantTSS := kvm.Segment{Limit: 0x67, Selector: 0x18, Type: 0xb, Present: 1}
 	if tss != wantTSS {
 		t.Errorf("TSS got %+v, want %+v", tss, wantTSS)
 	}
