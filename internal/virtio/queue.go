@@ -58,6 +58,9 @@ type Queue struct {
 	signalledValid bool
 	broken         error
 	fenceWord      uint32
+	// descBuf is readDesc's scratch: a local array passed to the
+	// GuestMemory interface escapes, costing an allocation per descriptor.
+	descBuf [descSize]byte
 }
 
 // NewQueue returns a queue of at most maxSize entries with its notify
@@ -261,8 +264,8 @@ type desc struct {
 }
 
 func (q *Queue) readDesc(table uint64, i uint16) (desc, error) {
-	var b [descSize]byte
-	if _, err := q.mem.ReadAt(b[:], int64(table+uint64(i)*descSize)); err != nil {
+	b := q.descBuf[:]
+	if _, err := q.mem.ReadAt(b, int64(table+uint64(i)*descSize)); err != nil {
 		return desc{}, err
 	}
 	return desc{

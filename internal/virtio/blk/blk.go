@@ -227,6 +227,11 @@ func (d *Device) Counters() map[string]uint64 { return d.stats.snapshot() }
 type worker struct {
 	d      *Device
 	bounce []byte
+	iov    [][]byte // reused across requests
+	// hdr and status are scratch that would escape (one allocation each
+	// per request) if declared in handle.
+	hdr    [headerSize]byte
+	status [1]byte
 }
 
 // handle runs one request (§5.2.6): header in the readable part, status
@@ -239,11 +244,11 @@ func (w *worker) handle(c *virtio.Chain) uint32 {
 		return 0 // nowhere to put a status: fail the chain
 	}
 	data, statusBuf := virtio.SplitBuffers(c.Writable, wlen-1)
-	var hdr [headerSize]byte
+	hdr := w.hdr[:]
 	r := virtio.NewReader(d.mem, c.Readable)
 	status := SIOErr
 	var written uint32
-	if _, err := io.ReadFull(r, hdr[:]); err == nil {
+	if _, err := io.ReadFull(r, hdr); err == nil {
 		typ := binary.LittleEndian.Uint32(hdr[0:])
 		sector := binary.LittleEndian.Uint64(hdr[8:])
 		_, payload := virtio.SplitBuffers(c.Readable, headerSize)
@@ -257,7 +262,8 @@ func (w *worker) handle(c *virtio.Chain) uint32 {
 			}
 		}
 	}
-	if _, err := d.mem.WriteAt([]byte{status}, int64(statusBuf[0].Addr)); err != nil {
+	w.status[0] = status
+	if _, err := d.mem.WriteAt(w.status[:], int64(statusBuf[0].Addr)); err != nil {
 		return 0
 	}
 	return written + 1
@@ -327,52 +333,111 @@ func (w *worker) execute(typ uint32, sector uint64, out, in []virtio.Buffer) (ui
 	return SUnsupp, 0
 }
 
-// transfer moves the bytes of bufs to (write) or from the image at off:
-// straight between the file and guest RAM when a buffer lies in one
-// region (and is aligned for O_DIRECT), else through the bounce buffer.
+// transfer moves the bytes of bufs to (write) or from the image at off.
+// Runs of buffers that alias guest RAM (and, for O_DIRECT, are aligned)
+// go in one preadv/pwritev each, as QEMU does: a 1 MiB request from Linux
+// is ~256 page-sized segments, and a syscall per segment dominated the
+// cost. Other buffers go through the bounce buffer.
 func (w *worker) transfer(bufs []virtio.Buffer, off int64, write bool) error {
-	f := w.d.img.f
+	w.iov = w.iov[:0]
+	var run int64 // bytes in w.iov
+	flush := func() error {
+		if len(w.iov) == 0 {
+			return nil
+		}
+		err := vectored(w.d.img.fd, w.iov, off, write)
+		off += run
+		w.iov, run = w.iov[:0], 0
+		return err
+	}
 	for _, b := range bufs {
 		if b.Len == 0 {
 			continue
 		}
 		if s, err := w.d.mem.Slice(b.Addr, uint64(b.Len)); err == nil && (!w.d.img.direct || (addrOf(s)%4096 == 0 && len(s)%SectorSize == 0)) {
-			var n int
-			if write {
-				n, err = f.WriteAt(s, off)
-			} else {
-				n, err = f.ReadAt(s, off)
+			if len(w.iov) == maxIOV {
+				if err := flush(); err != nil {
+					return err
+				}
 			}
-			if err != nil || n != len(s) {
-				return fmt.Errorf("disk I/O at %d: %w", off, err)
-			}
-			off += int64(n)
+			w.iov = append(w.iov, s)
+			run += int64(len(s))
 			continue
 		}
-		rest := uint64(b.Len)
-		addr := b.Addr
-		for rest > 0 {
-			k := min(rest, uint64(len(w.bounce)))
-			buf := w.bounce[:k]
-			if write {
-				if _, err := w.d.mem.ReadAt(buf, int64(addr)); err != nil {
-					return err
-				}
-				if _, err := f.WriteAt(buf, off); err != nil {
-					return err
-				}
-			} else {
-				if _, err := f.ReadAt(buf, off); err != nil {
-					return err
-				}
-				if _, err := w.d.mem.WriteAt(buf, int64(addr)); err != nil {
-					return err
-				}
-			}
-			addr += k
-			off += int64(k)
-			rest -= k
+		if err := flush(); err != nil {
+			return err
 		}
+		if err := w.bounced(b, off, write); err != nil {
+			return err
+		}
+		off += int64(b.Len)
+	}
+	return flush()
+}
+
+// maxIOV is Linux's IOV_MAX: the most iovecs one preadv/pwritev takes.
+const maxIOV = 1024
+
+// vectored reads or writes all of iov at off, resuming after short
+// transfers and EINTR. It consumes iov's slice headers.
+func vectored(fd int, iov [][]byte, off int64, write bool) error {
+	for len(iov) > 0 {
+		var n int
+		var err error
+		if write {
+			n, err = unix.Pwritev(fd, iov, off)
+		} else {
+			n, err = unix.Preadv(fd, iov, off)
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("disk I/O at %d: %w", off, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("disk I/O at %d: %w", off, io.ErrUnexpectedEOF)
+		}
+		off += int64(n)
+		for n > 0 {
+			k := min(n, len(iov[0]))
+			iov[0] = iov[0][k:]
+			n -= k
+			if len(iov[0]) == 0 {
+				iov = iov[1:]
+			}
+		}
+	}
+	return nil
+}
+
+// bounced moves one buffer that is not directly usable (it straddles RAM
+// regions, or is unaligned for O_DIRECT) through the bounce buffer.
+func (w *worker) bounced(b virtio.Buffer, off int64, write bool) error {
+	f := w.d.img.f
+	rest := uint64(b.Len)
+	addr := b.Addr
+	for rest > 0 {
+		k := min(rest, uint64(len(w.bounce)))
+		buf := w.bounce[:k]
+		if write {
+			if _, err := w.d.mem.ReadAt(buf, int64(addr)); err != nil {
+				return err
+			}
+			if _, err := f.WriteAt(buf, off); err != nil {
+				return err
+			}
+		} else {
+			if _, err := f.ReadAt(buf, off); err != nil {
+				return err
+			}
+			if _, err := w.d.mem.WriteAt(buf, int64(addr)); err != nil {
+				return err
+			}
+		}
+		addr += k
+		off += int64(k)
+		rest -= k
 	}
 	return nil
 }

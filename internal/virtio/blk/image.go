@@ -55,6 +55,7 @@ func detectFormat(f *os.File, size int64) (config.ImageType, error) {
 // image is an open raw disk image, locked.
 type image struct {
 	f        *os.File
+	fd       int // f's descriptor, for preadv/pwritev; valid until close
 	size     int64
 	regular  bool
 	readonly bool
@@ -103,7 +104,7 @@ func openImage(cfg *config.DiskConfig) (*image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open disk image: %w: %w", virtio.ErrBackend, err)
 	}
-	img := &image{f: f, size: size, readonly: cfg.Readonly, direct: cfg.Direct}
+	img := &image{f: f, fd: int(f.Fd()), size: size, readonly: cfg.Readonly, direct: cfg.Direct}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
