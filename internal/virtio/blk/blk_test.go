@@ -368,3 +368,44 @@ func TestMultiSegment(t *testing.T) {
 		r.drv.ResetHeap(0x10000)
 	}
 }
+
+// BenchmarkRequest512K is a large request as Linux sends it: 128 page
+// segments in an indirect table (seg_max is 126 + header + status).
+func BenchmarkRequest512K(b *testing.B) {
+	for _, op := range []struct {
+		name string
+		typ  uint32
+	}{{"read", blk.TIn}, {"write", blk.TOut}} {
+		b.Run(op.name, func(b *testing.B) {
+			r := start(b, config.DiskConfig{Path: newImage(b)})
+			r.drv.Indirect = true
+			const segs = 126
+			page := pattern(4096, 1)
+			b.SetBytes(segs * 4096)
+			b.ResetTimer()
+			for i := range b.N {
+				sector := uint64(i%2) * segs * 8
+				out := [][]byte{header(op.typ, sector)}
+				var ins []uint32
+				for range segs {
+					if op.typ == blk.TIn {
+						ins = append(ins, 4096)
+					} else {
+						out = append(out, page)
+					}
+				}
+				_, bufs := r.drv.Submit(out, append(ins, 1))
+				if err := r.drv.Kick(); err != nil {
+					b.Fatal(err)
+				}
+				for len(r.drv.Poll()) == 0 {
+					<-r.irq.Signals
+				}
+				if st := r.drv.Bytes(bufs[len(bufs)-1], 1)[0]; st != blk.SOK {
+					b.Fatalf("status %d", st)
+				}
+				r.drv.ResetHeap(0x10000)
+			}
+		})
+	}
+}
