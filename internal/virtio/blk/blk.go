@@ -28,16 +28,11 @@ type Device struct {
 	nq       int
 	qsize    uint16
 
-	mu        sync.Mutex
+	life virtio.Lifecycle
+
+	mu        sync.Mutex // guards cfg
 	cfg       Config
 	writeback atomic.Bool
-	runner    virtio.Runner
-	active    bool
-	paused    bool
-	closed    bool
-	mem       virtio.GuestMemory
-	queues    []*virtio.Queue
-	irq       virtio.Interrupt
 
 	stats counters
 }
@@ -88,6 +83,10 @@ func New(cfg config.DiskConfig) (*Device, error) {
 	}
 	d.writeback.Store(true)
 	d.stats.init()
+	d.life.Init(virtio.LifecycleHooks{
+		Name: "block device", Queues: nq,
+		Bind: d.bind, Start: d.start, Forget: d.forget, Release: img.close,
+	})
 	return d, nil
 }
 
@@ -134,90 +133,48 @@ func (d *Device) WriteConfig(off uint64, p []byte) {
 
 // Activate implements virtio.Device.
 func (d *Device) Activate(mem virtio.GuestMemory, features uint64, queues []*virtio.Queue, irq virtio.Interrupt) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	switch {
-	case d.closed || d.active:
-		return fmt.Errorf("activate block device: %w", virtio.ErrState)
-	case len(queues) != d.nq:
-		return fmt.Errorf("block device has %d queues, got %d: %w", d.nq, len(queues), virtio.ErrInvalid)
-	}
-	if err := virtio.ActivateQueues(mem, features, queues); err != nil {
-		return err
-	}
+	return d.life.Activate(mem, features, queues, irq)
+}
+
+func (d *Device) bind(features uint64) error {
 	// Without CONFIG_WCE the cache mode follows FLUSH (§5.2.5.1).
 	if features&FConfigWCE == 0 {
 		d.writeback.Store(features&FFlush != 0)
 	}
-	d.mem, d.queues, d.irq = mem, queues, irq
-	d.active, d.paused = true, false
-	d.start()
 	return nil
 }
 
 func (d *Device) start() {
-	for i, q := range d.queues {
+	r := d.life.Runner()
+	for i, q := range d.life.Queues() {
 		if !q.Ready {
 			continue
 		}
-		d.runner.Watch(q.Notify)
-		w := &worker{d: d, bounce: alignedBuf(1 << 17)}
-		d.runner.Go(func() { virtio.ServeQueue(&d.runner, q, i, d.irq, w.handle) })
+		r.Watch(q.Notify)
+		w := &worker{d: d, mem: d.life.Mem(), bounce: alignedBuf(1 << 17)}
+		r.Go(func() { virtio.ServeQueue(r, q, i, d.life.Irq(), w.handle) })
 	}
 }
 
 // Pause implements virtio.Device.
-func (d *Device) Pause() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.active || d.paused {
-		return nil
-	}
-	d.paused = true
-	return d.runner.Stop(true)
-}
+func (d *Device) Pause() error { return d.life.Pause() }
 
 // Resume implements virtio.Device.
-func (d *Device) Resume() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.active || !d.paused {
-		return nil
-	}
-	d.paused = false
-	d.start()
-	return nil
-}
+func (d *Device) Resume() error { return d.life.Resume() }
 
 // Reset implements virtio.Device.
-func (d *Device) Reset() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.reset()
-}
+func (d *Device) Reset() error { return d.life.Reset() }
 
-func (d *Device) reset() error {
-	if !d.active {
-		return nil
-	}
-	err := d.runner.Stop(true)
-	d.active, d.paused = false, false
-	d.mem, d.queues, d.irq = nil, nil, nil
+// forget returns the cache mode to its default after a reset.
+func (d *Device) forget() {
+	d.mu.Lock()
 	d.cfg.Writeback = 1
 	d.writeback.Store(true)
-	return err
+	d.mu.Unlock()
 }
 
 // Close implements virtio.Device: it also unlocks and closes the image.
-func (d *Device) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil
-	}
-	d.closed = true
-	return errors.Join(d.reset(), d.img.close())
-}
+func (d *Device) Close() error { return d.life.Close() }
 
 // Counters implements virtio.Device with upstream's names; latencies are
 // in microseconds (min is MaxUint64 until the first request, as upstream).
@@ -226,6 +183,7 @@ func (d *Device) Counters() map[string]uint64 { return d.stats.snapshot() }
 // worker is one queue's request processor; bounce is its own buffer.
 type worker struct {
 	d      *Device
+	mem    virtio.GuestMemory
 	bounce []byte
 	iov    [][]byte // reused across requests
 	// hdr and status are scratch that would escape (one allocation each
@@ -245,7 +203,7 @@ func (w *worker) handle(c *virtio.Chain) uint32 {
 	}
 	data, statusBuf := virtio.SplitBuffers(c.Writable, wlen-1)
 	hdr := w.hdr[:]
-	r := virtio.NewReader(d.mem, c.Readable)
+	r := virtio.NewReader(w.mem, c.Readable)
 	status := SIOErr
 	var written uint32
 	if _, err := io.ReadFull(r, hdr); err == nil {
@@ -263,7 +221,7 @@ func (w *worker) handle(c *virtio.Chain) uint32 {
 		}
 	}
 	w.status[0] = status
-	if _, err := d.mem.WriteAt(w.status[:], int64(statusBuf[0].Addr)); err != nil {
+	if _, err := w.mem.WriteAt(w.status[:], int64(statusBuf[0].Addr)); err != nil {
 		return 0
 	}
 	return written + 1
@@ -321,7 +279,7 @@ func (w *worker) execute(typ uint32, sector uint64, out, in []virtio.Buffer) (ui
 		}
 		return SOK, 0
 	case TGetID:
-		wr := virtio.NewWriter(d.mem, in)
+		wr := virtio.NewWriter(w.mem, in)
 		n := min(uint64(IDBytes), wr.Remaining())
 		if _, err := wr.Write(d.img.id[:n]); err != nil {
 			return SIOErr, 0
@@ -354,7 +312,7 @@ func (w *worker) transfer(bufs []virtio.Buffer, off int64, write bool) error {
 		if b.Len == 0 {
 			continue
 		}
-		if s, err := w.d.mem.Slice(b.Addr, uint64(b.Len)); err == nil && (!w.d.img.direct || (addrOf(s)%4096 == 0 && len(s)%SectorSize == 0)) {
+		if s, err := w.mem.Slice(b.Addr, uint64(b.Len)); err == nil && (!w.d.img.direct || (addrOf(s)%4096 == 0 && len(s)%SectorSize == 0)) {
 			if len(w.iov) == maxIOV {
 				if err := flush(); err != nil {
 					return err
@@ -421,7 +379,7 @@ func (w *worker) bounced(b virtio.Buffer, off int64, write bool) error {
 		k := min(rest, uint64(len(w.bounce)))
 		buf := w.bounce[:k]
 		if write {
-			if _, err := w.d.mem.ReadAt(buf, int64(addr)); err != nil {
+			if _, err := w.mem.ReadAt(buf, int64(addr)); err != nil {
 				return err
 			}
 			if _, err := f.WriteAt(buf, off); err != nil {
@@ -431,7 +389,7 @@ func (w *worker) bounced(b virtio.Buffer, off int64, write bool) error {
 			if _, err := f.ReadAt(buf, off); err != nil {
 				return err
 			}
-			if _, err := w.d.mem.WriteAt(buf, int64(addr)); err != nil {
+			if _, err := w.mem.WriteAt(buf, int64(addr)); err != nil {
 				return err
 			}
 		}
@@ -458,7 +416,7 @@ func (w *worker) discard(typ uint32, out []virtio.Buffer) uint8 {
 		return SIOErr // max_discard_seg / max_write_zeroes_seg is 1
 	}
 	var seg [segmentSize]byte
-	if _, err := io.ReadFull(virtio.NewReader(d.mem, out), seg[:]); err != nil {
+	if _, err := io.ReadFull(virtio.NewReader(w.mem, out), seg[:]); err != nil {
 		return SIOErr
 	}
 	sector := binary.LittleEndian.Uint64(seg[0:])

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/virtio"
@@ -27,15 +26,8 @@ const maxRequest = 64 << 10
 type Device struct {
 	src *os.File
 
-	mu     sync.Mutex
-	runner virtio.Runner
-	active bool
-	paused bool
-	closed bool
-	mem    virtio.GuestMemory
-	queues []*virtio.Queue
-	irq    virtio.Interrupt
-	buf    []byte
+	life virtio.Lifecycle
+	buf  []byte
 }
 
 var _ virtio.Device = (*Device)(nil)
@@ -50,7 +42,9 @@ func New(cfg config.RngConfig) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open entropy source: %w: %w", virtio.ErrBackend, err)
 	}
-	return &Device{src: f, buf: make([]byte, maxRequest)}, nil
+	d := &Device{src: f, buf: make([]byte, maxRequest)}
+	d.life.Init(virtio.LifecycleHooks{Name: "rng", Queues: 1, Start: d.start, Release: f.Close})
+	return d, nil
 }
 
 // Type implements virtio.Device.
@@ -70,30 +64,17 @@ func (d *Device) WriteConfig(off uint64, p []byte) {}
 
 // Activate implements virtio.Device.
 func (d *Device) Activate(mem virtio.GuestMemory, features uint64, queues []*virtio.Queue, irq virtio.Interrupt) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed || d.active {
-		return fmt.Errorf("activate rng: %w", virtio.ErrState)
-	}
-	if len(queues) != 1 {
-		return fmt.Errorf("rng has 1 queue, got %d: %w", len(queues), virtio.ErrInvalid)
-	}
-	if err := virtio.ActivateQueues(mem, features, queues); err != nil {
-		return err
-	}
-	d.mem, d.queues, d.irq = mem, queues, irq
-	d.active, d.paused = true, false
-	d.start()
-	return nil
+	return d.life.Activate(mem, features, queues, irq)
 }
 
 func (d *Device) start() {
-	q := d.queues[0]
+	q := d.life.Queues()[0]
 	if !q.Ready {
 		return
 	}
-	d.runner.Watch(q.Notify)
-	d.runner.Go(func() { virtio.ServeQueue(&d.runner, q, 0, d.irq, d.fill) })
+	r := d.life.Runner()
+	r.Watch(q.Notify)
+	r.Go(func() { virtio.ServeQueue(r, q, 0, d.life.Irq(), d.fill) })
 }
 
 // fill writes entropy into the chain's writable buffers.
@@ -103,65 +84,22 @@ func (d *Device) fill(c *virtio.Chain) uint32 {
 	if err != nil && got == 0 {
 		return 0
 	}
-	w := virtio.NewWriter(d.mem, c.Writable)
+	w := virtio.NewWriter(d.life.Mem(), c.Writable)
 	w.Write(d.buf[:got])
 	return w.Written()
 }
 
 // Pause implements virtio.Device.
-func (d *Device) Pause() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.active || d.paused {
-		return nil
-	}
-	d.paused = true
-	return d.runner.Stop(true)
-}
+func (d *Device) Pause() error { return d.life.Pause() }
 
 // Resume implements virtio.Device.
-func (d *Device) Resume() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.active || !d.paused {
-		return nil
-	}
-	d.paused = false
-	d.start()
-	return nil
-}
+func (d *Device) Resume() error { return d.life.Resume() }
 
 // Reset implements virtio.Device.
-func (d *Device) Reset() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.reset()
-}
+func (d *Device) Reset() error { return d.life.Reset() }
 
-func (d *Device) reset() error {
-	if !d.active {
-		return nil
-	}
-	err := d.runner.Stop(true)
-	d.active, d.paused = false, false
-	d.mem, d.queues, d.irq = nil, nil, nil
-	return err
-}
-
-// Close implements virtio.Device.
-func (d *Device) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil
-	}
-	d.closed = true
-	err := d.reset()
-	if cerr := d.src.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+// Close implements virtio.Device: it also closes the entropy source.
+func (d *Device) Close() error { return d.life.Close() }
 
 // Counters implements virtio.Device: upstream's rng has none.
 func (d *Device) Counters() map[string]uint64 { return nil }
