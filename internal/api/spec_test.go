@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -14,43 +13,25 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/nimbus-vmm/nimbus/api/openapi"
+	"github.com/nimbus-vmm/nimbus/api/openapi/openapitest"
 )
 
-var spec struct {
-	once   sync.Once
-	doc    *openapi3.T
-	router routers.Router
-	err    error
-}
+var registerDecoders sync.Once
 
-// loadSpec loads and validates api/openapi/nimbus.yaml once.
+// loadSpec loads nimbus.yaml (once) and registers the decoders for the
+// bodies that are not JSON: the first line of a vmm.events stream and the
+// document itself.
 func loadSpec(t testing.TB) (*openapi3.T, routers.Router) {
 	t.Helper()
-	spec.once.Do(func() {
+	registerDecoders.Do(func() {
 		openapi3filter.RegisterBodyDecoder("application/x-ndjson", ndjsonDecoder)
 		openapi3filter.RegisterBodyDecoder("application/yaml", func(r io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
 			b, err := io.ReadAll(r)
 			return string(b), err
 		})
-		loader := openapi3.NewLoader()
-		doc, err := loader.LoadFromData(openapi.Spec)
-		if err != nil {
-			spec.err = fmt.Errorf("loading nimbus.yaml: %w", err)
-			return
-		}
-		if err := doc.Validate(context.Background()); err != nil {
-			spec.err = fmt.Errorf("nimbus.yaml is not a valid OpenAPI document: %w", err)
-			return
-		}
-		spec.doc = doc
-		spec.router, spec.err = gorillamux.NewRouter(doc)
 	})
-	if spec.err != nil {
-		t.Fatal(spec.err)
-	}
-	return spec.doc, spec.router
+	return openapitest.Load(t)
 }
 
 // ndjsonDecoder decodes the first event of a vmm.events stream; each line
@@ -109,14 +90,13 @@ func checkExchange(t testing.TB, rawReq []byte, resp *http.Response, body []byte
 // been refused with 400; a response must be one the document describes.
 func validate(t testing.TB, req *http.Request, reqBody []byte, resp *http.Response, body []byte) {
 	t.Helper()
-	doc, router := loadSpec(t)
+	doc, _ := loadSpec(t)
 	r := req.Clone(context.Background())
-	r.Body = io.NopCloser(bytes.NewReader(reqBody))
 	if r.Header.Get("Content-Type") == "" && len(reqBody) > 0 {
 		// ch-remote sends none; the server treats the body as JSON.
 		r.Header.Set("Content-Type", "application/json")
 	}
-	route, params, err := router.FindRoute(r)
+	in, err := openapitest.RequestInput(t, r, reqBody)
 	if err != nil {
 		// Unknown path or method: the shared error responses apply.
 		name := map[int]string{404: "NotFound", 400: "BadRequestOrEmpty"}[resp.StatusCode]
@@ -136,23 +116,13 @@ func validate(t testing.TB, req *http.Request, reqBody []byte, resp *http.Respon
 		}
 		return
 	}
-	opts := &openapi3filter.Options{SkipSettingDefaults: true, MultiError: false}
-	in := &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route, Options: opts}
 	if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil && resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("%s %s: request rejected by the spec (%v) but answered %d", req.Method, req.URL.Path, err, resp.StatusCode)
 	}
-	ropts := *opts
 	if len(body) == 0 && resp.StatusCode == 400 {
-		ropts.ExcludeResponseBody = true // the documented bare 400
+		in.Options.ExcludeResponseBody = true // the documented bare 400
 	}
-	out := &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route, Options: &ropts},
-		Status:                 resp.StatusCode,
-		Header:                 resp.Header,
-		Body:                   io.NopCloser(bytes.NewReader(body)),
-		Options:                &ropts,
-	}
-	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
+	if err := openapitest.ValidateResponse(in, resp, body); err != nil {
 		t.Errorf("%s %s: response %d %q does not match the spec: %v", req.Method, req.URL.Path, resp.StatusCode, body, err)
 	}
 }

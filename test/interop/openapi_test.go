@@ -9,42 +9,12 @@ import (
 	"net/http"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
-	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/gorillamux"
-	"github.com/nimbus-vmm/nimbus/api/openapi"
+	"github.com/nimbus-vmm/nimbus/api/openapi/openapitest"
 )
-
-var spec struct {
-	once   sync.Once
-	doc    *openapi3.T
-	router routers.Router
-	err    error
-}
-
-func loadSpec(t testing.TB) (*openapi3.T, routers.Router) {
-	t.Helper()
-	spec.once.Do(func() {
-		doc, err := openapi3.NewLoader().LoadFromData(openapi.Spec)
-		if err == nil {
-			err = doc.Validate(context.Background())
-		}
-		if err != nil {
-			spec.err = fmt.Errorf("api/openapi/nimbus.yaml: %w", err)
-			return
-		}
-		spec.doc = doc
-		spec.router, spec.err = gorillamux.NewRouter(doc)
-	})
-	if spec.err != nil {
-		t.Fatal(spec.err)
-	}
-	return spec.doc, spec.router
-}
 
 // specCheck is the OpenAPI cross-check: every request a client sends must
 // be one nimbus.yaml describes, with no field the document lacks (kin-openapi
@@ -98,14 +68,7 @@ func checkExchange(t testing.TB, req *http.Request, body []byte, resp *http.Resp
 	if in == nil {
 		return problems
 	}
-	out := &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: in,
-		Status:                 resp.StatusCode,
-		Header:                 resp.Header,
-		Body:                   io.NopCloser(bytes.NewReader(rbody)),
-		Options:                in.Options,
-	}
-	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
+	if err := openapitest.ValidateResponse(in, resp, rbody); err != nil {
 		problems = append(problems, fmt.Sprintf("%s %s: reply %d %q does not match: %v", req.Method, req.URL.Path, resp.StatusCode, rbody, err))
 	}
 	return problems
@@ -115,20 +78,15 @@ func checkExchange(t testing.TB, req *http.Request, body []byte, resp *http.Resp
 // returned input (nil when the route is unknown) serves the reply check.
 func checkRequest(t testing.TB, req *http.Request, body []byte) ([]string, *openapi3filter.RequestValidationInput) {
 	t.Helper()
-	_, router := loadSpec(t)
-	r := req.Clone(context.Background())
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	route, params, err := router.FindRoute(r)
+	in, err := openapitest.RequestInput(t, req, body)
 	if err != nil {
 		return []string{fmt.Sprintf("%s %s: not in the document: %v", req.Method, req.URL.Path, err)}, nil
 	}
 	var problems []string
-	opts := &openapi3filter.Options{SkipSettingDefaults: true, MultiError: false}
-	in := &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route, Options: opts}
 	if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil {
 		problems = append(problems, fmt.Sprintf("%s %s: request rejected: %v", req.Method, req.URL.Path, err))
 	}
-	if rb := route.Operation.RequestBody; rb != nil && len(body) > 0 {
+	if rb := in.Route.Operation.RequestBody; rb != nil && len(body) > 0 {
 		if mt := rb.Value.Content.Get("application/json"); mt != nil && mt.Schema != nil {
 			var v any
 			if err := json.Unmarshal(body, &v); err == nil {
@@ -141,7 +99,7 @@ func checkRequest(t testing.TB, req *http.Request, body []byte) ([]string, *open
 			}
 		}
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	in.Request.Body = io.NopCloser(bytes.NewReader(body))
 	return problems, in
 }
 
@@ -225,7 +183,7 @@ func itemsSchema(s *openapi3.Schema) *openapi3.Schema {
 // TestCrossCheckCatchesUnknownField proves the check is not vacuous: a
 // field the document lacks is reported, a documented one is not.
 func TestCrossCheckCatchesUnknownField(t *testing.T) {
-	doc, _ := loadSpec(t)
+	doc, _ := openapitest.Load(t)
 	vm := doc.Components.Schemas["VmConfig"]
 	if vm == nil {
 		t.Fatal("nimbus.yaml has no VmConfig schema")
