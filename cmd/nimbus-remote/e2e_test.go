@@ -13,6 +13,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/api"
 	"github.com/nimbus-vmm/nimbus/internal/events"
+	"github.com/nimbus-vmm/nimbus/internal/syncbuf"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 	"github.com/nimbus-vmm/nimbus/internal/vmm/vmmtest"
 	"github.com/nimbus-vmm/nimbus/pkg/client"
@@ -64,24 +65,6 @@ func startVMM(t *testing.T) *vmmUnderTest {
 	}
 	t.Cleanup(v.stop)
 	return v
-}
-
-// lockedBuffer is an io.Writer safe to read while a goroutine writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestEndToEnd drives the real server and control loop with nimbus-remote's
@@ -183,7 +166,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Follow the event stream while booting.
-	evOut := &lockedBuffer{}
+	evOut := &syncbuf.Buffer{}
 	evCtx, evCancel := context.WithCancel(context.Background())
 	defer evCancel()
 	evDone := make(chan int, 1)

@@ -13,6 +13,8 @@ import (
 
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
+
+	"github.com/nimbus-vmm/nimbus/internal/syncbuf"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -60,25 +62,8 @@ func TestEventBytesMatchesUpstream(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestMonitorWritesSinkByteExact(t *testing.T) {
-	var sink syncBuffer
+	var sink syncbuf.Buffer
 	m := New(&sink, WithClock(fakeClock(4664404, 2*time.Second+7)))
 	m.Emit("virtio-device", "activated", map[string]string{"id": "__rng"})
 	m.Emit("vm", "booted", map[string]string{}) // empty map -> null

@@ -18,6 +18,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/internal/syncbuf"
 )
 
 // benchRounds is how many times each VMM runs, alternating, because
@@ -128,7 +129,7 @@ func runBench(t *testing.T, f *flowTimer, name string, args ...string) (up, down
 	ctx, cancel := context.WithTimeout(context.Background(), 2*guestTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	f.close()

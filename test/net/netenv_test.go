@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nimbus-vmm/nimbus/internal/sandbox"
+	"github.com/nimbus-vmm/nimbus/internal/syncbuf"
 )
 
 // requireNetAdmin skips unless the test may create taps and namespaces
@@ -271,28 +272,10 @@ func checkCounters(t *testing.T, c map[string]uint64, payload int) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for a process's output and readers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // proc is a started process whose exit the test waits for.
 type proc struct {
 	cmd    *exec.Cmd
-	out    lockedBuffer
+	out    syncbuf.Buffer
 	exited chan struct{}
 	err    error
 }
