@@ -258,14 +258,23 @@ func TestOpenPathTruncates(t *testing.T) {
 	}
 }
 
-func TestOpenFd(t *testing.T) {
+// blockingPipe makes a pipe with both ends blocking, as an inherited
+// --event-monitor fd= is, and returns the read end (closed when the test
+// ends) and the write end's fd.
+func blockingPipe(t *testing.T) (*os.File, int) {
+	t.Helper()
 	fds := make([]int, 2)
 	if err := unix.Pipe2(fds, 0); err != nil {
 		t.Fatal(err)
 	}
 	r := os.NewFile(uintptr(fds[0]), "r")
-	defer r.Close()
-	f, err := OpenFd(fds[1])
+	t.Cleanup(func() { r.Close() })
+	return r, fds[1]
+}
+
+func TestOpenFd(t *testing.T) {
+	r, wfd := blockingPipe(t)
+	f, err := OpenFd(wfd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,13 +324,8 @@ func TestCloseGivesUpOnReaderThatNeverReads(t *testing.T) {
 // An inherited blocking pipe fd (Conch's --event-monitor fd=) gets the
 // same bounded Close.
 func TestOpenFdBlockingPipeNobodyReads(t *testing.T) {
-	fds := make([]int, 2)
-	if err := unix.Pipe2(fds, 0); err != nil {
-		t.Fatal(err)
-	}
-	r := os.NewFile(uintptr(fds[0]), "r")
-	defer r.Close()
-	f, err := OpenFd(fds[1])
+	_, wfd := blockingPipe(t) // the read end stays open, unread
+	f, err := OpenFd(wfd)
 	if err != nil {
 		t.Fatal(err)
 	}
