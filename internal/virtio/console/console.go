@@ -45,15 +45,8 @@ type Device struct {
 	inReady  chan struct{} // capacity 1: input arrived
 	writable chan struct{} // capacity 1: input space freed
 
-	mu     sync.Mutex
-	runner virtio.Runner
-	stop   chan struct{}
-	active bool
-	paused bool
-	closed bool
-	mem    virtio.GuestMemory
-	queues []*virtio.Queue
-	irq    virtio.Interrupt
+	life virtio.Lifecycle
+	stop chan struct{} // closed to stop receive, which waits on channels
 }
 
 var _ virtio.Device = (*Device)(nil)
@@ -83,6 +76,10 @@ func New(backend hostconsole.Backend) *Device {
 		inReady:  make(chan struct{}, 1),
 		writable: make(chan struct{}, 1),
 	}
+	d.life.Init(virtio.LifecycleHooks{
+		Name: "console", Queues: 2,
+		Start: d.start, Halt: func() { close(d.stop) }, Release: backend.Close,
+	})
 	backend.Start(d)
 	return d
 }
@@ -137,45 +134,27 @@ func (d *Device) WriteConfig(off uint64, p []byte) {}
 
 // Activate implements virtio.Device.
 func (d *Device) Activate(mem virtio.GuestMemory, features uint64, queues []*virtio.Queue, irq virtio.Interrupt) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed || d.active {
-		return fmt.Errorf("activate console: %w", virtio.ErrState)
-	}
-	if len(queues) != 2 {
-		return fmt.Errorf("console has 2 queues, got %d: %w", len(queues), virtio.ErrInvalid)
-	}
-	if err := virtio.ActivateQueues(mem, features, queues); err != nil {
-		return err
-	}
-	d.mem, d.queues, d.irq = mem, queues, irq
-	d.active, d.paused = true, false
-	d.start()
-	return nil
+	return d.life.Activate(mem, features, queues, irq)
 }
 
 func (d *Device) start() {
 	d.stop = make(chan struct{})
-	if tx := d.queues[TxQueue]; tx.Ready {
-		d.runner.Watch(tx.Notify)
-		d.runner.Go(func() { virtio.ServeQueue(&d.runner, tx, TxQueue, d.irq, d.transmit) })
+	r := d.life.Runner()
+	if tx := d.life.Queues()[TxQueue]; tx.Ready {
+		r.Watch(tx.Notify)
+		r.Go(func() { virtio.ServeQueue(r, tx, TxQueue, d.life.Irq(), d.transmit) })
 	}
-	if rx := d.queues[RxQueue]; rx.Ready {
-		d.runner.Watch(rx.Notify)
+	if rx := d.life.Queues()[RxQueue]; rx.Ready {
+		r.Watch(rx.Notify)
 		stop := d.stop
-		d.runner.Go(func() { d.receive(rx, stop) })
+		r.Go(func() { d.receive(rx, stop) })
 	}
-}
-
-func (d *Device) halt(forget bool) error {
-	close(d.stop)
-	return d.runner.Stop(forget)
 }
 
 // transmit sends one chain's readable bytes to the backend.
 func (d *Device) transmit(c *virtio.Chain) uint32 {
 	var buf [4096]byte
-	r := io.LimitReader(virtio.NewReader(d.mem, c.Readable), maxOut)
+	r := io.LimitReader(virtio.NewReader(d.life.Mem(), c.Readable), maxOut)
 	for {
 		n, err := r.Read(buf[:])
 		if n > 0 {
@@ -209,13 +188,13 @@ func (d *Device) receive(q *virtio.Queue, stop <-chan struct{}) {
 			_ = q.Push(c.Head, 0)
 			continue
 		case err != nil: // broken queue
-			d.irq.NeedsReset(err)
+			d.life.Irq().NeedsReset(err)
 			<-stop
 			return
 		case c == nil:
 			more, err := q.EnableNotification()
 			if err != nil {
-				d.irq.NeedsReset(err)
+				d.life.Irq().NeedsReset(err)
 				<-stop
 				return
 			}
@@ -226,7 +205,7 @@ func (d *Device) receive(q *virtio.Queue, stop <-chan struct{}) {
 			}
 			continue
 		}
-		w := virtio.NewWriter(d.mem, c.Writable)
+		w := virtio.NewWriter(d.life.Mem(), c.Writable)
 		d.inMu.Lock()
 		n := min(uint64(len(d.in)), w.Remaining())
 		_, _ = w.Write(d.in[:n])
@@ -237,68 +216,22 @@ func (d *Device) receive(q *virtio.Queue, stop <-chan struct{}) {
 			continue // broken: the next Pop reports it
 		}
 		if q.NeedsInterrupt() {
-			_ = d.irq.Signal(RxQueue)
+			_ = d.life.Irq().Signal(RxQueue)
 		}
 	}
 }
 
 // Pause implements virtio.Device.
-func (d *Device) Pause() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.active || d.paused {
-		return nil
-	}
-	d.paused = true
-	return d.halt(true)
-}
+func (d *Device) Pause() error { return d.life.Pause() }
 
 // Resume implements virtio.Device.
-func (d *Device) Resume() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.active || !d.paused {
-		return nil
-	}
-	d.paused = false
-	d.start()
-	return nil
-}
+func (d *Device) Resume() error { return d.life.Resume() }
 
 // Reset implements virtio.Device.
-func (d *Device) Reset() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.reset()
-}
-
-func (d *Device) reset() error {
-	if !d.active {
-		return nil
-	}
-	var err error
-	if !d.paused {
-		err = d.halt(true)
-	}
-	d.active, d.paused = false, false
-	d.mem, d.queues, d.irq = nil, nil, nil
-	return err
-}
+func (d *Device) Reset() error { return d.life.Reset() }
 
 // Close implements virtio.Device; it closes the backend.
-func (d *Device) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil
-	}
-	d.closed = true
-	err := d.reset()
-	if cerr := d.backend.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func (d *Device) Close() error { return d.life.Close() }
 
 // Counters implements virtio.Device: upstream's console has none.
 func (d *Device) Counters() map[string]uint64 { return nil }

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
@@ -40,15 +39,8 @@ type Device struct {
 	features uint64
 	cfg      Config
 
-	mu     sync.Mutex
-	runner virtio.Runner
-	active bool
-	paused bool
-	closed bool
-	mem    virtio.GuestMemory
-	queues []*virtio.Queue
-	irq    virtio.Interrupt
-	acked  uint64
+	life  virtio.Lifecycle
+	acked uint64 // negotiated features, while active
 	// skipOffload is for tests whose "tap" is a socket.
 	skipOffload bool
 
@@ -145,6 +137,10 @@ func newDevice(cfg config.NetConfig, taps []*tap) (*Device, error) {
 			d.features |= FHostUFO | FGuestUFO
 		}
 	}
+	d.life.Init(virtio.LifecycleHooks{
+		Name: "net", Queues: 2*d.pairs + 1,
+		Bind: d.bind, Start: d.start, Forget: func() { d.acked = 0 }, Release: d.closeTaps,
+	})
 	return d, nil
 }
 
@@ -185,23 +181,14 @@ func (d *Device) WriteConfig(off uint64, p []byte) {}
 
 // Activate implements virtio.Device.
 func (d *Device) Activate(mem virtio.GuestMemory, features uint64, queues []*virtio.Queue, irq virtio.Interrupt) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed || d.active {
-		return fmt.Errorf("activate net: %w", virtio.ErrState)
-	}
-	if len(queues) != 2*d.pairs+1 {
-		return fmt.Errorf("net has %d queues, got %d: %w", 2*d.pairs+1, len(queues), virtio.ErrInvalid)
-	}
-	if err := virtio.ActivateQueues(mem, features, queues); err != nil {
-		return err
-	}
+	return d.life.Activate(mem, features, queues, irq)
+}
+
+func (d *Device) bind(features uint64) error {
 	if err := d.setOffloads(features); err != nil {
 		return err
 	}
-	d.mem, d.queues, d.irq, d.acked = mem, queues, irq, features
-	d.active, d.paused = true, false
-	d.start()
+	d.acked = features
 	return nil
 }
 
@@ -222,22 +209,23 @@ func (d *Device) setOffloads(features uint64) error {
 }
 
 func (d *Device) start() {
+	r, queues, irq := d.life.Runner(), d.life.Queues(), d.life.Irq()
 	for p, t := range d.taps {
-		rx, tx := d.queues[2*p], d.queues[2*p+1]
-		d.runner.Watch(t)
+		rx, tx := queues[2*p], queues[2*p+1]
+		r.Watch(t)
 		if rx.Ready {
-			d.runner.Watch(rx.Notify)
-			d.runner.Go(func() { d.receive(t, rx, 2*p) })
+			r.Watch(rx.Notify)
+			r.Go(func() { d.receive(t, rx, 2*p) })
 		}
 		if tx.Ready {
-			d.runner.Watch(tx.Notify)
+			r.Watch(tx.Notify)
 			w := &txWorker{d: d, t: t, buf: make([]byte, maxFrame)}
-			d.runner.Go(func() { virtio.ServeQueue(&d.runner, tx, 2*p+1, d.irq, w.handle) })
+			r.Go(func() { virtio.ServeQueue(r, tx, 2*p+1, irq, w.handle) })
 		}
 	}
-	if ctrl := d.queues[2*d.pairs]; ctrl.Ready {
-		d.runner.Watch(ctrl.Notify)
-		d.runner.Go(func() { virtio.ServeQueue(&d.runner, ctrl, 2*d.pairs, d.irq, d.control) })
+	if ctrl := queues[2*d.pairs]; ctrl.Ready {
+		r.Watch(ctrl.Notify)
+		r.Go(func() { virtio.ServeQueue(r, ctrl, 2*d.pairs, irq, d.control) })
 	}
 }
 
@@ -249,7 +237,7 @@ type txWorker struct {
 
 // handle sends one TX chain (vnet header + frame) as one tap write.
 func (w *txWorker) handle(c *virtio.Chain) uint32 {
-	n, err := io.ReadFull(virtio.NewReader(w.d.mem, c.Readable), w.buf[:min(c.ReadableLen(), uint64(len(w.buf)))])
+	n, err := io.ReadFull(virtio.NewReader(w.d.life.Mem(), c.Readable), w.buf[:min(c.ReadableLen(), uint64(len(w.buf)))])
 	if err != nil || n < HeaderSize {
 		return 0
 	}
@@ -289,13 +277,13 @@ func (d *Device) deliver(q *virtio.Queue, idx int, frame []byte) bool {
 			continue
 		}
 		if err != nil {
-			d.irq.NeedsReset(err)
+			d.life.Irq().NeedsReset(err)
 			return false
 		}
 		if c == nil {
 			more, err := q.EnableNotification()
 			if err != nil {
-				d.irq.NeedsReset(err)
+				d.life.Irq().NeedsReset(err)
 				return false
 			}
 			if !more {
@@ -307,7 +295,7 @@ func (d *Device) deliver(q *virtio.Queue, idx int, frame []byte) bool {
 		}
 		var used uint32
 		if c.WritableLen() >= uint64(len(frame)) {
-			w := virtio.NewWriter(d.mem, c.Writable)
+			w := virtio.NewWriter(d.life.Mem(), c.Writable)
 			if _, err := w.Write(frame); err == nil {
 				used = w.Written()
 				d.rxFrames.Add(1)
@@ -315,11 +303,11 @@ func (d *Device) deliver(q *virtio.Queue, idx int, frame []byte) bool {
 			}
 		} // else: the frame does not fit and is dropped; the buffer returns empty
 		if err := q.Push(c.Head, used); err != nil {
-			d.irq.NeedsReset(err)
+			d.life.Irq().NeedsReset(err)
 			return false
 		}
 		if q.NeedsInterrupt() {
-			_ = d.irq.Signal(idx)
+			_ = d.life.Irq().Signal(idx)
 		}
 		return true
 	}
@@ -333,7 +321,7 @@ func (d *Device) control(c *virtio.Chain) uint32 {
 	}
 	_, ackBuf := virtio.SplitBuffers(c.Writable, c.WritableLen()-1)
 	var cmd [2 + 8]byte
-	r := virtio.NewReader(d.mem, c.Readable)
+	r := virtio.NewReader(d.life.Mem(), c.Readable)
 	n, _ := io.ReadFull(r, cmd[:min(c.ReadableLen(), uint64(len(cmd)))])
 	ack := byte(ctrlErr)
 	switch {
@@ -348,62 +336,27 @@ func (d *Device) control(c *virtio.Chain) uint32 {
 			ack = ctrlOK
 		}
 	}
-	if _, err := d.mem.WriteAt([]byte{ack}, int64(ackBuf[0].Addr)); err != nil {
+	if _, err := d.life.Mem().WriteAt([]byte{ack}, int64(ackBuf[0].Addr)); err != nil {
 		return 0
 	}
 	return 1
 }
 
 // Pause implements virtio.Device.
-func (d *Device) Pause() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.active || d.paused {
-		return nil
-	}
-	d.paused = true
-	return d.runner.Stop(true)
-}
+func (d *Device) Pause() error { return d.life.Pause() }
 
 // Resume implements virtio.Device.
-func (d *Device) Resume() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.active || !d.paused {
-		return nil
-	}
-	d.paused = false
-	d.start()
-	return nil
-}
+func (d *Device) Resume() error { return d.life.Resume() }
 
 // Reset implements virtio.Device.
-func (d *Device) Reset() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.reset()
-}
-
-func (d *Device) reset() error {
-	if !d.active {
-		return nil
-	}
-	err := d.runner.Stop(true)
-	d.active, d.paused = false, false
-	d.mem, d.queues, d.irq, d.acked = nil, nil, nil, 0
-	return err
-}
+func (d *Device) Reset() error { return d.life.Reset() }
 
 // Close implements virtio.Device: it also closes the tap queues (a tap
 // Nimbus created disappears with its last descriptor unless persistent).
-func (d *Device) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil
-	}
-	d.closed = true
-	err := d.reset()
+func (d *Device) Close() error { return d.life.Close() }
+
+func (d *Device) closeTaps() error {
+	var err error
 	for _, t := range d.taps {
 		err = errors.Join(err, t.f.Close())
 	}
