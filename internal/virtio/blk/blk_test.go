@@ -282,11 +282,14 @@ func TestPauseResume(t *testing.T) {
 	}
 }
 
+// benchOps are the request types the benchmarks time.
+var benchOps = []struct {
+	name string
+	typ  uint32
+}{{"read", blk.TIn}, {"write", blk.TOut}}
+
 func BenchmarkRequest4K(b *testing.B) {
-	for _, op := range []struct {
-		name string
-		typ  uint32
-	}{{"read", blk.TIn}, {"write", blk.TOut}} {
+	for _, op := range benchOps {
 		b.Run(op.name, func(b *testing.B) {
 			r := start(b, config.DiskConfig{Path: newImage(b)})
 			buf := pattern(4096, 1)
@@ -372,10 +375,7 @@ func TestMultiSegment(t *testing.T) {
 // BenchmarkRequest512K is a large request as Linux sends it: 128 page
 // segments in an indirect table (seg_max is 126 + header + status).
 func BenchmarkRequest512K(b *testing.B) {
-	for _, op := range []struct {
-		name string
-		typ  uint32
-	}{{"read", blk.TIn}, {"write", blk.TOut}} {
+	for _, op := range benchOps {
 		b.Run(op.name, func(b *testing.B) {
 			r := start(b, config.DiskConfig{Path: newImage(b)})
 			r.drv.Indirect = true
