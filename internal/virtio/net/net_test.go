@@ -152,6 +152,14 @@ func TestRealTap(t *testing.T) {
 			t.Errorf("unshare: %v", err)
 			return
 		}
+		// Without IPv6 the host stack sends nothing of its own (router
+		// solicitations, MLD reports) on the new tap, which would reach
+		// the guest's queue before the test's frame.
+		for _, c := range []string{"all", "default"} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+c+"/disable_ipv6", []byte("1"), 0); err != nil {
+				t.Logf("disable_ipv6 (%s): %v", c, err)
+			}
+		}
 		realTap(t)
 	}()
 	<-done
