@@ -152,7 +152,7 @@ func (m *VM) addVirtio(id string, dev virtio.Device, common config.PciCommon) (e
 	}
 	// Upstream gives block devices a 32-bit BAR on segment 0 so firmware
 	// reaches them without identity-mapping high memory; others get 64-bit.
-	vp.t, err = vpci.New(vpci.Config{Device: dev, Memory: m.mem, Router: vp.vectors, BAR32: dev.Type() == virtio.TypeBlock})
+	vp.t, err = vpci.New(vpci.Config{Device: dev, Memory: m.mem, Router: vp.vectors, BAR32: dev.Type() == virtio.TypeBlock, Log: m.log})
 	if err != nil {
 		return wrap(ErrSetup, fmt.Errorf("%s: %w", id, err))
 	}

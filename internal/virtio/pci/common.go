@@ -236,6 +236,7 @@ func (d *Device) featuresAcceptable() bool {
 func (d *Device) activate() {
 	if err := d.dev.Activate(d.mem, d.driverFeatures, d.queues, interrupt{d}); err != nil {
 		d.activateErr = fmt.Errorf("%w: %w", ErrActivate, err)
+		d.log.Warn("virtio device failed to activate; it needs a reset", "type", d.dev.Type(), "err", err)
 		d.status.Store(d.status.Load() | uint32(virtio.StatusDeviceNeedsReset))
 		_ = d.raiseConfig()
 		return
@@ -287,6 +288,7 @@ func (i interrupt) ConfigChanged() error {
 
 func (i interrupt) NeedsReset(reason error) {
 	d := i.d
+	d.log.Warn("virtio device broken by the guest; it needs a reset", "type", d.dev.Type(), "err", reason)
 	d.status.Or(uint32(virtio.StatusDeviceNeedsReset))
 	_ = d.raiseConfig()
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 
@@ -30,6 +31,10 @@ type Config struct {
 	Router devpci.MSIRouter
 	// BAR32 places the BAR below 4 GiB instead of in the 64-bit window.
 	BAR32 bool
+	// Log receives device failures the guest caused (a failed activation,
+	// a broken queue), which otherwise only show as DEVICE_NEEDS_RESET in
+	// the guest. nil discards them.
+	Log *slog.Logger
 }
 
 // Device is one virtio device on PCI.
@@ -42,6 +47,7 @@ type Device struct {
 	msixCap int // config offset of the MSI-X capability
 	pciCap  int // config offset of the VIRTIO_PCI_CAP_PCI_CFG capability
 	cfgSize uint64
+	log     *slog.Logger
 
 	// Read by device goroutines through Interrupt: atomics, never mu,
 	// because the vCPU holding mu may be joining those goroutines.
@@ -87,6 +93,10 @@ func New(cfg Config) (*Device, error) {
 		dev: cfg.Device, mem: cfg.Memory,
 		vectors: make([]atomic.Uint32, len(sizes)),
 		cfgSize: DeviceSize,
+		log:     cfg.Log,
+	}
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
 	}
 	if s, ok := cfg.Device.(ConfigSizer); ok {
 		d.cfgSize = min(s.ConfigSize(), DeviceSize)

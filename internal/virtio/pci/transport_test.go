@@ -1,11 +1,14 @@
 package pci
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
@@ -380,6 +383,8 @@ func TestFeaturesRefused(t *testing.T) {
 func TestActivationFailureNeedsReset(t *testing.T) {
 	g := newRig(t)
 	g.dev.activateFn = func() error { return errors.New("backend gone") }
+	var logged bytes.Buffer
+	g.tr.log = slog.New(slog.NewTextHandler(&logged, nil))
 	g.linuxProbe(virtio.FVersion1)
 	g.w8(ccDeviceStatus, 0xf)
 	if s := g.r8(ccDeviceStatus); s&virtio.StatusDeviceNeedsReset == 0 {
@@ -387,6 +392,10 @@ func TestActivationFailureNeedsReset(t *testing.T) {
 	}
 	if !errors.Is(g.tr.ActivateError(), ErrActivate) {
 		t.Errorf("err %v", g.tr.ActivateError())
+	}
+	// The host operator sees why, not only the guest.
+	if l := logged.String(); !strings.Contains(l, "level=WARN") || !strings.Contains(l, "backend gone") {
+		t.Errorf("log %q", l)
 	}
 }
 
