@@ -43,6 +43,7 @@ func (m *VM) requestExit(r devices.ExitReason) {
 		reason = vmm.ExitReset
 	}
 	m.log.Info("guest requested exit", "reason", r.String())
+	m.haltGuest()
 	vmm.NotifyExit(m.exits, vmm.MachineExit{Reason: reason})
 }
 

@@ -67,7 +67,7 @@ func (m *VM) createVcpus(cfg *config.VmConfig, bs *x86.BootState) error {
 func (m *VM) park() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for m.paused && !m.stopping {
+	for (m.paused || m.halted) && !m.stopping {
 		m.parked++
 		m.cond.Broadcast()
 		m.cond.Wait()
@@ -141,9 +141,11 @@ func (m *VM) handleExit(c *vcpu, e kvm.Exit) bool {
 	case kvm.ExitShutdown:
 		// A triple fault: upstream treats it as a reset request.
 		m.log.Info("guest triple fault", "vcpu", c.id, "regs", regDump(c.v))
+		m.haltGuest()
 		vmm.NotifyExit(m.exits, vmm.MachineExit{Reason: vmm.ExitReset})
 		return false
 	case kvm.ExitSystemEvent:
+		m.haltGuest()
 		switch e.SystemEvent.Type {
 		case kvm.SystemEventShutdown:
 			vmm.NotifyExit(m.exits, vmm.MachineExit{Reason: vmm.ExitPoweroff})
@@ -160,8 +162,22 @@ func (m *VM) handleExit(c *vcpu, e kvm.Exit) bool {
 	return true
 }
 
+// haltGuest keeps every vCPU out of the guest once it has asked to power
+// off or reset, until the control loop tears the machine down (upstream's
+// vcpus_kill_signalled). Left running, a guest whose first reset method
+// "failed" goes on to the next ones (keyboard controller, triple fault)
+// and spins; nested under TCG that starved the sandbox's own kernel.
+// Safe from a vCPU thread: Kick only signals.
+func (m *VM) haltGuest() {
+	m.mu.Lock()
+	m.halted = true
+	m.mu.Unlock()
+	m.kickAll()
+}
+
 // fatal reports an unrecoverable vCPU error.
 func (m *VM) fatal(c *vcpu, err error) {
+	m.haltGuest()
 	m.log.Error("vCPU failed", "vcpu", c.id, "err", err)
 	vmm.NotifyExit(m.exits, vmm.MachineExit{Reason: vmm.ExitFatal, Err: err})
 }

@@ -67,6 +67,7 @@ type VM struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
 	paused   bool
+	halted   bool // the guest asked to power off or reset: no vCPU re-enters it
 	stopping bool
 	parked   int // vCPU goroutines waiting in park
 	alive    int // vCPU goroutines not yet returned
