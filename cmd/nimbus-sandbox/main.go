@@ -3,7 +3,7 @@
 // with nested KVM (see internal/sandbox).
 //
 //	nimbus-sandbox [--file HOST:GUEST]... [--env K=V]... [--timeout D] [--mode auto|qemu|host] -- CMD ARGS...
-//	nimbus-sandbox test [-run REGEX] [-timeout D] [-qemu] [-mode M] PKG...
+//	nimbus-sandbox test [-run REGEX] [-timeout D] [-qemu] [-mode M] [-env K=V]... PKG...
 //	nimbus-sandbox kernel
 //	nimbus-sandbox image -o DIR [-script SH] [-stay]
 //
@@ -135,10 +135,13 @@ func runTests(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.DurationVar(&tc.Timeout, "timeout", 20*time.Minute, "bound for the whole sandbox run")
 	fs.BoolVar(&tc.WithQEMU, "qemu", false, "ship the host's QEMU into the sandbox for reference guests ("+sandbox.EnvQEMU+")")
 	fs.Var(modeFlag{&tc.Mode}, "mode", "auto, qemu or host")
+	var env listFlag
+	fs.Var(&env, "env", "set K=V for the test binaries (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	tc.Packages = fs.Args()
+	tc.Env = env
 	if len(tc.Packages) == 0 {
 		fmt.Fprintln(stderr, "usage: nimbus-sandbox test [-run REGEX] [-qemu] PKG...")
 		return 2

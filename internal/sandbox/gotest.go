@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,6 +29,9 @@ type TestConfig struct {
 	Mode     Mode
 	WithQEMU bool   // ship the host's QEMU so tests can run reference guests (EnvQEMU)
 	Root     string // module root; default ModuleRoot()
+	// Env adds K=V variables for the test binaries (e.g. a test's own
+	// knobs such as NIMBUS_LIFECYCLE_CYCLES=20).
+	Env      []string
 	CacheDir string // default DefaultCacheDir()
 }
 
@@ -160,6 +164,7 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 		EnvBusybox + "=" + loc(busybox, "/nimbus/guest/busybox"),
 		"TMPDIR=/tmp",
 	}
+	env = append(env, tc.Env...)
 	if tc.WithQEMU {
 		if mode == Host {
 			if q, err := exec.LookPath("qemu-system-x86_64"); err == nil {
@@ -174,10 +179,62 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 			env = append(env, EnvQEMU+"="+gq)
 		}
 	}
+	rep := &testReporter{out: tc.Stdout, pkgs: run, status: make([]int, len(run))}
+	for i := range rep.status {
+		rep.status[i] = -1
+	}
+	// One sandbox boot runs every package. Nested KVM under TCG is not
+	// bullet-proof: the L1 kernel has been seen to panic after many guest
+	// boots. When the sandbox itself dies (ErrBoot: no exit marker), the
+	// packages that did not finish get ONE more, fresh boot, and the log
+	// says so; a test failure or a timeout is never retried.
+	var res *Result
+	for attempt := 1; ; attempt++ {
+		var todo []int
+		for i, st := range rep.status {
+			if st < 0 {
+				todo = append(todo, i)
+			}
+		}
+		if attempt > 1 && len(todo) == 0 {
+			break
+		}
+		res, err = runTestScript(ctx, tc, rep, todo, run, files, env, mode, k, work, loc)
+		if err == nil || !errors.Is(err, ErrBoot) || attempt == 2 {
+			break
+		}
+		fmt.Fprintf(tc.Log, "nimbus-sandbox: the sandbox died (%v); running the %d unfinished package(s) again in a fresh boot\n", err, len(todo))
+	}
+	for i, p := range run {
+		switch st := rep.status[i]; {
+		case st == 0:
+			sum.Passed++
+		case st < 0:
+			fmt.Fprintf(tc.Stdout, "FAIL\t%s [did not run to completion]\n", p.ImportPath)
+			sum.Failed++
+		default:
+			sum.Failed++
+		}
+	}
+	fmt.Fprintf(tc.Stdout, "%d passed, %d failed\n", sum.Passed, sum.Failed)
+	if err != nil {
+		return sum, err
+	}
+	if res.ExitStatus != 0 {
+		return sum, fmt.Errorf("%w: test script exited %d", ErrBoot, res.ExitStatus)
+	}
+	return sum, nil
+}
+
+// runTestScript runs the packages run[todo...] in one sandbox, reporting
+// through rep (whose status it fills by index into run).
+func runTestScript(ctx context.Context, tc TestConfig, rep *testReporter, todo []int, run []testPkg,
+	files []File, env []string, mode Mode, k *Kernel, work string, loc func(host, guest string) string) (*Result, error) {
 	nonce := newNonce()
 	var script strings.Builder
 	script.WriteString("#!/bin/sh\n")
-	for i, p := range run {
+	for _, i := range todo {
+		p := run[i]
 		bin := loc(p.Bin, "/nimbus/tests/"+filepath.Base(p.Bin))
 		dir := p.Dir
 		if mode != Host {
@@ -198,38 +255,16 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	}
 	scriptPath := filepath.Join(work, "run-tests.sh")
 	if err := os.WriteFile(scriptPath, []byte(script.String()), 0o755); err != nil {
-		return sum, err
+		return nil, err
 	}
 	runScript := loc(scriptPath, "/nimbus/run-tests.sh")
-
-	rep := &testReporter{out: tc.Stdout, nonce: nonce, pkgs: run, status: make([]int, len(run))}
-	for i := range rep.status {
-		rep.status[i] = -1
-	}
+	rep.setNonce(nonce)
 	res, err := Run(ctx, Config{
 		Args: []string{"sh", runScript}, Files: files, Env: env, Mode: mode,
 		Stdout: rep, Log: tc.Log, Timeout: tc.Timeout, CacheDir: tc.CacheDir, Kernel: k,
 	})
 	rep.flush()
-	for i, p := range run {
-		switch st := rep.status[i]; {
-		case st == 0:
-			sum.Passed++
-		case st < 0:
-			fmt.Fprintf(tc.Stdout, "FAIL\t%s [did not run to completion]\n", p.ImportPath)
-			sum.Failed++
-		default:
-			sum.Failed++
-		}
-	}
-	fmt.Fprintf(tc.Stdout, "%d passed, %d failed\n", sum.Passed, sum.Failed)
-	if err != nil {
-		return sum, err
-	}
-	if res.ExitStatus != 0 {
-		return sum, fmt.Errorf("%w: test script exited %d", ErrBoot, res.ExitStatus)
-	}
-	return sum, nil
+	return res, err
 }
 
 const (
@@ -260,6 +295,13 @@ func (r *testReporter) Write(p []byte) (int, error) {
 		r.line(string(r.buf[:i]))
 		r.buf = r.buf[i+1:]
 	}
+}
+
+// setNonce starts a new sandbox run's markers.
+func (r *testReporter) setNonce(n string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.nonce, r.buf = n, nil
 }
 
 func (r *testReporter) flush() {

@@ -332,7 +332,7 @@ func runQEMU(ctx context.Context, cfg Config) (*Result, error) {
 	args := []string{"-accel", "tcg", "-cpu", "max", "-m", strconv.Itoa(cfg.MemoryMB), "-smp", strconv.Itoa(cfg.CPUs),
 		"-nographic", "-no-reboot", "-nic", "none",
 		"-kernel", cfg.Kernel.Image, "-initrd", initrd,
-		"-append", "console=ttyS0 quiet rdinit=/init panic=-1 mitigations=off"}
+		"-append", "console=ttyS0 quiet rdinit=/init panic=-1 softlockup_panic=1 mitigations=off"}
 	cmd := exec.CommandContext(ctx, cfg.QEMU, args...)
 	cmd.WaitDelay = 5 * time.Second
 	var stderr bytes.Buffer
