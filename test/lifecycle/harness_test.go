@@ -158,6 +158,7 @@ func (g *guest) start(t *testing.T, cmdline string, extra ...string) *vmmProc {
 		"--memory", "size=256M",
 		"--serial", "file=" + p.serial,
 		"--console", "off",
+		"-v", // info: the machine's own account of a failure ends up in processLog
 	}, extra...)
 	p.cmd = exec.Command(filepath.Join(g.assets.BinDir, "nimbus"), args...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
