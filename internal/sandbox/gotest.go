@@ -179,6 +179,23 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 			env = append(env, EnvQEMU+"="+gq)
 		}
 	}
+	// Ship every binary, testdata and the script once; each attempt below
+	// only rewrites the script.
+	runs := make([]testRun, len(run))
+	for i, p := range run {
+		runs[i] = testRun{bin: loc(p.Bin, "/nimbus/tests/"+filepath.Base(p.Bin)), dir: p.Dir}
+		if mode != Host {
+			runs[i].dir = "/nimbus/src/" + p.ImportPath
+			if p.HasTestdata {
+				loc(filepath.Join(p.Dir, "testdata"), runs[i].dir+"/testdata")
+			}
+		}
+	}
+	scriptPath := filepath.Join(work, "run-tests.sh")
+	if err := os.WriteFile(scriptPath, nil, 0o755); err != nil {
+		return sum, err
+	}
+	runScript := loc(scriptPath, "/nimbus/run-tests.sh")
 	rep := &testReporter{out: tc.Stdout, pkgs: run, status: make([]int, len(run))}
 	for i := range rep.status {
 		rep.status[i] = -1
@@ -199,7 +216,7 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 		if attempt > 1 && len(todo) == 0 {
 			break
 		}
-		res, err = runTestScript(ctx, tc, rep, todo, run, files, env, mode, k, work, loc)
+		res, err = runTestScript(ctx, tc, rep, todo, runs, scriptPath, runScript, files, env, mode, k)
 		if err == nil || !errors.Is(err, ErrBoot) || attempt == 2 {
 			break
 		}
@@ -226,38 +243,33 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	return sum, nil
 }
 
-// runTestScript runs the packages run[todo...] in one sandbox, reporting
-// through rep (whose status it fills by index into run).
-func runTestScript(ctx context.Context, tc TestConfig, rep *testReporter, todo []int, run []testPkg,
-	files []File, env []string, mode Mode, k *Kernel, work string, loc func(host, guest string) string) (*Result, error) {
+// testRun is where one package's test binary runs: guest paths, already
+// shipped through loc.
+type testRun struct{ bin, dir string }
+
+// runTestScript runs the packages todo (indexes into runs) in one sandbox,
+// reporting through rep. The script is rewritten at scriptPath, which the
+// sandbox ships as runScript.
+func runTestScript(ctx context.Context, tc TestConfig, rep *testReporter, todo []int, runs []testRun,
+	scriptPath, runScript string, files []File, env []string, mode Mode, k *Kernel) (*Result, error) {
 	nonce := newNonce()
 	var script strings.Builder
 	script.WriteString("#!/bin/sh\n")
 	for _, i := range todo {
-		p := run[i]
-		bin := loc(p.Bin, "/nimbus/tests/"+filepath.Base(p.Bin))
-		dir := p.Dir
-		if mode != Host {
-			dir = "/nimbus/src/" + p.ImportPath
-			if p.HasTestdata {
-				loc(filepath.Join(p.Dir, "testdata"), dir+"/testdata")
-			}
-		}
-		args := []string{bin, "-test.v", "-test.timeout", tc.Timeout.String()}
+		args := []string{runs[i].bin, "-test.v", "-test.timeout", tc.Timeout.String()}
 		if tc.Run != "" {
 			args = append(args, "-test.run", tc.Run)
 		}
 		for j := range args {
 			args[j] = quote(args[j])
 		}
+		dir := runs[i].dir
 		fmt.Fprintf(&script, "mkdir -p %s; cd %s\necho %s %s %d\n%s 2>&1\necho %s %s %d $?\n",
 			quote(dir), quote(dir), markTestBegin, nonce, i, strings.Join(args, " "), markTestEnd, nonce, i)
 	}
-	scriptPath := filepath.Join(work, "run-tests.sh")
 	if err := os.WriteFile(scriptPath, []byte(script.String()), 0o755); err != nil {
 		return nil, err
 	}
-	runScript := loc(scriptPath, "/nimbus/run-tests.sh")
 	rep.setNonce(nonce)
 	res, err := Run(ctx, Config{
 		Args: []string{"sh", runScript}, Files: files, Env: env, Mode: mode,
