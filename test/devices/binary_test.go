@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/nimbus-vmm/nimbus/internal/testproc"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,66 +21,11 @@ import (
 // sandbox puts them in NIMBUS_BIN_DIR), so the CLI's --disk parsing and
 // the API's cold vm.add-disk are covered up to the guest.
 
-// proc is a started nimbus with its combined output.
-type proc struct {
-	cmd    *exec.Cmd
-	out    syncBuffer
-	exited chan struct{}
-	err    error
-}
-
 // startNimbus runs bin/nimbus with args; the test's cleanup kills it if it
 // is still running and waits for it.
-func startNimbus(t *testing.T, a *guesttest.Assets, args ...string) *proc {
+func startNimbus(t *testing.T, a *guesttest.Assets, args ...string) *testproc.Proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(filepath.Join(binDir(t, a), "nimbus"), args...), exited: make(chan struct{})}
-	p.cmd.Stdout = &p.out
-	p.cmd.Stderr = &p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	return p
-}
-
-// syncBuffer is nimbus's output, written by exec's copying goroutine
-// while the test reads it for failure messages.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// wait waits for nimbus to exit or ctx to end.
-func (p *proc) wait(ctx context.Context) (exited bool, err error) {
-	select {
-	case <-p.exited:
-		return true, p.err
-	case <-ctx.Done():
-		return false, nil
-	}
+	return testproc.Start(t, filepath.Join(binDir(t, a), "nimbus"), args...)
 }
 
 func binDir(t *testing.T, a *guesttest.Assets) string {
@@ -160,9 +105,9 @@ func TestCLIDisks(t *testing.T) {
 		"--cmdline", "console=ttyS0 panic=-1 quiet", "--cpus", "boot=2", "--memory", "size=512M",
 		"--disk", "path="+paths[0]+",serial=cli-disk-0", "path="+paths[1]+",serial=cli-disk-1,readonly=on",
 		"--serial", "file="+serial, "--console", "off")
-	exited, err := p.wait(ctx)
+	exited, err := p.Wait(ctx)
 	if !exited || err != nil {
-		t.Fatalf("nimbus: exited %v, err %v; output:\n%s\nserial:\n%s", exited, err, p.out.String(), readFile(serial))
+		t.Fatalf("nimbus: exited %v, err %v; output:\n%s\nserial:\n%s", exited, err, p.Output(), readFile(serial))
 	}
 	c := guestimage.ParseConsole(readFile(serial))
 	if !c.Up || !c.Poweroff || len(c.Results) == 0 || c.Results[0].Status != 0 {
@@ -233,14 +178,14 @@ func TestRemoteColdAddDiskAndMisprogrammedDevice(t *testing.T) {
 	p := startNimbus(t, a, "--api-socket", "path="+sock)
 	c := client.New(sock)
 	if !waitFor(ctx, func() bool { _, err := c.Ping(ctx); return err == nil }) {
-		t.Fatalf("no vmm.ping answer; output:\n%s", p.out.String())
+		t.Fatalf("no vmm.ping answer; output:\n%s", p.Output())
 	}
 	remote := func(args ...string) string {
 		t.Helper()
 		out, err := exec.CommandContext(ctx, filepath.Join(binDir(t, a), "nimbus-remote"),
 			append([]string{"--api-socket", sock}, args...)...).CombinedOutput()
 		if err != nil {
-			t.Fatalf("nimbus-remote %s: %v\n%s\nnimbus output:\n%s", args[0], err, out, p.out.String())
+			t.Fatalf("nimbus-remote %s: %v\n%s\nnimbus output:\n%s", args[0], err, out, p.Output())
 		}
 		return string(out)
 	}
@@ -266,7 +211,7 @@ func TestRemoteColdAddDiskAndMisprogrammedDevice(t *testing.T) {
 		s := readFile(serial)
 		return strings.Contains(s, guestimage.MarkerStayUp) || strings.Contains(s, guestimage.MarkerPoweroff)
 	}) {
-		t.Fatalf("the guest did not finish its script; serial:\n%s\nnimbus output:\n%s", readFile(serial), p.out.String())
+		t.Fatalf("the guest did not finish its script; serial:\n%s\nnimbus output:\n%s", readFile(serial), p.Output())
 	}
 	con := guestimage.ParseConsole(readFile(serial))
 	if !con.Up || len(con.Results) == 0 {
@@ -300,8 +245,8 @@ func TestRemoteColdAddDiskAndMisprogrammedDevice(t *testing.T) {
 		t.Errorf("disk counters %v: want one 4 KiB write on _disk0, two 4 KiB direct reads on _disk1", counters)
 	}
 	remote("shutdown-vmm")
-	if exited, err := p.wait(ctx); !exited || err != nil {
-		t.Errorf("nimbus after shutdown-vmm: exited %v, err %v; output:\n%s", exited, err, p.out.String())
+	if exited, err := p.Wait(ctx); !exited || err != nil {
+		t.Errorf("nimbus after shutdown-vmm: exited %v, err %v; output:\n%s", exited, err, p.Output())
 	}
-	t.Logf("nimbus output:\n%s", p.out.String())
+	t.Logf("nimbus output:\n%s", p.Output())
 }

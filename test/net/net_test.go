@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/nimbus-vmm/nimbus/internal/testproc"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,7 +29,7 @@ const baseCmdline = "console=ttyS0 panic=-1 quiet"
 
 // vmmUnderTest is a nimbus process with its API socket and serial file.
 type vmmUnderTest struct {
-	*proc
+	*testproc.Proc
 	c      *client.Client
 	sock   string
 	serial string // serial console file
@@ -48,16 +49,16 @@ func (v *vmmUnderTest) start(ctx context.Context, t *testing.T, a *guesttest.Ass
 	if a.BinDir == "" {
 		t.Fatal("no Nimbus binaries: run under nimbus-sandbox test (NIMBUS_BIN_DIR)")
 	}
-	v.proc = startProc(t, filepath.Join(a.BinDir, "nimbus"), append([]string{"--api-socket", "path=" + v.sock}, args...)...)
+	v.Proc = testproc.Start(t, filepath.Join(a.BinDir, "nimbus"), append([]string{"--api-socket", "path=" + v.sock}, args...)...)
 	if !waitFor(ctx, func() bool { _, err := v.c.Ping(ctx); return err == nil }) {
-		t.Fatalf("no vmm.ping answer; output:\n%s", v.out.String())
+		t.Fatalf("no vmm.ping answer; output:\n%s", v.Output())
 	}
 }
 
 // console is what the test shows when something fails: the serial log
 // and the VMM's output.
 func (v *vmmUnderTest) console() string {
-	return "serial:\n" + readFile(v.serial) + "\nnimbus output:\n" + v.out.String()
+	return "serial:\n" + readFile(v.serial) + "\nnimbus output:\n" + v.Output()
 }
 
 // finish waits for the guest's done marker, checks what the guest printed,
@@ -99,8 +100,10 @@ func (v *vmmUnderTest) finish(ctx context.Context, t *testing.T, p *hostPeer, wa
 	if err := v.c.ShutdownVMM(ctx); err != nil {
 		t.Errorf("vmm.shutdown: %v", err)
 	}
-	if err, ok := v.waitExit(time.Minute); !ok || err != nil {
-		t.Errorf("nimbus after vmm.shutdown: exited %v, err %v; output:\n%s", ok, err, v.out.String())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if ok, err := v.Wait(ctx); !ok || err != nil {
+		t.Errorf("nimbus after vmm.shutdown: exited %v, err %v; output:\n%s", ok, err, v.Output())
 	}
 	return net
 }
@@ -268,7 +271,7 @@ func TestKataAddNetFds(t *testing.T) {
 // the tap fd inherited as its fd 3, as ch-remote is used.
 func TestRemoteAddNetFd(t *testing.T) {
 	fdNetTest(t, 4, func(ctx context.Context, t *testing.T, v *vmmUnderTest, nics []nic) {
-		remote := filepath.Join(filepath.Dir(v.cmd.Path), "nimbus-remote")
+		remote := filepath.Join(filepath.Dir(v.Cmd.Path), "nimbus-remote")
 		for i, n := range nics {
 			cmd := exec.CommandContext(ctx, remote, "--api-socket", v.sock, "add-net", "fd=[3],mac="+n.mac)
 			cmd.ExtraFiles = n.fds

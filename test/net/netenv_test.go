@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 	"sync"
 	"testing"
@@ -21,7 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nimbus-vmm/nimbus/internal/sandbox"
-	"github.com/nimbus-vmm/nimbus/internal/syncbuf"
 )
 
 // requireNetAdmin skips unless the test may create taps and namespaces
@@ -269,48 +267,6 @@ func checkCounters(t *testing.T, c map[string]uint64, payload int) {
 		if b < uint64(payload) || b > uint64(payload)+slack || f == 0 {
 			t.Errorf("%s_bytes %d %s_frames %d for a %d-byte payload each way (allowed up to %d bytes)", dir, b, dir, f, payload, uint64(payload)+slack)
 		}
-	}
-}
-
-// proc is a started process whose exit the test waits for.
-type proc struct {
-	cmd    *exec.Cmd
-	out    syncbuf.Buffer
-	exited chan struct{}
-	err    error
-}
-
-// startProc starts name with args; at the end of the test it is killed if
-// still running and always waited for.
-func startProc(t *testing.T, name string, args ...string) *proc {
-	t.Helper()
-	p := &proc{cmd: exec.Command(name, args...), exited: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	return p
-}
-
-// waitExit waits up to d for the process to exit.
-func (p *proc) waitExit(d time.Duration) (error, bool) {
-	select {
-	case <-p.exited:
-		return p.err, true
-	case <-time.After(d):
-		return nil, false
 	}
 }
 

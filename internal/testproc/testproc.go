@@ -1,0 +1,59 @@
+// Package testproc starts child processes for tests: their combined output
+// is kept for failure messages, and the test's cleanup kills a process that
+// is still running and always waits for it, so no test leaks one.
+package testproc
+
+import (
+	"context"
+	"os/exec"
+	"testing"
+
+	"github.com/nimbus-vmm/nimbus/internal/syncbuf"
+)
+
+// Proc is a started process.
+type Proc struct {
+	// Cmd is the running command (for its Path, Process, …).
+	Cmd    *exec.Cmd
+	out    syncbuf.Buffer
+	exited chan struct{}
+	err    error
+}
+
+// Start starts name with args; t's cleanup kills it if it still runs and
+// waits for it.
+func Start(t testing.TB, name string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Cmd: exec.Command(name, args...), exited: make(chan struct{})}
+	p.Cmd.Stdout, p.Cmd.Stderr = &p.out, &p.out
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.Cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			p.Cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	return p
+}
+
+// Output is what the process wrote to stdout and stderr so far.
+func (p *Proc) Output() string { return p.out.String() }
+
+// Wait waits for the process to exit or ctx to end; exited says which,
+// and err is the process's exit error when it did.
+func (p *Proc) Wait(ctx context.Context) (exited bool, err error) {
+	select {
+	case <-p.exited:
+		return true, p.err
+	case <-ctx.Done():
+		return false, nil
+	}
+}

@@ -1,0 +1,39 @@
+package testproc
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+func TestOutputAndExit(t *testing.T) {
+	p := Start(t, "sh", "-c", "echo out; echo err >&2; exit 3")
+	exited, err := p.Wait(context.Background())
+	var ee *exec.ExitError
+	if !exited || !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("exited %v err %v", exited, err)
+	}
+	if got := p.Output(); got != "out\nerr\n" {
+		t.Fatalf("output %q", got)
+	}
+}
+
+func TestWaitGivesUpAndCleanupKills(t *testing.T) {
+	var p *Proc
+	t.Run("inner", func(t *testing.T) {
+		p = Start(t, "sleep", "60")
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		if exited, _ := p.Wait(ctx); exited {
+			t.Fatal("sleep 60 exited")
+		}
+	})
+	// The inner test's cleanup killed and reaped it.
+	select {
+	case <-p.exited:
+	default:
+		t.Fatal("process still running after the test ended")
+	}
+}
