@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/nimbus-vmm/nimbus/internal/testproc"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/internal/testproc"
 	"github.com/nimbus-vmm/nimbus/pkg/client"
 )
 

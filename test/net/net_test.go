@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/nimbus-vmm/nimbus/internal/testproc"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/internal/testproc"
 	"github.com/nimbus-vmm/nimbus/pkg/client"
 )
 
