@@ -3,7 +3,7 @@
 // with nested KVM (see internal/sandbox).
 //
 //	nimbus-sandbox [--file HOST:GUEST]... [--env K=V]... [--timeout D] [--mode auto|qemu|host] -- CMD ARGS...
-//	nimbus-sandbox test [-run REGEX] [-timeout D] [-qemu] [-mode M] [-env K=V]... PKG...
+//	nimbus-sandbox test [-run REGEX] [-timeout D] [-pkg-timeout D] [-stall D] [-qemu] [-mode M] [-env K=V]... PKG...
 //	nimbus-sandbox kernel
 //	nimbus-sandbox image -o DIR [-script SH] [-stay]
 //
@@ -89,6 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Var(&files, "file", "ship HOST:GUEST into the sandbox (repeatable)")
 	fs.Var(&env, "env", "set K=V for the command (repeatable)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "kill the sandbox after this long")
+	fs.DurationVar(&cfg.Stall, "stall", 0, "kill the sandbox after this long without console output (0: never)")
 	fs.StringVar(&cfg.Dir, "dir", "/", "working directory (a guest path)")
 	fs.Var(modeFlag{&cfg.Mode}, "mode", "auto (host if /dev/kvm works, else qemu), qemu or host")
 	withQEMU := fs.Bool("qemu", false, "make the host's QEMU available to the command as $"+sandbox.EnvQEMU)
@@ -132,7 +133,9 @@ func runTests(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.SetOutput(stderr)
 	tc := sandbox.TestConfig{Stdout: stdout, Log: stderr}
 	fs.StringVar(&tc.Run, "run", "", "run only tests matching this regexp (-test.run)")
-	fs.DurationVar(&tc.Timeout, "timeout", 20*time.Minute, "bound for the whole sandbox run")
+	fs.DurationVar(&tc.Timeout, "timeout", 20*time.Minute, "bound for the whole run, fresh boots after a dead sandbox included")
+	fs.DurationVar(&tc.PkgTimeout, "pkg-timeout", 10*time.Minute, "each test binary's -test.timeout")
+	fs.DurationVar(&tc.Stall, "stall", 4*time.Minute, "treat the sandbox as dead after this long without console output (negative: never)")
 	fs.BoolVar(&tc.WithQEMU, "qemu", false, "ship the host's QEMU into the sandbox for reference guests ("+sandbox.EnvQEMU+")")
 	fs.Var(modeFlag{&tc.Mode}, "mode", "auto, qemu or host")
 	var env listFlag

@@ -21,9 +21,17 @@ import (
 type TestConfig struct {
 	Packages []string // go package patterns, relative to ModuleRoot
 	Run      string   // -test.run regexp
-	// Timeout bounds the whole sandbox run (default 20 minutes); each test
-	// binary also gets -test.timeout of the same value.
-	Timeout  time.Duration
+	// Timeout bounds the whole run, fresh boots after a dead sandbox
+	// included (default 20 minutes).
+	Timeout time.Duration
+	// PkgTimeout is each test binary's -test.timeout (default 10 minutes):
+	// a hung package panics with every goroutine's stack and the next one
+	// runs. A package still running a minute after it is treated as a
+	// stalled sandbox.
+	PkgTimeout time.Duration
+	// Stall is Config.Stall for the sandbox (default 4 minutes; negative:
+	// never).
+	Stall    time.Duration
 	Stdout   io.Writer // go-test-style output
 	Log      io.Writer // build steps and figures
 	Mode     Mode
@@ -63,6 +71,14 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	if tc.Timeout <= 0 {
 		tc.Timeout = 20 * time.Minute
 	}
+	if tc.PkgTimeout <= 0 {
+		tc.PkgTimeout = 10 * time.Minute
+	}
+	if tc.Stall == 0 {
+		tc.Stall = 4 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, tc.Timeout)
+	defer cancel()
 	var err error
 	if tc.Root == "" {
 		if tc.Root, err = ModuleRoot(); err != nil {
@@ -196,15 +212,16 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 		return sum, err
 	}
 	runScript := loc(scriptPath, "/nimbus/run-tests.sh")
-	rep := &testReporter{out: tc.Stdout, pkgs: run, status: make([]int, len(run))}
+	rep := &testReporter{out: tc.Stdout, pkgs: run, status: make([]int, len(run)), cur: -1}
 	for i := range rep.status {
 		rep.status[i] = -1
 	}
 	// One sandbox boot runs every package. Nested KVM under TCG is not
-	// bullet-proof: the L1 kernel has been seen to panic after many guest
-	// boots. When the sandbox itself dies (ErrBoot: no exit marker), the
-	// packages that did not finish get ONE more, fresh boot, and the log
-	// says so; a test failure or a timeout is never retried.
+	// bullet-proof: the L1 kernel has been seen to panic, and once to go
+	// silent for good, in the middle of a run. When the sandbox dies
+	// (ErrBoot: no exit marker) or stalls, the packages that did not
+	// finish get a fresh boot, at most twice, within Timeout, and the log
+	// says so; a test failure is never retried.
 	var res *Result
 	for attempt := 1; ; attempt++ {
 		var todo []int
@@ -217,7 +234,8 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 			break
 		}
 		res, err = runTestScript(ctx, tc, rep, todo, runs, scriptPath, runScript, files, env, mode, k)
-		if err == nil || !errors.Is(err, ErrBoot) || attempt == 2 {
+		dead := errors.Is(err, ErrBoot) || errors.Is(err, ErrStalled)
+		if err == nil || !dead || attempt == 3 || ctx.Err() != nil {
 			break
 		}
 		fmt.Fprintf(tc.Log, "nimbus-sandbox: the sandbox died (%v); running the %d unfinished package(s) again in a fresh boot\n", err, len(todo))
@@ -256,7 +274,7 @@ func runTestScript(ctx context.Context, tc TestConfig, rep *testReporter, todo [
 	var script strings.Builder
 	script.WriteString("#!/bin/sh\n")
 	for _, i := range todo {
-		args := []string{runs[i].bin, "-test.v", "-test.timeout", tc.Timeout.String()}
+		args := []string{runs[i].bin, "-test.v", "-test.timeout", tc.PkgTimeout.String()}
 		if tc.Run != "" {
 			args = append(args, "-test.run", tc.Run)
 		}
@@ -271,9 +289,18 @@ func runTestScript(ctx context.Context, tc TestConfig, rep *testReporter, todo [
 		return nil, err
 	}
 	rep.setNonce(nonce)
+	left := tc.Timeout
+	if d, ok := ctx.Deadline(); ok {
+		left = time.Until(d)
+	}
+	stall := tc.Stall
+	if stall < 0 {
+		stall = 0
+	}
 	res, err := Run(ctx, Config{
 		Args: []string{"sh", runScript}, Files: files, Env: env, Mode: mode,
-		Stdout: rep, Log: tc.Log, Timeout: tc.Timeout, CacheDir: tc.CacheDir, Kernel: k,
+		Stdout: rep, Log: tc.Log, Timeout: left, CacheDir: tc.CacheDir, Kernel: k,
+		Stall: stall, Check: func() error { return rep.overrun(tc.PkgTimeout + time.Minute) },
 	})
 	rep.flush()
 	return res, err
@@ -292,7 +319,22 @@ type testReporter struct {
 	pkgs   []testPkg
 	status []int // -1 until the package's end marker
 	start  time.Time
+	cur    int // the package running (-1: none)
 	buf    []byte
+}
+
+// overrun fails when the running package has run longer than limit: its
+// own -test.timeout should have ended it, so the sandbox is stuck.
+func (r *testReporter) overrun(limit time.Duration) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur < 0 {
+		return nil
+	}
+	if d := time.Since(r.start); d > limit {
+		return fmt.Errorf("%s has run for %v, past its test timeout", r.pkgs[r.cur].ImportPath, d.Round(time.Second))
+	}
+	return nil
 }
 
 func (r *testReporter) Write(p []byte) (int, error) {
@@ -313,7 +355,7 @@ func (r *testReporter) Write(p []byte) (int, error) {
 func (r *testReporter) setNonce(n string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.nonce, r.buf = n, nil
+	r.nonce, r.buf, r.cur = n, nil, -1
 }
 
 func (r *testReporter) flush() {
@@ -330,7 +372,10 @@ func (r *testReporter) line(l string) {
 	if len(f) >= 3 && f[1] == r.nonce {
 		switch f[0] {
 		case markTestBegin:
-			r.start = time.Now()
+			r.start, r.cur = time.Now(), -1
+			if i, err := strconv.Atoi(f[2]); err == nil && i >= 0 && i < len(r.pkgs) {
+				r.cur = i
+			}
 			return
 		case markTestEnd:
 			if len(f) != 4 {
@@ -341,7 +386,7 @@ func (r *testReporter) line(l string) {
 			if err1 != nil || err2 != nil || i < 0 || i >= len(r.pkgs) {
 				break
 			}
-			r.status[i] = st
+			r.status[i], r.cur = st, -1
 			word := "ok  "
 			if st != 0 {
 				word = "FAIL"

@@ -26,6 +26,9 @@ var (
 	ErrBoot = errors.New("sandbox: boot")
 	// ErrTimeout: the run exceeded its timeout and QEMU was killed.
 	ErrTimeout = errors.New("sandbox: timeout")
+	// ErrStalled: the sandbox stopped making progress (its console went
+	// silent, or Config.Check gave up on it) and QEMU was killed.
+	ErrStalled = errors.New("sandbox: stalled")
 )
 
 // KernelMetaPackage is the Debian package whose dependency names the

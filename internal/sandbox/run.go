@@ -10,12 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
@@ -78,7 +80,14 @@ type Config struct {
 	// Log receives the sandbox's own messages: figures and boot errors.
 	Log io.Writer
 
-	Timeout  time.Duration // default 10 minutes
+	Timeout time.Duration // default 10 minutes
+	// Stall kills the sandbox (ErrStalled) when its console prints nothing
+	// for this long (QEMU mode; 0: never). The init prints a heartbeat
+	// every HeartbeatEvery, so silence means the L1 guest itself stopped.
+	Stall time.Duration
+	// Check, when set, is called every second while the command runs
+	// (QEMU mode); an error stops the sandbox as stalled.
+	Check    func() error
 	Mode     Mode
 	MemoryMB int // guest memory, default 4096
 	CPUs     int // guest vCPUs, default 2
@@ -210,9 +219,13 @@ const (
 	markInit  = "NIMBUS-SANDBOX-INIT"
 	markStart = "NIMBUS-SANDBOX-START"
 	markExit  = "NIMBUS-SANDBOX-EXIT"
+	markAlive = "NIMBUS-SANDBOX-ALIVE"
 	// errPrefix starts the init's own error lines, shown to the caller.
 	errPrefix = "nimbus-sandbox:"
 )
+
+// HeartbeatEvery is how often the sandbox init prints its heartbeat.
+const HeartbeatEvery = 30 * time.Second
 
 // initScript is the sandbox guest's /init.
 func initScript(nonce string, modules []string, cfg Config) string {
@@ -239,13 +252,17 @@ echo %s %s
 		fmt.Fprintf(&s, "export %s=%s\n", k, quote(v))
 	}
 	fmt.Fprintf(&s, "cd %s || echo %s cannot cd to %s\n", quote(cfg.Dir), errPrefix, quote(cfg.Dir))
+	// The heartbeat tells a silent command from a dead L1 guest; it
+	// carries the load and free memory for the stall report.
+	fmt.Fprintf(&s, "(while sleep %d; do echo %s %s $(cut -d' ' -f1-3 /proc/loadavg) $(grep MemAvailable /proc/meminfo | tr -s ' '); done) &\nhb=$!\n",
+		int(HeartbeatEvery/time.Second), markAlive, nonce)
 	fmt.Fprintf(&s, "echo %s %s\n", markStart, nonce)
 	words := make([]string, len(cfg.Args))
 	for i, a := range cfg.Args {
 		words[i] = quote(a)
 	}
 	fmt.Fprintf(&s, "%s </dev/null 2>&1\nrc=$?\n", strings.Join(words, " "))
-	fmt.Fprintf(&s, "echo %s %s $rc\nsync\npoweroff -f\n", markExit, nonce)
+	fmt.Fprintf(&s, "kill $hb\necho %s %s $rc\nsync\npoweroff -f\n", markExit, nonce)
 	return s.String()
 }
 
@@ -329,11 +346,16 @@ func runQEMU(ctx context.Context, cfg Config) (*Result, error) {
 		res.ImageBytes = fi.Size()
 	}
 
+	// The monitor socket lets a stall report ask QEMU and the L1 kernel
+	// (magic SysRq) where they are before QEMU is killed.
+	monitor := filepath.Join(tmp, "monitor.sock")
 	args := []string{"-accel", "tcg", "-cpu", "max", "-m", strconv.Itoa(cfg.MemoryMB), "-smp", strconv.Itoa(cfg.CPUs),
-		"-nographic", "-no-reboot", "-nic", "none",
+		"-nographic", "-no-reboot", "-nic", "none", "-monitor", "unix:" + monitor + ",server=on,wait=off",
 		"-kernel", cfg.Kernel.Image, "-initrd", initrd,
-		"-append", "console=ttyS0 quiet rdinit=/init panic=-1 softlockup_panic=1 mitigations=off"}
-	cmd := exec.CommandContext(ctx, cfg.QEMU, args...)
+		"-append", "console=ttyS0 quiet rdinit=/init panic=-1 softlockup_panic=1 sysrq_always_enabled=1 mitigations=off"}
+	qctx, kill := context.WithCancel(ctx)
+	defer kill()
+	cmd := exec.CommandContext(qctx, cfg.QEMU, args...)
 	cmd.WaitDelay = 5 * time.Second
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -346,10 +368,28 @@ func runQEMU(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("%w: starting %s: %w", ErrBoot, cfg.QEMU, err)
 	}
 	con := newConsole(nonce, cfg.Stdout, cfg.Log, start)
+	stalled := make(chan error, 1)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		if err := con.watch(qctx, cfg.Stall, cfg.Check); err != nil {
+			fmt.Fprintf(cfg.Log, "nimbus-sandbox: %v; asking QEMU and the L1 kernel where they are, then killing QEMU\n", err)
+			diagnose(qctx, monitor, cfg.Log)
+			stalled <- err
+			kill()
+		}
+	}()
 	con.scan(out)
 	werr = cmd.Wait()
+	kill()
+	<-watchDone
 
 	res.BootTime, res.CommandTime = con.bootTime, con.cmdTime
+	select {
+	case err := <-stalled:
+		return nil, fmt.Errorf("%w: %w (QEMU killed)\n%s", ErrStalled, err, con.tail())
+	default:
+	}
 	if ctx.Err() != nil && !con.exited {
 		return nil, fmt.Errorf("%w after %v (QEMU killed): %w\n%s", ErrTimeout, cfg.Timeout, ctx.Err(), con.tail())
 	}
@@ -361,6 +401,37 @@ func runQEMU(ctx context.Context, cfg Config) (*Result, error) {
 	fmt.Fprintf(cfg.Log, "nimbus-sandbox: qemu tcg: initramfs %.1f MiB, L1 boot %.2fs (QEMU start to init), command %.2fs, exit status %d\n",
 		float64(res.ImageBytes)/(1<<20), res.BootTime.Seconds(), res.CommandTime.Seconds(), res.ExitStatus)
 	return res, nil
+}
+
+// diagnose asks QEMU's monitor for the vCPUs' state and has the L1 kernel
+// print every CPU's backtrace and its blocked tasks (SysRq l and w) on the
+// console, which is still being read; it then gives the kernel a moment
+// to print. Failures are logged: this is a report, not a recovery.
+func diagnose(ctx context.Context, monitor string, log io.Writer) {
+	var d net.Dialer
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	conn, err := d.DialContext(dctx, "unix", monitor)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(log, "nimbus-sandbox: QEMU monitor: %v\n", err)
+		return
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprint(conn, "info status\ninfo registers -a\nsendkey alt-sysrq-l\nsendkey alt-sysrq-w\n")
+	// Keep the lines that say where each vCPU is; the rest is noise.
+	sc := bufio.NewScanner(conn)
+	for sc.Scan() {
+		l := strings.TrimSpace(strings.TrimPrefix(sc.Text(), "(qemu)"))
+		if strings.HasPrefix(l, "VM status") || strings.HasPrefix(l, "CPU#") || strings.HasPrefix(l, "RIP=") ||
+			strings.HasPrefix(l, "CS =") || strings.HasPrefix(l, "CR0=") {
+			fmt.Fprintf(log, "nimbus-sandbox: qemu: %s\n", l)
+		}
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(15 * time.Second):
+	}
 }
 
 // console follows the sandbox guest's serial output.
@@ -376,10 +447,45 @@ type console struct {
 	cmdStart  time.Time
 	cmdTime   time.Duration
 	lastLines []string // the console's last lines, for error reports
+
+	mu        sync.Mutex // the fields below: scan writes, watch reads
+	lastSeen  time.Time  // the last console output
+	heartbeat string     // the last heartbeat's figures
 }
 
 func newConsole(nonce string, stdout, log io.Writer, start time.Time) *console {
-	return &console{nonce: nonce, stdout: stdout, log: log, start: start}
+	return &console{nonce: nonce, stdout: stdout, log: log, start: start, lastSeen: start}
+}
+
+// watch returns an error once the console has been silent for stall
+// (0: never) or check fails while the command runs; nil when ctx ends.
+func (c *console) watch(ctx context.Context, stall time.Duration, check func() error) error {
+	if stall <= 0 && check == nil {
+		return nil
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		c.mu.Lock()
+		silent, hb := time.Since(c.lastSeen), c.heartbeat
+		c.mu.Unlock()
+		if stall > 0 && silent >= stall {
+			if hb == "" {
+				hb = "none yet"
+			}
+			return fmt.Errorf("the sandbox console has been silent for %v (last heartbeat: %s)", silent.Round(time.Second), hb)
+		}
+		if check != nil {
+			if err := check(); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 func (c *console) scan(r io.Reader) {
@@ -396,6 +502,16 @@ func (c *console) scan(r io.Reader) {
 }
 
 func (c *console) line(l string) {
+	c.mu.Lock()
+	c.lastSeen = time.Now()
+	if i := strings.Index(l, markAlive+" "+c.nonce); i >= 0 {
+		c.heartbeat = strings.TrimSpace(l[i+len(markAlive)+len(c.nonce)+1:])
+		l = l[:i]
+	}
+	c.mu.Unlock()
+	if l == "" {
+		return
+	}
 	if len(c.lastLines) >= 60 {
 		c.lastLines = c.lastLines[1:]
 	}

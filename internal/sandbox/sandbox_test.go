@@ -58,6 +58,12 @@ grep -q 'shipped-content' "$initrd" || { echo "file not shipped" >&2; exit 1; }
 grep -q "export FOO='a b'" "$initrd" || { echo "env not set" >&2; exit 1; }
 case "$FAKE" in
 hang) exec sleep 60 ;;
+silent|alive)
+	printf 'NIMBUS-SANDBOX-INIT %s\r\nNIMBUS-SANDBOX-START %s\r\nworking\r\n' "$nonce" "$nonce"
+	while :; do
+		[ "$FAKE" = alive ] && printf 'NIMBUS-SANDBOX-ALIVE %s 0.50 0.40 0.30 MemAvailable: 123 kB\r\n' "$nonce"
+		sleep 0.2
+	done ;;
 panic) printf 'Kernel panic - not syncing: boom\r\n'; exit 0 ;;
 esac
 printf '[    0.000000] Linux version noise\r\n'
@@ -123,6 +129,66 @@ func TestRunReportsBootFailureAndTimeout(t *testing.T) {
 	_, err = Run(context.Background(), cfg)
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("hang: err = %v, wanted ErrTimeout", err)
+	}
+}
+
+// TestRunStopsAStalledSandbox: a console silent for Stall, or a failing
+// Check, kills QEMU with ErrStalled and the last heartbeat in the error;
+// heartbeats keep a quiet command alive and never reach its output.
+func TestRunStopsAStalledSandbox(t *testing.T) {
+	cfg := fakeSetup(t)
+	var log bytes.Buffer
+	cfg.Log = &log
+	t.Setenv("FAKE", "silent")
+	cfg.Stall = 1500 * time.Millisecond
+	start := time.Now()
+	_, err := Run(context.Background(), cfg)
+	if !errors.Is(err, ErrStalled) || !strings.Contains(err.Error(), "silent for") || !strings.Contains(err.Error(), "working") {
+		t.Fatalf("silent: err = %v, wanted ErrStalled naming the silence, with the console tail", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("the stalled sandbox took %v to stop", d)
+	}
+	if !strings.Contains(log.String(), "QEMU monitor") {
+		t.Fatalf("log does not report the monitor attempt:\n%s", log.String())
+	}
+
+	t.Setenv("FAKE", "alive")
+	var out lockedBuffer
+	cfg.Stdout = &out
+	checks := 0
+	cfg.Check = func() error {
+		if checks++; checks == 3 {
+			return errors.New("gave up")
+		}
+		return nil
+	}
+	_, err = Run(context.Background(), cfg)
+	if !errors.Is(err, ErrStalled) || !strings.Contains(err.Error(), "gave up") {
+		t.Fatalf("alive: err = %v, wanted ErrStalled from Check (the heartbeat keeps Stall quiet)", err)
+	}
+	if got := out.String(); got != "working\n" {
+		t.Fatalf("command output %q: heartbeats must not reach it", got)
+	}
+}
+
+func TestReporterOverrun(t *testing.T) {
+	var out bytes.Buffer
+	r := &testReporter{out: &out, nonce: "n1", pkgs: []testPkg{{ImportPath: "x/a"}}, status: []int{-1}, cur: -1}
+	if err := r.overrun(0); err != nil {
+		t.Fatalf("no package running: %v", err)
+	}
+	r.Write([]byte("NIMBUS-TEST-BEGIN n1 0\n"))
+	time.Sleep(time.Millisecond)
+	if err := r.overrun(0); err == nil || !strings.Contains(err.Error(), "x/a has run for") {
+		t.Fatalf("running package past its limit: %v", err)
+	}
+	if err := r.overrun(time.Hour); err != nil {
+		t.Fatalf("within its limit: %v", err)
+	}
+	r.Write([]byte("NIMBUS-TEST-END n1 0 0\n"))
+	if err := r.overrun(0); err != nil {
+		t.Fatalf("after the end marker: %v", err)
 	}
 }
 
@@ -201,6 +267,38 @@ func TestBootRealSandbox(t *testing.T) {
 	}
 	if len(out.writes) < 3 {
 		t.Fatalf("output came in %d writes, wanted one per line", len(out.writes))
+	}
+}
+
+// TestRealSandboxStallReport stops a real sandbox as stalled and checks
+// the report: QEMU's monitor names the vCPUs' registers and the L1 kernel
+// answers the SysRq keys on the console before QEMU is killed.
+func TestRealSandboxStallReport(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 not installed (bash scripts/install-deps.sh); skipping the real boot")
+	}
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped with -short")
+	}
+	var out, log lockedBuffer
+	_, err := Run(context.Background(), Config{
+		Mode: QEMU, Args: []string{"sh", "-c", "echo ready; sleep 600"}, Modules: []string{},
+		Stdout: &out, Log: &log, Timeout: 5 * time.Minute,
+		Check: func() error {
+			if strings.Contains(out.String(), "ready") {
+				return errors.New("test gives up")
+			}
+			return nil
+		},
+	})
+	if !errors.Is(err, ErrStalled) {
+		t.Fatalf("err = %v, wanted ErrStalled\nlog:\n%s", err, log.String())
+	}
+	if !strings.Contains(log.String(), "nimbus-sandbox: qemu: RIP=") {
+		t.Errorf("no vCPU registers from the monitor in the log:\n%s", log.String())
+	}
+	if !strings.Contains(out.String(), "sysrq: Show Blocked State") {
+		t.Errorf("the L1 kernel did not answer SysRq w on the console:\n%s", out.String())
 	}
 }
 
