@@ -47,6 +47,11 @@ func TestBootUnderQEMUKVM(t *testing.T) {
 	if len(c.Errors) > 0 {
 		t.Errorf("guest init errors: %v", c.Errors)
 	}
+	// Not asserted: QEMU starts XCR0 at its reset value, so under a QEMU
+	// TCG sandbox that misses XSETBV its guest warns (see x86.GuestXCR0).
+	if len(c.Warnings) > 0 {
+		t.Logf("reference guest kernel warnings: %q", c.Warnings)
+	}
 	if len(c.Results) != 2 {
 		t.Fatalf("results %+v, wanted embedded and cmdline1", c.Results)
 	}

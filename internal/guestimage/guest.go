@@ -169,12 +169,15 @@ type Result struct {
 
 // Console is what ParseConsole found in a guest's console output.
 type Console struct {
-	Up       bool
-	Kernel   string // uname -r
-	CPUs     int
-	MemKB    int
-	Results  []Result
-	Errors   []string
+	Up      bool
+	Kernel  string // uname -r
+	CPUs    int
+	MemKB   int
+	Results []Result
+	Errors  []string
+	// Warnings are the guest kernel's WARN/BUG reports: the line after
+	// each "cut here" line, without its timestamp.
+	Warnings []string
 	Poweroff bool
 }
 
@@ -183,11 +186,22 @@ type Console struct {
 func ParseConsole(out string) Console {
 	var c Console
 	var pending []string
+	cut := false
 	sc := bufio.NewScanner(strings.NewReader(out))
 	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
+		if cut {
+			if _, msg, ok := strings.Cut(line, "] "); ok && strings.HasPrefix(line, "[") {
+				line = msg
+			}
+			c.Warnings = append(c.Warnings, line)
+			cut = false
+			continue
+		}
 		switch {
+		case strings.Contains(line, "------------[ cut here ]------------"):
+			cut = true
 		case strings.HasPrefix(line, MarkerUp+" "):
 			c.Up = true
 			pending = nil

@@ -337,6 +337,9 @@ func TestRunParam(t *testing.T) {
 
 func TestParseConsole(t *testing.T) {
 	out := "[    0.1] kernel noise\r\n" +
+		"[    6.227284] ------------[ cut here ]------------\r\n" +
+		"[    6.227284] XSAVE consistency problem: size 2696 != kernel_size 576\r\n" +
+		"[    6.227284] WARNING: CPU: 0 PID: 0 at arch/x86/kernel/fpu/xstate.c:606\r\n" +
 		"NIMBUS-GUEST-UP 6.1.0-56-amd64 cpus=2 mem=245000\r\n" +
 		"NIMBUS-GUEST-ERROR insmod /lib/modules/x.ko failed\r\n" +
 		"hello\r\nworld\r\n" +
@@ -346,8 +349,9 @@ func TestParseConsole(t *testing.T) {
 		"NIMBUS-GUEST-POWEROFF\r\n"
 	got := ParseConsole(out)
 	want := Console{Up: true, Kernel: "6.1.0-56-amd64", CPUs: 2, MemKB: 245000,
-		Results: []Result{{Name: "embedded", Status: 0, Output: "hello\nworld"}, {Name: "cmdline1", Status: 3, Output: "boom"}},
-		Errors:  []string{"insmod /lib/modules/x.ko failed"}, Poweroff: true}
+		Results:  []Result{{Name: "embedded", Status: 0, Output: "hello\nworld"}, {Name: "cmdline1", Status: 3, Output: "boom"}},
+		Errors:   []string{"insmod /lib/modules/x.ko failed"},
+		Warnings: []string{"XSAVE consistency problem: size 2696 != kernel_size 576"}, Poweroff: true}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("ParseConsole =\n%+v\nwanted\n%+v", got, want)
 	}

@@ -125,6 +125,9 @@ func TestBootGuest(t *testing.T) {
 	if c.CPUs != 2 {
 		t.Errorf("guest saw %d cpus, want 2", c.CPUs)
 	}
+	if len(c.Warnings) > 0 {
+		t.Errorf("guest kernel warnings: %q", c.Warnings)
+	}
 	if c.MemKB < 400<<10 || c.MemKB > 512<<10 {
 		t.Errorf("guest MemTotal %d kB for 512 MiB", c.MemKB)
 	}

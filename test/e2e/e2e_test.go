@@ -59,6 +59,9 @@ func TestCLIBzImage(t *testing.T) {
 		t.Fatalf("nimbus: %v after %v; parsed %+v; output:\n%s", err, took, c, out)
 	}
 	t.Logf("bzImage via CLI: guest %s cpus=%d mem=%dkB, process start to exit %.2fs", c.Kernel, c.CPUs, c.MemKB, took.Seconds())
+	if len(c.Warnings) > 0 {
+		t.Errorf("guest kernel warnings: %q", c.Warnings)
+	}
 	if c.CPUs != 1 || c.MemKB > 256<<10 || c.MemKB < 128<<10 {
 		t.Errorf("guest saw cpus=%d mem=%dkB for 1 vCPU, 256 MiB", c.CPUs, c.MemKB)
 	}
@@ -93,6 +96,9 @@ func TestCLIPVH(t *testing.T) {
 		t.Fatalf("nimbus: %v after %v; output:\n%s\nparsed %+v; serial:\n%s", err, took, out, c, log)
 	}
 	t.Logf("PVH via CLI: guest %s cpus=%d mem=%dkB, process start to exit %.2fs", c.Kernel, c.CPUs, c.MemKB, took.Seconds())
+	if len(c.Warnings) > 0 {
+		t.Errorf("guest kernel warnings: %q", c.Warnings)
+	}
 	if strings.Contains(out, "NIMBUS-GUEST-UP") {
 		t.Error("guest console reached stdout although the serial port goes to a file")
 	}

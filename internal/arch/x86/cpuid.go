@@ -11,6 +11,7 @@ import (
 const (
 	leafFeatures    = 0x1
 	leafCache       = 0x4
+	leafXSave       = 0xd
 	leafTopology    = 0xb
 	leafTopologyV2  = 0x1f
 	leafKVMBase     = 0x4000_0000
@@ -21,6 +22,7 @@ const (
 
 	ecxHypervisor  = 1 << 31 // leaf 1 ECX: running under a hypervisor
 	ecxTSCDeadline = 1 << 24 // leaf 1 ECX: LAPIC TSC-deadline mode
+	ecxXSAVE       = 1 << 26 // leaf 1 ECX: XSAVE and XCR0
 	edxHTT         = 1 << 28 // leaf 1 EDX: EBX[23:16] is valid
 
 	// topology level types in leaf 0xB/0x1F ECX[15:8]
@@ -169,4 +171,25 @@ func PatchCPUID(supported kvm.CPUID, c CPUIDConfig) kvm.CPUID {
 		out = append(out, kvm.CPUIDEntry{Function: leafTiming, EAX: c.TSCKHz, EBX: APICBusKHz})
 	}
 	return out
+}
+
+// GuestXCR0 is the XCR0 a Linux guest with CPUID c enables for itself:
+// every state component leaf 0xD sub-leaf 0 reports (Linux writes its
+// whole supported user set), or 0 when c has no XSAVE.
+//
+// Starting vCPUs with this XCR0 instead of the reset value 1 changes
+// nothing for a guest under a hypervisor that intercepts XSETBV: Linux
+// sets it before use, and XCR0 means nothing until CR4.OSXSAVE is set.
+// But QEMU's TCG before 8.x does not intercept XSETBV for its SVM guests,
+// so under nested KVM on such a QEMU (the KVM sandbox) KVM never learns
+// the XCR0 the guest set: CPUID leaf 0xD then disagrees with it ("XSAVE
+// consistency problem"), and each VM entry puts XCR0 back to 1 under a
+// guest that uses AVX, which hangs or kills it now and then.
+func GuestXCR0(c kvm.CPUID) uint64 {
+	f := c.Find(leafFeatures, 0)
+	x := c.Find(leafXSave, 0)
+	if f == nil || f.ECX&ecxXSAVE == 0 || x == nil {
+		return 0
+	}
+	return uint64(x.EDX)<<32 | uint64(x.EAX)
 }

@@ -159,3 +159,22 @@ func TestBootMSRs(t *testing.T) {
 type fakeMem struct{}
 
 func (fakeMem) WriteAt(p []byte, off int64) (int, error) { return len(p), nil }
+
+func TestGuestXCR0(t *testing.T) {
+	sig := uint32(kvm.CPUIDFlagSignificantIndex)
+	c := kvm.CPUID{
+		{Function: 1, ECX: ecxXSAVE},
+		{Function: 0xd, Index: 0, Flags: sig, EAX: 0x207, EDX: 0x1},
+		{Function: 0xd, Index: 1, Flags: sig, EAX: 0xf, ECX: 0x1800},
+	}
+	if got := GuestXCR0(c); got != 0x1_0000_0207 {
+		t.Errorf("GuestXCR0 = %#x, want 0x100000207 (sub-leaf 0 EDX:EAX)", got)
+	}
+	c[0].ECX = 0
+	if got := GuestXCR0(c); got != 0 {
+		t.Errorf("without XSAVE: GuestXCR0 = %#x, want 0", got)
+	}
+	if got := GuestXCR0(kvm.CPUID{{Function: 1, ECX: ecxXSAVE}}); got != 0 {
+		t.Errorf("without leaf 0xd: GuestXCR0 = %#x, want 0", got)
+	}
+}

@@ -94,6 +94,13 @@ func ConfigureVcpu(v *kvm.Vcpu, s VcpuSetup) error {
 	if err := v.SetCPUID2(s.CPUID); err != nil {
 		return fmt.Errorf("vcpu %d cpuid: %w", v.ID(), err)
 	}
+	if xcr0 := GuestXCR0(s.CPUID); xcr0 != 0 {
+		x := kvm.XCRs{NrXCRs: 1}
+		x.XCRs[0] = kvm.XCR{XCR: 0, Value: xcr0}
+		if err := v.SetXCRs(x); err != nil {
+			return fmt.Errorf("vcpu %d xcr0 %#x: %w", v.ID(), xcr0, err)
+		}
+	}
 	if err := v.SetMSRs(BootMSRs()); err != nil {
 		return fmt.Errorf("vcpu %d msrs: %w", v.ID(), err)
 	}
