@@ -139,8 +139,10 @@ func (m *VM) handleExit(c *vcpu, e kvm.Exit) bool {
 		// A kick (pause/stop: park decides) or, without an in-kernel LAPIC,
 		// an idle guest.
 	case kvm.ExitShutdown:
-		// A triple fault: upstream treats it as a reset request.
-		m.log.Info("guest triple fault", "vcpu", c.id, "regs", regDump(c.v))
+		// A triple fault: upstream treats it as a reset request. Warn: the
+		// guest crashed, and a guest that faults at every boot reboots
+		// forever, so the operator must see why.
+		m.log.Warn("guest triple fault", "vcpu", c.id, "regs", regDump(c.v))
 		m.haltGuest()
 		vmm.NotifyExit(m.exits, vmm.MachineExit{Reason: vmm.ExitReset})
 		return false
