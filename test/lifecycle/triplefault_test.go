@@ -23,17 +23,28 @@ import (
 // PVH loader only takes segments in RAM above 1 MiB.
 const tripleFaultEntry = 0x100000
 
-// tripleFaultCode is the payload's 32-bit protected-mode entry. With an
-// IDT of limit 0 the int3 cannot be delivered (#GP), neither can the #GP
-// (#DF), nor the #DF: the CPU shuts down, which KVM reports as
-// KVM_EXIT_SHUTDOWN. It does so at every boot.
+// tripleFaultCode is the payload's 32-bit protected-mode entry (flat
+// segments, paging off, IF clear). It loads an IDT of limit 0, arms the
+// local APIC timer (in-kernel, 1 ns per bus cycle) for 0.5 s and halts;
+// the timer interrupt cannot be delivered through that IDT (#GP), nor the
+// #GP (#DF), nor the #DF: the CPU shuts down, which KVM reports as
+// KVM_EXIT_SHUTDOWN. It does so at every boot. The wait is there because
+// a guest that faults at once makes Nimbus recreate the VM as fast as it
+// can, and under the nested QEMU sandbox that storm starved the sandbox
+// kernel (RCU stalls, soft lockups) within seconds; halting costs the
+// host nothing.
 var tripleFaultCode = []byte{
-	0x0f, 0x01, 0x1d, 0x10, 0x00, 0x10, 0x00, // 0x100000: lidt [0x100010]
-	0xcc,       // 0x100007: int3
-	0xf4,       // 0x100008: hlt (never reached)
-	0xeb, 0xfd, // 0x100009: jmp 0x100008
-	0, 0, 0, 0, 0, // pad to 0x100010
-	0, 0, 0, 0, 0, 0, // 0x100010: IDT descriptor: limit 0, base 0
+	0x0f, 0x01, 0x1d, 0x40, 0x00, 0x10, 0x00, // 0x100000: lidt [0x100040]
+	0xc7, 0x05, 0xf0, 0x00, 0xe0, 0xfe, 0xff, 0x01, 0x00, 0x00, // mov dword [0xfee000f0], 0x1ff      ; SVR: APIC on, spurious 0xff
+	0xc7, 0x05, 0xe0, 0x03, 0xe0, 0xfe, 0x0b, 0x00, 0x00, 0x00, // mov dword [0xfee003e0], 0xb        ; timer divide by 1
+	0xc7, 0x05, 0x20, 0x03, 0xe0, 0xfe, 0x20, 0x00, 0x00, 0x00, // mov dword [0xfee00320], 0x20       ; LVT timer: one-shot, vector 0x20
+	0xc7, 0x05, 0x80, 0x03, 0xe0, 0xfe, 0x00, 0x65, 0xcd, 0x1d, // mov dword [0xfee00380], 500000000  ; initial count: 0.5 s
+	0xfb,       // 0x10002f: sti
+	0xf4,       // 0x100030: hlt               ; the timer interrupt faults here
+	0xcc,       // 0x100031: int3              ; faults too, should hlt ever return
+	0xeb, 0xfe, // 0x100032: jmp 0x100032
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // pad to 0x100040
+	0, 0, 0, 0, 0, 0, // 0x100040: IDT descriptor: limit 0, base 0
 }
 
 // tripleFaultELF is an ELF64 x86-64 executable whose only PT_LOAD holds
@@ -170,8 +181,8 @@ func countEvents(evs []string, ev string) int {
 // vCPU thread is caught by its name, not by this slack.
 const tripleFaultThreadSlack = 4
 
-// TestGuestTripleFault boots a payload that triple-faults at once, at
-// every boot. Nimbus logs the fault with the registers and, as upstream,
+// TestGuestTripleFault boots a payload that triple-faults half a second
+// into every boot. Nimbus logs the fault with the registers and, as upstream,
 // treats it as a reset: the VM reboots over and over. Through that reboot
 // storm the API must keep answering (vm.info says Running), the events
 // must show the reboots, vm.shutdown and vm.delete must work and leave no
