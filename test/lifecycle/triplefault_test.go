@@ -226,8 +226,11 @@ func TestGuestTripleFault(t *testing.T) {
 	// visible). The reboot count must go on rising meanwhile: the API
 	// does not stop the storm, nor the storm the API.
 	rebootsBefore := countEvents(p.events(), "vm rebooted")
+	maxThreads, maxVcpus := 0, 0 // for the log: what a running VM adds
 	for i := 0; i < 20; i++ {
 		p.wantState(client.StateRunning)
+		names := p.threadNames()
+		maxThreads, maxVcpus = max(maxThreads, len(names)), max(maxVcpus, vcpuThreads(names))
 		ctx, cancel := p.ctx()
 		_, err := p.api.Ping(ctx)
 		cancel()
@@ -239,6 +242,8 @@ func TestGuestTripleFault(t *testing.T) {
 	p.waitFor("reboots to continue", bootTimeout, func() bool {
 		return countEvents(p.events(), "vm rebooted") > rebootsBefore
 	})
+
+	t.Logf("while faulting: up to %d threads, up to %d named vcpu*", maxThreads, maxVcpus)
 
 	p.do("shutdown", p.api.Shutdown)
 	stormed := time.Since(bootedAt)
@@ -252,10 +257,15 @@ func TestGuestTripleFault(t *testing.T) {
 	evs := vmEvents(p.events())
 	reboots := countEvents(evs, "vm rebooted")
 	t.Logf("%d triple faults and %d reboots in %.1fs (%.1f/s)", faults, reboots, stormed.Seconds(), float64(reboots)/stormed.Seconds())
+	// Each fault is one reset, one reboot; only a fault just before the
+	// shutdown may go without its reboot.
+	if faults < reboots || faults > reboots+1 {
+		t.Errorf("%d triple faults logged for %d reboots", faults, reboots)
+	}
 
 	// The log line: Warn level, with the registers. Their values depend on
 	// the host: on AMD, KVM reinitialises the VMCB on a shutdown intercept,
-	// so rip is the reset vector's rather than the int3's.
+	// so rip is the reset vector's rather than the hlt's.
 	log := p.processLog()
 	var faultLine string
 	for _, l := range strings.Split(log, "\n") {
