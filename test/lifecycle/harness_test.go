@@ -474,15 +474,19 @@ func (p *vmmProc) streamEvents() (stop func() []string) {
 			mu.Unlock()
 		}
 	}()
-	// The stream may lag the event file a little: wait (bounded) until it
-	// has caught up with the file before cutting it.
+	// The stream carries only what came after the subscription, and may
+	// lag the event file a little: wait (bounded) until it has caught up
+	// with what the file gained since then, ending on the same event.
+	before := len(vmEvents(p.events()))
 	return func() []string {
 		deadline := time.Now().Add(apiTimeout)
 		for {
 			mu.Lock()
-			n := len(vmEvents(got))
+			s := vmEvents(got)
 			mu.Unlock()
-			if n >= len(vmEvents(p.events())) || time.Now().After(deadline) {
+			f := vmEvents(p.events())
+			caught := len(s) >= len(f)-before && (len(s) == 0 && len(f) == before || len(s) > 0 && len(f) > 0 && s[len(s)-1] == f[len(f)-1])
+			if caught || time.Now().After(deadline) {
 				break
 			}
 			time.Sleep(pollEvery)
