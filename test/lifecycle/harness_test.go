@@ -146,21 +146,32 @@ func (g *guest) start(t *testing.T, cmdline string, extra ...string) *vmmProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &vmmProc{t: t, dir: dir, sock: filepath.Join(dir, "api.sock"), serial: filepath.Join(dir, "serial.log"),
-		eventFile: filepath.Join(dir, "events.json"), done: make(chan struct{})}
+	serial := filepath.Join(dir, "serial.log")
 	args := append([]string{
-		"--api-socket", "path=" + p.sock,
-		"--event-monitor", "path=" + p.eventFile,
 		"--kernel", g.assets.Kernel,
 		"--initramfs", g.initramfs,
 		"--cmdline", cmdline,
 		"--cpus", "boot=1",
 		"--memory", "size=256M",
-		"--serial", "file=" + p.serial,
+		"--serial", "file=" + serial,
 		"--console", "off",
-		"-v", // info: the machine's own account of a failure ends up in processLog
 	}, extra...)
-	p.cmd = exec.Command(filepath.Join(g.assets.BinDir, "nimbus"), args...)
+	return startVMM(t, dir, filepath.Join(g.assets.BinDir, "nimbus"), args...)
+}
+
+// startVMM runs bin with an API socket, an event file and -v in dir (which
+// it owns from then on: stop removes it), plus args, and returns once the
+// API socket answers.
+func startVMM(t *testing.T, dir, bin string, args ...string) *vmmProc {
+	t.Helper()
+	p := &vmmProc{t: t, dir: dir, sock: filepath.Join(dir, "api.sock"), serial: filepath.Join(dir, "serial.log"),
+		eventFile: filepath.Join(dir, "events.json"), done: make(chan struct{})}
+	args = append([]string{
+		"--api-socket", "path=" + p.sock,
+		"--event-monitor", "path=" + p.eventFile,
+		"-v", // info: the machine's own account of a failure ends up in processLog
+	}, args...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
 		os.RemoveAll(dir)

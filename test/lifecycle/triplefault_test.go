@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -108,29 +107,7 @@ func startBare(t *testing.T) *vmmProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &vmmProc{t: t, dir: dir, sock: filepath.Join(dir, "api.sock"), serial: filepath.Join(dir, "serial.log"),
-		eventFile: filepath.Join(dir, "events.json"), done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "--api-socket", "path="+p.sock, "--event-monitor", "path="+p.eventFile, "-v")
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	if err := p.cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		t.Fatal(err)
-	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		close(p.done)
-	}()
-	p.stopWatch, p.watchDone = make(chan struct{}), make(chan struct{})
-	go p.watchSerial(p.stopWatch, p.watchDone)
-	t.Cleanup(p.stop)
-	p.api = client.New(p.sock)
-	p.waitFor("the API socket", apiTimeout, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := p.api.Ping(ctx)
-		return err == nil
-	})
-	return p
+	return startVMM(t, dir, bin)
 }
 
 // threadNames lists the process's threads by name (/proc/PID/task/*/comm).
