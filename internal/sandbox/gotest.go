@@ -238,7 +238,13 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 		if err == nil || !dead || attempt == 3 || ctx.Err() != nil {
 			break
 		}
-		fmt.Fprintf(tc.Log, "nimbus-sandbox: the sandbox died (%v); running the %d unfinished package(s) again in a fresh boot\n", err, len(todo))
+		left := 0
+		for _, st := range rep.status {
+			if st < 0 {
+				left++
+			}
+		}
+		fmt.Fprintf(tc.Log, "nimbus-sandbox: the sandbox died: %v\nnimbus-sandbox: running the %d unfinished package(s) again in a fresh boot\n", err, left)
 	}
 	for i, p := range run {
 		switch st := rep.status[i]; {
