@@ -3,7 +3,7 @@
 // with nested KVM (see internal/sandbox).
 //
 //	nimbus-sandbox [--file HOST:GUEST]... [--env K=V]... [--timeout D] [--mode auto|qemu|host] -- CMD ARGS...
-//	nimbus-sandbox test [-run REGEX] [-timeout D] [-pkg-timeout D] [-stall D] [-qemu] [-mode M] [-env K=V]... PKG...
+//	nimbus-sandbox test [-run REGEX] [-timeout D] [-pkg-timeout D] [-stall D] [-rerun-failed] [-qemu] [-mode M] [-env K=V]... PKG...
 //	nimbus-sandbox kernel
 //	nimbus-sandbox image -o DIR [-script SH] [-stay]
 //
@@ -135,6 +135,7 @@ func runTests(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&tc.Run, "run", "", "run only tests matching this regexp (-test.run)")
 	fs.DurationVar(&tc.Timeout, "timeout", 20*time.Minute, "bound for the whole run, fresh boots after a dead sandbox included")
 	fs.DurationVar(&tc.PkgTimeout, "pkg-timeout", 10*time.Minute, "each test binary's -test.timeout")
+	fs.BoolVar(&tc.Rerun, "rerun-failed", false, "run failed packages once more in a fresh boot; they pass only if they pass there")
 	fs.DurationVar(&tc.Stall, "stall", 4*time.Minute, "treat the sandbox as dead after this long without console output (negative: never)")
 	fs.BoolVar(&tc.WithQEMU, "qemu", false, "ship the host's QEMU into the sandbox for reference guests ("+sandbox.EnvQEMU+")")
 	fs.Var(modeFlag{&tc.Mode}, "mode", "auto, qemu or host")

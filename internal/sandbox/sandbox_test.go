@@ -372,6 +372,41 @@ func TestRunTestsOnHost(t *testing.T) {
 		!strings.Contains(out, "\n0 passed, 1 failed\n") {
 		t.Fatalf("failing run: %+v\n%s", sum, out)
 	}
+
+	// With Rerun, a package that fails once and then passes counts as
+	// passed, and the summary says so.
+	var log bytes.Buffer
+	var rout bytes.Buffer
+	sum, err = RunTests(context.Background(), TestConfig{
+		Packages: []string{"./internal/sandbox"}, Run: "^TestFailsOnce$", Mode: Host, Rerun: true,
+		Env:    []string{envFailOnce + "=" + filepath.Join(t.TempDir(), "failed-once")},
+		Stdout: &rout, Log: &log, Timeout: 5 * time.Minute,
+	})
+	if err != nil || sum != (TestSummary{Passed: 1, PassedOnRerun: 1}) ||
+		!strings.Contains(log.String(), "1 package(s) failed: github.com/nimbus-vmm/nimbus/internal/sandbox; running them once more") ||
+		!strings.Contains(rout.String(), "\n1 passed (1 only on a rerun after failing), 0 failed\n") {
+		t.Fatalf("rerun: %+v err %v\nlog:\n%s\noutput:\n%s", sum, err, log.String(), rout.String())
+	}
+}
+
+// envFailOnce names the flag file TestFailsOnce keeps between runs.
+const envFailOnce = "NIMBUS_SANDBOX_TEST_FAIL_ONCE"
+
+// TestFailsOnce fails when its flag file is missing (creating it) and
+// passes when it exists: TestRunTestsOnHost's flaky package. It skips
+// unless that test runs it.
+func TestFailsOnce(t *testing.T) {
+	flag := os.Getenv(envFailOnce)
+	if flag == "" {
+		t.Skip("run by TestRunTestsOnHost")
+	}
+	if _, err := os.Stat(flag); err == nil {
+		return
+	}
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Fatal("failing once, as asked")
 }
 
 // TestDefaultModulesIncludeNetworking: the sandbox guest loads the KVM and
