@@ -78,6 +78,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return runTests(ctx, args[1:], stdout, stderr)
 		case "kernel":
 			return runKernel(ctx, stdout, stderr)
+		case "hold-kvm":
+			// Inside the sandbox: see sandbox.HoldKVM.
+			if err := sandbox.HoldKVM(ctx, stdout); err != nil {
+				fmt.Fprintf(stderr, "nimbus-sandbox hold-kvm: %v\n", err)
+				return 1
+			}
+			return 0
 		case "image":
 			return runImage(ctx, args[1:], stdout, stderr)
 		}

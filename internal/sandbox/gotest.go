@@ -178,9 +178,14 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 		files = append(files, File{Host: host, Guest: guest})
 		return guest
 	}
+	binDir := loc(filepath.Join(work, "bin"), "/nimbus/bin")
+	holder := "" // host mode: no TCG, nothing to work around
+	if mode != Host {
+		holder = binDir + "/nimbus-sandbox"
+	}
 	env := []string{
 		EnvRequireKVM + "=1",
-		EnvBinDir + "=" + loc(filepath.Join(work, "bin"), "/nimbus/bin"),
+		EnvBinDir + "=" + binDir,
 		EnvGuestKernel + "=" + loc(k.Image, "/nimbus/guest/vmlinuz"),
 		EnvGuestModules + "=" + loc(guestMods, "/nimbus/guest/modules"),
 		EnvBusybox + "=" + loc(busybox, "/nimbus/guest/busybox"),
@@ -239,7 +244,7 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	}
 	runUnfinished := func(maxDeaths int) (res *Result, err error) {
 		for deaths := 0; ; deaths++ {
-			res, err = runTestScript(ctx, tc, rep, unfinished(), runs, scriptPath, runScript, files, env, mode, k)
+			res, err = runTestScript(ctx, tc, rep, unfinished(), runs, scriptPath, runScript, holder, files, env, mode, k)
 			dead := errors.Is(err, ErrBoot) || errors.Is(err, ErrStalled)
 			if err == nil || !dead || deaths == maxDeaths || ctx.Err() != nil || len(unfinished()) == 0 {
 				return res, err
@@ -305,10 +310,13 @@ type testRun struct{ bin, dir string }
 // reporting through rep. The script is rewritten at scriptPath, which the
 // sandbox ships as runScript.
 func runTestScript(ctx context.Context, tc TestConfig, rep *testReporter, todo []int, runs []testRun,
-	scriptPath, runScript string, files []File, env []string, mode Mode, k *Kernel) (*Result, error) {
+	scriptPath, runScript, holder string, files []File, env []string, mode Mode, k *Kernel) (*Result, error) {
 	nonce := newNonce()
 	var script strings.Builder
 	script.WriteString("#!/bin/sh\n")
+	if holder != "" {
+		script.WriteString(holdKVMScript(holder, "/tmp/hold-kvm.out"))
+	}
 	for _, i := range todo {
 		args := []string{runs[i].bin, "-test.v", "-test.timeout", tc.PkgTimeout.String()}
 		if tc.Run != "" {

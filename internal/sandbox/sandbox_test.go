@@ -458,3 +458,21 @@ func TestDefaultModulesIncludeNetworking(t *testing.T) {
 		}
 	}
 }
+
+// TestHoldKVMScript runs the preamble with a stand-in holder: it waits for
+// "ready", and names a holder that never gets there.
+func TestHoldKVMScript(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	os.WriteFile(good, []byte("#!/bin/sh\n[ \"$1\" = hold-kvm ] && sleep 0.3 && echo ready && exec sleep 30\n"), 0o755)
+	out, err := exec.Command("sh", "-c", holdKVMScript(good, filepath.Join(dir, "out1"))+"echo after; kill $hold").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "after" {
+		t.Fatalf("good holder: %v %q", err, out)
+	}
+	bad := filepath.Join(dir, "it's bad")
+	os.WriteFile(bad, []byte("#!/bin/sh\necho no /dev/kvm\n"), 0o755)
+	out, err = exec.Command("sh", "-c", holdKVMScript(bad, filepath.Join(dir, "out2"))).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "nimbus-sandbox: hold-kvm did not start: no /dev/kvm") {
+		t.Fatalf("bad holder: %v %q", err, out)
+	}
+}
