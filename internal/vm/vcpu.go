@@ -11,6 +11,15 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
+// The main goroutine keeps the process's main thread to itself. A vCPU
+// goroutine locks its thread and never unlocks it, so the runtime ends the
+// thread with the goroutine; but the runtime cannot end the main thread and
+// parks it for good instead. A vCPU goroutine that had landed on the main
+// thread left it behind after shutdown, still named "vcpuN", which is also
+// the name ps shows for the whole process (the triple-fault test saw it).
+// Locking here, in an init function, keeps every other goroutine off it.
+func init() { runtime.LockOSThread() }
+
 // vcpu is one vCPU and its goroutine's view of it.
 type vcpu struct {
 	id int

@@ -137,6 +137,23 @@ func TestBootGuest(t *testing.T) {
 	if fd := fdCount(t); fd != fdBefore {
 		t.Errorf("fds: %d before, %d after Shutdown", fdBefore, fd)
 	}
+	// vCPU threads end with their goroutines (allow the runtime a moment),
+	// and none was ever the main thread, whose name is the process's.
+	vcpuThreads := func() (names []string) {
+		tasks, _ := filepath.Glob("/proc/self/task/*/comm")
+		for _, f := range tasks {
+			if b, err := os.ReadFile(f); err == nil && strings.HasPrefix(string(b), "vcpu") {
+				names = append(names, f+"="+strings.TrimSpace(string(b)))
+			}
+		}
+		return names
+	}
+	for i := 0; i < 100 && len(vcpuThreads()) > 0; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if v := vcpuThreads(); len(v) > 0 {
+		t.Errorf("vCPU threads left after Shutdown: %v", v)
+	}
 	// vCPU goroutines end with their threads; allow a moment for the runtime.
 	for i := 0; i < 50 && runtime.NumGoroutine() > goBefore; i++ {
 		time.Sleep(10 * time.Millisecond)
