@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -253,26 +254,34 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 		}
 	}
 	res, err := runUnfinished(2)
-	// A nested guest also stalls now and then on its own (the L1 kernel
-	// alive, the L2 guest silent from its first instruction). With Rerun,
-	// failed packages get one fresh boot; each counts as passed only if it
-	// passes there, and the summary says how many did.
+	// Nested guests also fail now and then on their own: silent from their
+	// first instruction, or reset early in boot, with the L1 kernel alive.
+	// With Rerun, a failed package's failed tests (the whole package after
+	// a panic or timeout) get a fresh boot, up to twice; the package counts
+	// as passed only if they pass there, and the summary says how many did.
 	var rerun []int
-	if tc.Rerun && err == nil && res.ExitStatus == 0 && ctx.Err() == nil {
-		var names []string
+	for round := 1; round <= 2 && tc.Rerun && err == nil && res.ExitStatus == 0 && ctx.Err() == nil; round++ {
+		var again []string
 		for i, st := range rep.status {
-			if st > 0 {
+			if st <= 0 {
+				continue
+			}
+			if !slices.Contains(rerun, i) {
 				rerun = append(rerun, i)
-				names = append(names, run[i].ImportPath)
 			}
-		}
-		if len(rerun) > 0 {
-			fmt.Fprintf(tc.Log, "nimbus-sandbox: %d package(s) failed: %s; running them once more in a fresh boot\n", len(rerun), strings.Join(names, " "))
-			for _, i := range rerun {
-				rep.status[i] = -1
+			runs[i].run = rep.rerunPattern(i)
+			what := "all tests"
+			if runs[i].run != "" {
+				what = runs[i].run
 			}
-			res, err = runUnfinished(1)
+			again = append(again, run[i].ImportPath+" ("+what+")")
+			rep.status[i] = -1
 		}
+		if len(again) == 0 {
+			break
+		}
+		fmt.Fprintf(tc.Log, "nimbus-sandbox: rerun %d in a fresh boot: %s\n", round, strings.Join(again, ", "))
+		res, err = runUnfinished(1)
 	}
 	for i, p := range run {
 		switch st := rep.status[i]; {
@@ -304,7 +313,10 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 
 // testRun is where one package's test binary runs: guest paths, already
 // shipped through loc.
-type testRun struct{ bin, dir string }
+type testRun struct {
+	bin, dir string
+	run      string // -test.run for this package when rerunning its failures
+}
 
 // runTestScript runs the packages todo (indexes into runs) in one sandbox,
 // reporting through rep. The script is rewritten at scriptPath, which the
@@ -319,7 +331,10 @@ func runTestScript(ctx context.Context, tc TestConfig, rep *testReporter, todo [
 	}
 	for _, i := range todo {
 		args := []string{runs[i].bin, "-test.v", "-test.timeout", tc.PkgTimeout.String()}
-		if tc.Run != "" {
+		switch {
+		case runs[i].run != "":
+			args = append(args, "-test.run", runs[i].run)
+		case tc.Run != "":
 			args = append(args, "-test.run", tc.Run)
 		}
 		for j := range args {
@@ -365,6 +380,8 @@ type testReporter struct {
 	start  time.Time
 	cur    int // the package running (-1: none)
 	buf    []byte
+	// failed lists each package's failed top-level tests ("--- FAIL: X").
+	failed map[int][]string
 }
 
 // overrun fails when the running package has run longer than limit: its
@@ -439,7 +456,34 @@ func (r *testReporter) line(l string) {
 			return
 		}
 	}
+	if name, ok := strings.CutPrefix(l, "--- FAIL: "); ok && r.cur >= 0 {
+		if name, _, ok = strings.Cut(name, " "); ok && !slices.Contains(r.failed[r.cur], name) {
+			if r.failed == nil {
+				r.failed = map[int][]string{}
+			}
+			r.failed[r.cur] = append(r.failed[r.cur], name)
+		}
+	}
 	fmt.Fprintln(r.out, l)
+}
+
+// rerunPattern is the -test.run pattern that reruns package i's failed
+// tests, or "" to rerun the whole package: when it exited other than 1
+// (a panic or a timeout ends the binary before its remaining tests ran)
+// or named no failed test. It forgets the failures.
+func (r *testReporter) rerunPattern(i int) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names := r.failed[i]
+	delete(r.failed, i)
+	if r.status[i] != 1 || len(names) == 0 {
+		return ""
+	}
+	q := make([]string, len(names))
+	for j, n := range names {
+		q[j] = regexp.QuoteMeta(n)
+	}
+	return "^(" + strings.Join(q, "|") + ")$"
 }
 
 // listPackages expands patterns with go list.

@@ -172,6 +172,25 @@ func TestRunStopsAStalledSandbox(t *testing.T) {
 	}
 }
 
+// TestReporterRerunPattern: a package that failed normally (exit 1) is
+// rerun with just its failed top-level tests; after a panic or timeout
+// (another status), or with no test named, the whole package.
+func TestReporterRerunPattern(t *testing.T) {
+	var out bytes.Buffer
+	r := &testReporter{out: &out, nonce: "n", pkgs: []testPkg{{ImportPath: "x/a"}, {ImportPath: "x/b"}}, status: []int{-1, -1}, cur: -1}
+	r.Write([]byte("NIMBUS-TEST-BEGIN n 0\n--- FAIL: TestA (1.00s)\n    --- FAIL: TestA/sub (0.50s)\n--- PASS: TestB (0.1s)\n--- FAIL: TestC.x (2.00s)\nFAIL\nNIMBUS-TEST-END n 0 1\n"))
+	r.Write([]byte("NIMBUS-TEST-BEGIN n 1\n--- FAIL: TestD (1.00s)\npanic: boom\nNIMBUS-TEST-END n 1 2\n"))
+	if got, want := r.rerunPattern(0), `^(TestA|TestC\.x)$`; got != want {
+		t.Errorf("exit 1: pattern %q, want %q", got, want)
+	}
+	if got := r.rerunPattern(0); got != "" {
+		t.Errorf("failures are forgotten once asked for, got %q", got)
+	}
+	if got := r.rerunPattern(1); got != "" {
+		t.Errorf("after a panic (exit 2) the whole package reruns, got %q", got)
+	}
+}
+
 func TestReporterOverrun(t *testing.T) {
 	var out bytes.Buffer
 	r := &testReporter{out: &out, nonce: "n1", pkgs: []testPkg{{ImportPath: "x/a"}}, status: []int{-1}, cur: -1}
@@ -383,7 +402,7 @@ func TestRunTestsOnHost(t *testing.T) {
 		Stdout: &rout, Log: &log, Timeout: 5 * time.Minute,
 	})
 	if err != nil || sum != (TestSummary{Passed: 1, PassedOnRerun: 1}) ||
-		!strings.Contains(log.String(), "1 package(s) failed: github.com/nimbus-vmm/nimbus/internal/sandbox; running them once more") ||
+		!strings.Contains(log.String(), "rerun 1 in a fresh boot: github.com/nimbus-vmm/nimbus/internal/sandbox (^(TestFailsOnce)$)") ||
 		!strings.Contains(rout.String(), "\n1 passed (1 only on a rerun after failing), 0 failed\n") {
 		t.Fatalf("rerun: %+v err %v\nlog:\n%s\noutput:\n%s", sum, err, log.String(), rout.String())
 	}
