@@ -31,8 +31,8 @@ type TestConfig struct {
 	// runs. A package still running a minute after it is treated as a
 	// stalled sandbox.
 	PkgTimeout time.Duration
-	// Rerun gives the packages that failed one more run in a fresh boot
-	// (see RunTests).
+	// Rerun runs failed tests again in a fresh boot, up to twice (whole
+	// packages after a panic or timeout); see RunTests.
 	Rerun bool
 	// Stall is Config.Stall for the sandbox (default 4 minutes; negative:
 	// never).
