@@ -5,7 +5,11 @@ package testproc
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nimbus-vmm/nimbus/internal/syncbuf"
@@ -56,4 +60,23 @@ func (p *Proc) Wait(ctx context.Context) (exited bool, err error) {
 	case <-ctx.Done():
 		return false, nil
 	}
+}
+
+// ThreadNames lists the names of process pid's threads
+// (/proc/PID/task/*/comm); threads that end while it reads are skipped.
+func ThreadNames(pid int) ([]string, error) {
+	task := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(task)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(task, e.Name(), "comm"))
+		if err != nil {
+			continue
+		}
+		names = append(names, strings.TrimSpace(string(b)))
+	}
+	return names, nil
 }

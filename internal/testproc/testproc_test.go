@@ -3,7 +3,9 @@ package testproc
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -35,5 +37,16 @@ func TestWaitGivesUpAndCleanupKills(t *testing.T) {
 	case <-p.exited:
 	default:
 		t.Fatal("process still running after the test ended")
+	}
+}
+
+func TestThreadNames(t *testing.T) {
+	names, err := ThreadNames(os.Getpid())
+	comm, cerr := os.ReadFile("/proc/self/comm")
+	if err != nil || cerr != nil || len(names) == 0 || names[0] != strings.TrimSpace(string(comm)) {
+		t.Fatalf("ThreadNames(self) = %q, %v; main thread comm %q, %v", names, err, comm, cerr)
+	}
+	if _, err := ThreadNames(-1); err == nil {
+		t.Fatal("ThreadNames(-1) succeeded")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
 	"github.com/nimbus-vmm/nimbus/internal/kvm/kvmtest"
+	"github.com/nimbus-vmm/nimbus/internal/testproc"
 	"github.com/nimbus-vmm/nimbus/internal/vm"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
@@ -139,14 +140,14 @@ func TestBootGuest(t *testing.T) {
 	}
 	// vCPU threads end with their goroutines (allow the runtime a moment),
 	// and none was ever the main thread, whose name is the process's.
-	vcpuThreads := func() (names []string) {
-		tasks, _ := filepath.Glob("/proc/self/task/*/comm")
-		for _, f := range tasks {
-			if b, err := os.ReadFile(f); err == nil && strings.HasPrefix(string(b), "vcpu") {
-				names = append(names, f+"="+strings.TrimSpace(string(b)))
+	vcpuThreads := func() (vcpus []string) {
+		names, _ := testproc.ThreadNames(os.Getpid())
+		for _, n := range names {
+			if strings.HasPrefix(n, "vcpu") {
+				vcpus = append(vcpus, n)
 			}
 		}
-		return names
+		return vcpus
 	}
 	for i := 0; i < 100 && len(vcpuThreads()) > 0; i++ {
 		time.Sleep(10 * time.Millisecond)

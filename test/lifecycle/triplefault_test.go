@@ -15,6 +15,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
 	"github.com/nimbus-vmm/nimbus/internal/boot"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/internal/testproc"
 	"github.com/nimbus-vmm/nimbus/pkg/client"
 )
 
@@ -114,18 +115,9 @@ func startBare(t *testing.T) *vmmProc {
 // Threads that end while it reads are skipped.
 func (p *vmmProc) threadNames() []string {
 	p.t.Helper()
-	task := fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid)
-	ents, err := os.ReadDir(task)
+	names, err := testproc.ThreadNames(p.cmd.Process.Pid)
 	if err != nil {
 		p.t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(task, e.Name(), "comm"))
-		if err != nil {
-			continue
-		}
-		names = append(names, strings.TrimSpace(string(b)))
 	}
 	return names
 }
