@@ -232,7 +232,7 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	// bullet-proof: the L1 kernel has been seen to panic, and to lock up
 	// with both vCPUs spinning in the scheduler, in the middle of a run.
 	// When the sandbox dies (ErrBoot: no exit marker) or stalls, the
-	// packages that did not finish get a fresh boot, at most twice, within
+	// packages that did not finish get a fresh boot, at most four times, within
 	// Timeout, and the log says so.
 	unfinished := func() []int {
 		var todo []int
@@ -253,7 +253,7 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 			fmt.Fprintf(tc.Log, "nimbus-sandbox: the sandbox died: %v\nnimbus-sandbox: running the %d unfinished package(s) again in a fresh boot\n", err, len(unfinished()))
 		}
 	}
-	res, err := runUnfinished(2)
+	res, err := runUnfinished(4)
 	// Nested guests also fail now and then on their own: silent from their
 	// first instruction, or reset early in boot, with the L1 kernel alive.
 	// With Rerun, a failed package's failed tests (the whole package after
