@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
+	"github.com/nimbus-vmm/nimbus/internal/hostkvm"
 	"github.com/nimbus-vmm/nimbus/internal/sandbox"
 )
 
@@ -25,17 +26,19 @@ type Assets struct {
 	QEMU       string // qemu-system-x86_64; "" if not available
 }
 
-// RequireKVM skips the test when /dev/kvm is unusable, or fails it when
+// RequireKVM skips the test unless this machine's KVM boots stock Linux
+// guests (hardware KVM, see internal/hostkvm: not PVM), or fails it when
 // NIMBUS_REQUIRE_KVM=1 (as inside the sandbox).
 func RequireKVM(t testing.TB) {
 	t.Helper()
-	if sandbox.HaveKVM() {
+	r := hostkvm.Host()
+	if r.BootsStockGuests() {
 		return
 	}
 	if sandbox.RequireKVM() {
-		t.Fatalf("/dev/kvm is not usable but %s=1", sandbox.EnvRequireKVM)
+		t.Fatalf("%s=1, but %s: stock guests do not boot here", sandbox.EnvRequireKVM, r)
 	}
-	t.Skipf("/dev/kvm is not usable; run with `make test-kvm` (nimbus-sandbox test) to use the QEMU sandbox")
+	t.Skipf("%s: stock guests do not boot here; `make test-kvm` (nimbus-sandbox test) runs this in the QEMU sandbox", r)
 }
 
 // Require calls RequireKVM and locates the assets: from NIMBUS_GUEST_KERNEL,

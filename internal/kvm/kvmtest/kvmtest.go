@@ -10,6 +10,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/nimbus-vmm/nimbus/internal/hostkvm"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
 )
 
@@ -63,4 +64,20 @@ func NewVM(t testing.TB, sys *kvm.System) *kvm.VM {
 	}
 	t.Cleanup(func() { vm.Close() })
 	return vm
+}
+
+// RequireStockGuests is Require for tests whose guest does what only a
+// hardware-assisted KVM gets right (a triple fault, a stock kernel): on
+// software KVM such as PVM, where the basic ioctl tests do pass, it skips
+// with the host's classification (internal/hostkvm), or fails when Required.
+func RequireStockGuests(t testing.TB) *kvm.System {
+	t.Helper()
+	sys := Require(t)
+	if r := hostkvm.Host(); !r.BootsStockGuests() {
+		if Required() {
+			t.Fatalf("%s=1, but %s", RequireEnv, r)
+		}
+		t.Skipf("skipping: %s; `make test-kvm` runs this in the QEMU sandbox", r)
+	}
+	return sys
 }
