@@ -1,6 +1,6 @@
 // Command nimbus-sandbox runs commands and Go test binaries where KVM
-// works: directly when /dev/kvm exists, otherwise inside a QEMU TCG guest
-// with nested KVM (see internal/sandbox).
+// boots stock guests: on the host where it has hardware KVM, otherwise
+// inside a QEMU TCG guest with nested KVM (see internal/sandbox).
 //
 //	nimbus-sandbox [--file HOST:GUEST]... [--env K=V]... [--timeout D] [--mode auto|qemu|host] -- CMD ARGS...
 //	nimbus-sandbox test [-run REGEX] [-timeout D] [-pkg-timeout D] [-stall D] [-rerun-failed] [-qemu] [-mode M] [-env K=V]... PKG...
@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -98,8 +97,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "kill the sandbox after this long")
 	fs.DurationVar(&cfg.Stall, "stall", 0, "kill the sandbox after this long without console output (0: never)")
 	fs.StringVar(&cfg.Dir, "dir", "/", "working directory (a guest path)")
-	fs.Var(modeFlag{&cfg.Mode}, "mode", "auto (host if /dev/kvm works, else qemu), qemu or host")
-	withQEMU := fs.Bool("qemu", false, "make the host's QEMU available to the command as $"+sandbox.EnvQEMU)
+	fs.Var(modeFlag{&cfg.Mode}, "mode", "auto (host where it has hardware KVM, else qemu), qemu or host")
+	fs.BoolVar(&cfg.WithQEMU, "qemu", false, "make the host's QEMU available to the command as $"+sandbox.EnvQEMU)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: nimbus-sandbox [flags] -- CMD ARGS...\n       nimbus-sandbox test [-run REGEX] [-qemu] PKG...\n       nimbus-sandbox kernel\n")
 		fs.PrintDefaults()
@@ -121,12 +120,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cfg.Files = append(cfg.Files, sandbox.File{Host: h, Guest: g})
 	}
 	cfg.Env = env
-	if *withQEMU {
-		if err := addQEMU(&cfg); err != nil {
-			fmt.Fprintf(stderr, "nimbus-sandbox: %v\n", err)
-			return exitSandboxFailure
-		}
-	}
 	res, err := sandbox.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "nimbus-sandbox: %v\n", err)
@@ -184,26 +177,6 @@ func runKernel(ctx context.Context, stdout, stderr io.Writer) int {
 		return exitSandboxFailure
 	}
 	return 1
-}
-
-// addQEMU ships QEMU into the sandbox guest, or points at the host's where
-// the command runs on the host.
-func addQEMU(cfg *sandbox.Config) error {
-	if cfg.Mode == sandbox.Host || cfg.Mode == sandbox.Auto && sandbox.HaveKVM() {
-		q, err := exec.LookPath("qemu-system-x86_64")
-		if err != nil {
-			return fmt.Errorf("%w: qemu-system-x86_64: %w", sandbox.ErrMissingTool, err)
-		}
-		cfg.Env = append(cfg.Env, sandbox.EnvQEMU+"="+q)
-		return nil
-	}
-	files, guest, err := sandbox.QEMUFiles("")
-	if err != nil {
-		return err
-	}
-	cfg.Files = append(cfg.Files, files...)
-	cfg.Env = append(cfg.Env, sandbox.EnvQEMU+"="+guest)
-	return nil
 }
 
 func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -1,7 +1,9 @@
-// Package sandbox runs commands where KVM works: directly on the host when
-// /dev/kvm exists, otherwise inside a QEMU TCG guest (-cpu max emulates AMD
-// SVM) running Debian's kernel with the KVM modules loaded, which gives a
-// nested /dev/kvm. It also keeps the cache of that kernel (EnsureKernel) and
+// Package sandbox runs commands where KVM boots stock guests: on the host
+// when it has hardware KVM (internal/hostkvm), otherwise inside a QEMU TCG
+// guest (-cpu max emulates AMD SVM) running Debian's kernel with the KVM
+// modules loaded, which gives a nested /dev/kvm. Either way the command
+// sees the shipped files at their guest paths (on the host, through a
+// private mount namespace). It also keeps the cache of that kernel (EnsureKernel) and
 // defines the environment variables that KVM and end-to-end tests read.
 //
 // `nimbus-sandbox test PKG...` (RunTests) lays the sandbox out as
@@ -14,9 +16,8 @@
 //	/nimbus/guest/busybox        $NIMBUS_BUSYBOX
 //	/usr/bin/qemu-system-x86_64  $NIMBUS_QEMU (with -qemu)
 //
-// with NIMBUS_REQUIRE_KVM=1. On a host with /dev/kvm the same variables
-// point at the build cache (build/sandbox/run-*, build/cache) instead. Tests get
-// these through internal/guestimage/guesttest.Require.
+// with NIMBUS_REQUIRE_KVM=1, the same paths in both modes. Tests get these
+// through internal/guestimage/guesttest.Require.
 package sandbox
 
 import (
@@ -44,9 +45,6 @@ const (
 	EnvQEMU = "NIMBUS_QEMU"
 	// EnvInSandbox=1 is set inside the QEMU sandbox guest.
 	EnvInSandbox = "NIMBUS_IN_SANDBOX"
-	// EnvSandboxRoot is where guest paths live: "/" in the QEMU sandbox, a
-	// temporary directory when the command runs on the host.
-	EnvSandboxRoot = "NIMBUS_SANDBOX_ROOT"
 	// EnvCacheDir overrides the build cache directory (default build/cache
 	// at the module root).
 	EnvCacheDir = "NIMBUS_CACHE_DIR"
@@ -55,16 +53,6 @@ const (
 // RequireKVM reports whether NIMBUS_REQUIRE_KVM=1: tests that need KVM must
 // then fail instead of skipping.
 func RequireKVM() bool { return os.Getenv(EnvRequireKVM) == "1" }
-
-// HaveKVM reports whether /dev/kvm can be opened for reading and writing.
-func HaveKVM() bool {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	return true
-}
 
 // DefaultCacheDir returns $NIMBUS_CACHE_DIR, or build/cache under the
 // directory holding go.mod, searched upwards from the working directory.

@@ -97,13 +97,7 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 			return sum, err
 		}
 	}
-	mode := tc.Mode
-	if mode == Auto {
-		mode = QEMU
-		if HaveKVM() {
-			mode = Host
-		}
-	}
+	mode := ResolveMode(tc.Mode, tc.Log)
 	// A directory per run: several engineers may run the KVM tier in one
 	// tree at the same time.
 	parent, err := filepath.Abs(filepath.Join(tc.CacheDir, "..", "sandbox"))
@@ -169,13 +163,10 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	}
 	const busybox = "/bin/busybox"
 
-	// 3. Where things are for the command: guest paths under QEMU, host
-	// paths on the host.
+	// 3. Where things are for the command: the same guest paths in both
+	// modes.
 	var files []File
 	loc := func(host, guest string) string {
-		if mode == Host {
-			return host
-		}
 		files = append(files, File{Host: host, Guest: guest})
 		return guest
 	}
@@ -194,29 +185,17 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	}
 	env = append(env, tc.Env...)
 	if tc.WithQEMU {
-		if mode == Host {
-			if q, err := exec.LookPath("qemu-system-x86_64"); err == nil {
-				env = append(env, EnvQEMU+"="+q)
-			}
-		} else {
-			qf, gq, err := QEMUFiles("")
-			if err != nil {
-				return sum, err
-			}
-			files = append(files, qf...)
-			env = append(env, EnvQEMU+"="+gq)
+		if files, env, err = addQEMU(mode, files, env); err != nil {
+			return sum, err
 		}
 	}
 	// Ship every binary, testdata and the script once; each attempt below
 	// only rewrites the script.
 	runs := make([]testRun, len(run))
 	for i, p := range run {
-		runs[i] = testRun{bin: loc(p.Bin, "/nimbus/tests/"+filepath.Base(p.Bin)), dir: p.Dir}
-		if mode != Host {
-			runs[i].dir = "/nimbus/src/" + p.ImportPath
-			if p.HasTestdata {
-				loc(filepath.Join(p.Dir, "testdata"), runs[i].dir+"/testdata")
-			}
+		runs[i] = testRun{bin: loc(p.Bin, "/nimbus/tests/"+filepath.Base(p.Bin)), dir: "/nimbus/src/" + p.ImportPath}
+		if p.HasTestdata {
+			loc(filepath.Join(p.Dir, "testdata"), runs[i].dir+"/testdata")
 		}
 	}
 	scriptPath := filepath.Join(work, "run-tests.sh")
@@ -359,7 +338,7 @@ func runTestScript(ctx context.Context, tc TestConfig, rep *testReporter, todo [
 	res, err := Run(ctx, Config{
 		Args: []string{"sh", runScript}, Files: files, Env: env, Mode: mode,
 		Stdout: rep, Log: tc.Log, Timeout: left, CacheDir: tc.CacheDir, Kernel: k,
-		Stall: stall, Check: func() error { return rep.overrun(tc.PkgTimeout + time.Minute) },
+		Stall: stall, modeSaid: true, Check: func() error { return rep.overrun(tc.PkgTimeout + time.Minute) },
 	})
 	rep.flush()
 	return res, err

@@ -43,6 +43,23 @@ func QEMUFiles(qemu string) ([]File, string, error) {
 	return files, guestBin, nil
 }
 
+// addQEMU makes a QEMU available to the command as $NIMBUS_QEMU: the
+// host's on the host, shipped with its libraries into the QEMU sandbox.
+func addQEMU(mode Mode, files []File, env []string) ([]File, []string, error) {
+	if mode == Host {
+		q, err := exec.LookPath("qemu-system-x86_64")
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: qemu-system-x86_64: %w", ErrMissingTool, err)
+		}
+		return files, append(env, EnvQEMU+"="+q), nil
+	}
+	qf, guest, err := QEMUFiles("")
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(files, qf...), append(env, EnvQEMU+"="+guest), nil
+}
+
 // parseLdd returns the absolute library paths in ldd output.
 func parseLdd(out []byte) ([]string, error) {
 	var libs []string

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"debug/elf"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -80,7 +79,9 @@ type Config struct {
 	// Log receives the sandbox's own messages: figures and boot errors.
 	Log io.Writer
 
-	Timeout time.Duration // default 10 minutes
+	// Timeout bounds the sandbox itself (default 10 minutes), not the
+	// build of the nimbus binaries before it.
+	Timeout time.Duration
 	// Stall kills the sandbox (ErrStalled) when its console prints nothing
 	// for this long (QEMU mode; 0: never). The init prints a heartbeat
 	// every HeartbeatEvery, so silence means the L1 guest itself stopped.
@@ -98,6 +99,17 @@ type Config struct {
 	Busybox  string  // default /bin/busybox (Debian busybox-static)
 	// Modules overrides DefaultModules (tests use an empty, non-nil slice).
 	Modules []string
+	// NimbusBin is a host directory with the nimbus binaries, shipped at
+	// /nimbus/bin unless Files already ship that path; empty: build them
+	// from the module (go build ./cmd/nimbus ./cmd/nimbus-remote).
+	NimbusBin string
+
+	// WithQEMU makes a QEMU available to the command as $NIMBUS_QEMU
+	// (shipped into the QEMU sandbox), for reference guest boots.
+	WithQEMU bool
+
+	// modeSaid: Mode is already resolved and logged (RunTests).
+	modeSaid bool
 }
 
 // Result is the outcome of a run that got as far as running the command.
@@ -119,10 +131,13 @@ type Result struct {
 // /dev/kvm, stdin /dev/null and NIMBUS_IN_SANDBOX=1, prints an exit marker
 // and powers off.
 //
-// In host mode the files are symlinked into a temporary root R (guest path
-// /a/b becomes R/a/b) and, in Args, Env values and Dir, any value equal to
-// or below a shipped guest path, or below a shipped file's directory, is
-// rewritten to R+value. NIMBUS_SANDBOX_ROOT gives R ("/" under QEMU).
+// In host mode the command runs in a private mount namespace in which the
+// files are bind-mounted at their guest paths over the host's own tree
+// (see runHost), so the same command and paths work in both modes.
+//
+// In both modes the nimbus binaries are on the command's PATH at
+// /nimbus/bin: the shipped directory of that name, or else the binaries
+// from NimbusBin (built from the module when empty).
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if len(cfg.Args) == 0 {
 		return nil, fmt.Errorf("%w: no command", ErrBoot)
@@ -150,12 +165,21 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cfg.Dir = "/"
 	}
 	mode := cfg.Mode
-	if mode == Auto {
-		mode = QEMU
-		if HaveKVM() {
-			mode = Host
+	if !cfg.modeSaid {
+		mode = ResolveMode(cfg.Mode, cfg.Log)
+	}
+	if cfg.WithQEMU {
+		var err error
+		if cfg.Files, cfg.Env, err = addQEMU(mode, cfg.Files, cfg.Env); err != nil {
+			return nil, err
 		}
 	}
+	// Building the binaries is not the sandbox's time: Timeout starts after.
+	cleanup, err := shipNimbus(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	if mode == Host {
@@ -232,13 +256,13 @@ func initScript(nonce string, modules []string, cfg Config) string {
 	var s strings.Builder
 	fmt.Fprintf(&s, `#!/bin/sh
 /bin/busybox --install -s
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export PATH=%s:/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tmpfs tmpfs /tmp
 echo %s %s
-`, markInit, nonce)
+`, guestBinDir, markInit, nonce)
 	for _, m := range modules {
 		fmt.Fprintf(&s, "insmod %s || echo %s insmod %s failed\n", m, errPrefix, m)
 	}
@@ -246,7 +270,7 @@ echo %s %s
 	// Loopback up and /run/netns present, as on a normal host: tests bind
 	// to 127.0.0.1 and name network namespaces (ip netns, vishvananda/netns).
 	fmt.Fprintf(&s, "ip link set lo up\nmkdir -p /run/netns /var/run\n[ -e /var/run/netns ] || ln -s /run/netns /var/run/netns\n")
-	fmt.Fprintf(&s, "export %s=1 %s=/ HOME=/root\n", EnvInSandbox, EnvSandboxRoot)
+	fmt.Fprintf(&s, "export %s=1 HOME=/root\n", EnvInSandbox)
 	for _, e := range cfg.Env {
 		k, v, _ := strings.Cut(e, "=")
 		fmt.Fprintf(&s, "export %s=%s\n", k, quote(v))
@@ -549,71 +573,4 @@ func (c *console) line(l string) {
 
 func (c *console) tail() string {
 	return strings.Join(c.lastLines, "\n")
-}
-
-// runHost runs the command on this machine with the files under a
-// temporary root (see Run).
-func runHost(ctx context.Context, cfg Config) (*Result, error) {
-	root, err := os.MkdirTemp("", "nimbus-sandbox-root-")
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBoot, err)
-	}
-	defer os.RemoveAll(root)
-	var prefixes []string
-	for _, f := range cfg.Files {
-		abs, err := filepath.Abs(f.Host)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBoot, err)
-		}
-		if _, err := os.Stat(abs); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBoot, err)
-		}
-		dst := filepath.Join(root, filepath.FromSlash(f.Guest))
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBoot, err)
-		}
-		if err := os.Symlink(abs, dst); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBoot, err)
-		}
-		prefixes = append(prefixes, path.Clean(f.Guest), path.Dir(path.Clean(f.Guest)))
-	}
-	mapPath := func(v string) string {
-		for _, p := range prefixes {
-			if p != "/" && (v == p || strings.HasPrefix(v, p+"/")) {
-				return filepath.Join(root, v)
-			}
-		}
-		return v
-	}
-	args := make([]string, len(cfg.Args))
-	for i, a := range cfg.Args {
-		args[i] = mapPath(a)
-	}
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), EnvSandboxRoot+"="+root)
-	for _, e := range cfg.Env {
-		k, v, _ := strings.Cut(e, "=")
-		cmd.Env = append(cmd.Env, k+"="+mapPath(v))
-	}
-	cmd.Dir = mapPath(cfg.Dir)
-	if cfg.Dir == "/" {
-		cmd.Dir = root
-	}
-	cmd.Stdout = cfg.Stdout
-	cmd.Stderr = cfg.Stdout
-	cmd.WaitDelay = 5 * time.Second
-	start := time.Now()
-	err = cmd.Run()
-	res := &Result{Mode: Host, CommandTime: time.Since(start)}
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		return nil, fmt.Errorf("%w after %v: %w", ErrTimeout, cfg.Timeout, ctx.Err())
-	case errors.As(err, &ee):
-		res.ExitStatus = ee.ExitCode()
-	case err != nil:
-		return nil, fmt.Errorf("%w: %w", ErrBoot, err)
-	}
-	fmt.Fprintf(cfg.Log, "nimbus-sandbox: host: command %.2fs, exit status %d\n", res.CommandTime.Seconds(), res.ExitStatus)
-	return res, nil
 }

@@ -211,23 +211,71 @@ func TestReporterOverrun(t *testing.T) {
 	}
 }
 
-func TestHostModeMapsGuestPaths(t *testing.T) {
+// TestHostModeShipsAtGuestPaths: on the host the command sees each shipped
+// file and directory at its guest path (also from inside a shell string),
+// the host's own tree beside them, nimbus on its PATH; the host's / gains
+// nothing.
+func TestHostModeShipsAtGuestPaths(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("host mode needs root")
+	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "msg"), []byte("from-host\n"), 0o644)
-	var out bytes.Buffer
+	os.Mkdir(filepath.Join(dir, "d"), 0o755)
+	os.WriteFile(filepath.Join(dir, "d", "f"), []byte("in-dir\n"), 0o644)
+	bin := t.TempDir()
+	os.WriteFile(filepath.Join(bin, "nimbus"), []byte("#!/bin/sh\necho fake-nimbus \"$@\"\n"), 0o755)
+	var out, log bytes.Buffer
 	res, err := Run(context.Background(), Config{
-		Mode:   Host,
-		Files:  []File{{Host: filepath.Join(dir, "msg"), Guest: "/data/msg"}},
-		Env:    []string{"MSG=/data/msg", "OTHER=/etc/hostname"},
-		Args:   []string{"sh", "-c", `cat /data/msg 2>/dev/null || echo not-rewritten; cat "$MSG"; echo "$OTHER"; test "$NIMBUS_SANDBOX_ROOT" = "$PWD" && echo root-ok; exit 3`},
-		Stdout: &out,
+		Mode: Host,
+		Files: []File{
+			{Host: filepath.Join(dir, "msg"), Guest: "/data/msg"},
+			{Host: filepath.Join(dir, "d"), Guest: "/nimbus/guest"},
+			{Host: filepath.Join(dir, "msg"), Guest: "/nimbus/guest/f"}, // over a file of a shipped dir
+			{Host: filepath.Join(dir, "msg"), Guest: "/vmlinuz-nimbus-test"},
+		},
+		Env:       []string{"MSG=/data/msg"},
+		Dir:       "/nimbus/guest",
+		NimbusBin: bin,
+		Args: []string{"sh", "-c", `cat /data/msg "$MSG" f /vmlinuz-nimbus-test; pwd; nimbus --version; ` +
+			`test -r /etc/os-release && echo host-tree; touch /nimbus/new && echo tmpfs-writable; exit 3`},
+		Stdout: &out, Log: &log,
 	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, out.String())
 	}
-	want := "not-rewritten\nfrom-host\n/etc/hostname\nroot-ok\n"
+	want := "from-host\nfrom-host\nfrom-host\nfrom-host\n/nimbus/guest\nfake-nimbus --version\nhost-tree\ntmpfs-writable\n"
 	if res.ExitStatus != 3 || out.String() != want {
 		t.Fatalf("status %d output %q, wanted 3 and %q", res.ExitStatus, out.String(), want)
+	}
+	if !strings.HasPrefix(log.String(), "nimbus-sandbox: ") || !strings.Contains(log.String(), "running on the host (-mode host)") {
+		t.Errorf("log does not say where the command ran:\n%s", log.String())
+	}
+	for _, p := range []string{"/data", "/nimbus", "/vmlinuz-nimbus-test"} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s exists on the host after the run", p)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "d", "f")); string(b) != "in-dir\n" {
+		t.Errorf("the bind over a shipped dir's file changed the host file: %q", b)
+	}
+}
+
+// TestHostModeRefusesPathsInHostDirs: a guest path that would need a new
+// mount point inside a host directory is refused before anything runs.
+func TestHostModeRefusesPathsInHostDirs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("host mode needs root")
+	}
+	f := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(f, nil, 0o644)
+	_, err := Run(context.Background(), Config{Mode: Host, NimbusBin: t.TempDir(),
+		Files: []File{{Host: f, Guest: "/usr/nimbus-sandbox-test/f"}}, Args: []string{"true"}})
+	if !errors.Is(err, ErrBoot) || !strings.Contains(err.Error(), "/usr/nimbus-sandbox-test/f lies in host directory /usr/nimbus-sandbox-test") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat("/usr/nimbus-sandbox-test"); err == nil {
+		t.Fatal("the refused mount point was created on the host")
 	}
 }
 
@@ -382,10 +430,11 @@ func TestRunTestsOnHost(t *testing.T) {
 			t.Fatalf("passing run output lacks %q:\n%s", want, out)
 		}
 	}
-	if HaveKVM() {
-		return // the failing selection below relies on /dev/kvm being absent
+	if HostBootsStockGuests() {
+		return // the failing selection below relies on guests not booting here
 	}
-	// NIMBUS_REQUIRE_KVM=1 without /dev/kvm makes the boot test fail.
+	// NIMBUS_REQUIRE_KVM=1 where stock guests do not boot makes the boot
+	// test fail.
 	sum, out, _ = run("^TestBootUnderQEMUKVM$")
 	if sum.Failed != 1 || sum.Passed != 0 || !strings.Contains(out, "FAIL\tgithub.com/nimbus-vmm/nimbus/internal/guestimage\t") ||
 		!strings.Contains(out, "\n0 passed, 1 failed\n") {
