@@ -139,16 +139,16 @@ func (m *VM) PowerButton() error {
 	return nil
 }
 
-// NMI injects an NMI into every vCPU (KVM_NMI queues it; a vCPU in
-// KVM_RUN takes it at its next entry, as upstream).
+// NMI injects an NMI into every vCPU, as upstream's CpuManager::nmi: it
+// flags each vCPU and kicks it, and the vCPU's own thread makes the
+// KVM_NMI ioctl before it re-enters the guest (see vcpu.nmi). A paused
+// vCPU takes it when resumed.
 func (m *VM) NMI() error {
-	var errs []error
 	for _, c := range m.vcpus {
-		if err := c.v.NMI(); err != nil {
-			errs = append(errs, wrap(ErrKVM, fmt.Errorf("vcpu %d: %w", c.id, err)))
-		}
+		c.nmi.Store(true)
 	}
-	return errors.Join(errs...)
+	m.kickAll()
+	return nil
 }
 
 // Counters reports every virtio device that keeps counters, by id.

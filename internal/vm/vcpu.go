@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync/atomic"
 
 	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
 	"github.com/nimbus-vmm/nimbus/internal/config"
@@ -24,6 +25,11 @@ func init() { runtime.LockOSThread() }
 type vcpu struct {
 	id int
 	v  *kvm.Vcpu
+	// nmi asks the vCPU's own thread to inject an NMI before its next
+	// entry. Any vCPU ioctl from another thread waits for KVM_RUN to
+	// return (KVM holds vcpu->mutex in it), which a guest idle in HLT
+	// never does; so only the vCPU thread makes vCPU ioctls.
+	nmi atomic.Bool
 }
 
 // createVcpus creates boot_vcpus vCPUs and sets their CPUID, MSRs, LAPIC
@@ -110,6 +116,11 @@ func (m *VM) runVcpu(c *vcpu) {
 	for m.park() {
 		if c.id == 0 {
 			m.entered.Do(m.logFirstEntry)
+		}
+		if c.nmi.Swap(false) {
+			if err := c.v.NMI(); err != nil {
+				m.log.Warn("injecting an NMI failed", "vcpu", c.id, "err", err)
+			}
 		}
 		exit, err := c.v.Run()
 		if err != nil {

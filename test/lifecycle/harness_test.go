@@ -138,8 +138,9 @@ func (p *vmmProc) processLog() string {
 }
 
 // start runs nimbus with the guest's kernel and initramfs, the given
-// command line, 1 vCPU, 256 MiB and the serial port in a file, plus extra
-// options; it returns once the API socket answers.
+// command line, 1 vCPU (unless extra has --cpus), 256 MiB and the serial
+// port in a file, plus extra options; it returns once the API socket
+// answers.
 func (g *guest) start(t *testing.T, cmdline string, extra ...string) *vmmProc {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "nimbus-lc") // sun_path is 108 bytes; t.TempDir can be longer
@@ -147,15 +148,18 @@ func (g *guest) start(t *testing.T, cmdline string, extra ...string) *vmmProc {
 		t.Fatal(err)
 	}
 	serial := filepath.Join(dir, "serial.log")
-	args := append([]string{
+	args := []string{
 		"--kernel", g.assets.Kernel,
 		"--initramfs", g.initramfs,
 		"--cmdline", cmdline,
-		"--cpus", "boot=1",
 		"--memory", "size=256M",
 		"--serial", "file=" + serial,
 		"--console", "off",
-	}, extra...)
+	}
+	if !slices.Contains(extra, "--cpus") {
+		args = append(args, "--cpus", "boot=1")
+	}
+	args = append(args, extra...)
 	return startVMM(t, dir, filepath.Join(g.assets.BinDir, "nimbus"), args...)
 }
 

@@ -2,7 +2,9 @@ package lifecycle
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -98,6 +100,36 @@ func TestPauseResumeRebootShutdownBootSIGTERM(t *testing.T) {
 			t.Fatal("API still answers after the VMM exited")
 		}
 	}
+}
+
+// nmiSeen matches the guest kernel's report of an NMI it has no handler
+// for ("Uhhuh. NMI received for unknown reason 00 on CPU 1.", or the SERR
+// and IOCHK variants on CPU 0), printed at KERN_EMERG even with quiet.
+var nmiSeen = regexp.MustCompile(`NMI.* on CPU (\d+)\.`)
+
+// TestNMIOnIdleGuest: vm.nmi on a 2-vCPU guest that sits idle in HLT, so
+// that nothing makes its vCPUs leave KVM_RUN, reaches both vCPUs and never
+// stalls the API. A KVM_NMI ioctl made from the control loop waited for
+// KVM_RUN to return (the vCPU mutex), which hung vm.nmi, then every
+// request after it, vmm.ping included, until kill -9.
+func TestNMIOnIdleGuest(t *testing.T) {
+	g := newGuest(t)
+	p := g.start(t, cmdline(true), "--cpus", "boot=2")
+	p.waitBoots(1)
+	ping := func(ctx context.Context) error { _, err := p.api.Ping(ctx); return err }
+	for i := range 10 {
+		p.do(fmt.Sprintf("nmi #%d", i+1), p.api.NMI)
+		p.do(fmt.Sprintf("ping after nmi #%d", i+1), ping)
+	}
+	p.waitFor("the guest's report of an NMI on each vCPU", apiTimeout, func() bool {
+		cpus := map[string]bool{}
+		for _, m := range nmiSeen.FindAllStringSubmatch(p.output(), -1) {
+			cpus[m[1]] = true
+		}
+		return cpus["0"] && cpus["1"]
+	})
+	p.wantState(client.StateRunning)
+	p.do("power-button", p.api.PowerButton)
 }
 
 // TestGuestRebootThenDelete: a guest `reboot -f` resets the VM and the
