@@ -8,6 +8,12 @@
 # (serial, a direct write and read back) and eth0 (address, ping of the
 # tap's host side 192.168.249.1).
 set -u
+# The tap and its address live in a network namespace of the demo's own,
+# never in the machine's (in the QEMU sandbox and on a host alike).
+if [ "${NIMBUS_DEMO_NETNS:-}" != 1 ]; then
+	NIMBUS_DEMO_NETNS=1 exec unshare -n -- sh "$0" "$@"
+fi
+ip link set lo up
 B=/nimbus/bin; G=/nimbus/guest; S=/tmp/nimbus.sock; R="$B/nimbus-remote --api-socket $S"
 DISK=/tmp/disk.img; TAP=ndemo0; MAC=52:54:00:de:0d:01
 run() { echo "\$ $*"; "$@"; }

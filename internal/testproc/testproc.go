@@ -28,9 +28,17 @@ type Proc struct {
 // waits for it.
 func Start(t testing.TB, name string, args ...string) *Proc {
 	t.Helper()
+	return StartVia(t, func(start func() error) error { return start() }, name, args...)
+}
+
+// StartVia is Start with the fork made by via, which must call start and
+// return its error: via can run it on an OS thread it has switched into
+// another namespace, which the child then inherits.
+func StartVia(t testing.TB, via func(start func() error) error, name string, args ...string) *Proc {
+	t.Helper()
 	p := &Proc{Cmd: exec.Command(name, args...), exited: make(chan struct{})}
 	p.Cmd.Stdout, p.Cmd.Stderr = &p.out, &p.out
-	if err := p.Cmd.Start(); err != nil {
+	if err := via(p.Cmd.Start); err != nil {
 		t.Fatal(err)
 	}
 	go func() {

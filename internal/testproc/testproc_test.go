@@ -5,9 +5,12 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestOutputAndExit(t *testing.T) {
@@ -48,5 +51,40 @@ func TestThreadNames(t *testing.T) {
 	}
 	if _, err := ThreadNames(-1); err == nil {
 		t.Fatal("ThreadNames(-1) succeeded")
+	}
+}
+
+// TestStartViaInheritsTheThreadsNamespace: a process started from a thread
+// that via moved into a new UTS namespace sees that namespace's hostname,
+// which is how the network tests start nimbus inside their namespace.
+func TestStartViaInheritsTheThreadsNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a new UTS namespace")
+	}
+	via := func(start func() error) error {
+		errc := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread dies with its namespace
+			if err := unix.Unshare(unix.CLONE_NEWUTS); err != nil {
+				errc <- err
+				return
+			}
+			if err := unix.Sethostname([]byte("nimbus-via")); err != nil {
+				errc <- err
+				return
+			}
+			errc <- start()
+		}()
+		return <-errc
+	}
+	p := StartVia(t, via, "hostname")
+	if exited, err := p.Wait(context.Background()); !exited || err != nil {
+		t.Fatalf("exited %v err %v", exited, err)
+	}
+	if got := strings.TrimSpace(p.Output()); got != "nimbus-via" {
+		t.Fatalf("hostname in the child %q, want nimbus-via", got)
+	}
+	if h, _ := os.Hostname(); h == "nimbus-via" {
+		t.Fatal("the test's own hostname changed")
 	}
 }

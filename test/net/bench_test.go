@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
@@ -48,14 +50,19 @@ type flowResult struct {
 
 func (r flowResult) mbps() float64 { return float64(r.bytes) / r.took.Seconds() / 1e6 }
 
-func newFlowTimer(t *testing.T, size int) *flowTimer {
+// newFlowTimer listens in ns, the namespace of the VMM's tap.
+func newFlowTimer(t *testing.T, ns netns.NsHandle, size int) *flowTimer {
 	t.Helper()
 	f := &flowTimer{size: size}
-	var err error
-	if f.up, err = net.Listen("tcp4", ":0"); err != nil {
-		t.Fatal(err)
-	}
-	if f.down, err = net.Listen("tcp4", ":0"); err != nil {
+	if err := inNetns(ns, func() (err error) {
+		if f.up, err = net.Listen("tcp4", ":0"); err != nil {
+			return err
+		}
+		if f.down, err = net.Listen("tcp4", ":0"); err != nil {
+			f.up.Close()
+		}
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	f.wg.Add(2)
@@ -124,14 +131,17 @@ nc %[2]s %[5]d | dd of=/dev/null bs=64k 2>/dev/null
 }
 
 // runBench runs one VMM to completion and returns its two flows.
-func runBench(t *testing.T, f *flowTimer, name string, args ...string) (up, down flowResult) {
+func runBench(t *testing.T, ns netns.NsHandle, f *flowTimer, name string, args ...string) (up, down flowResult) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*guestTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
+	err := startIn(ns)(cmd.Start)
+	if err == nil {
+		err = cmd.Wait()
+	}
 	f.close()
 	if err != nil || f.upRes.err != nil || f.downRes.err != nil || f.upRes.bytes != int64(f.size) || f.downRes.took == 0 {
 		t.Fatalf("%s: %v; up %+v down %+v; output:\n%s", name, err, f.upRes, f.downRes, out.String())
@@ -163,19 +173,30 @@ func TestNetThroughput(t *testing.T) {
 	initrd := a.ImageFile(t, guestimage.Options{})
 	cmdline := "console=ttyS0 rdinit=/init panic=-1 reboot=t quiet"
 
-	// QEMU opens a tap the test made (persistent, so it outlives QEMU).
+	// Both VMMs, their taps and the host ends of the flows live in a
+	// namespace of the test's own. QEMU opens a tap the test made
+	// (persistent, so it outlives QEMU); Nimbus creates its own.
+	ns := newNetns(t)
 	const qtap = "qtap0"
 	if a.QEMU != "" {
-		tap := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: qtap}, Mode: netlink.TUNTAP_MODE_TAP, Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR}
-		if err := netlink.LinkAdd(tap); err != nil {
-			t.Fatalf("creating %s: %v", qtap, err)
-		}
-		t.Cleanup(func() { netlink.LinkDel(tap) })
-		addr, _ := netlink.ParseAddr("10.99.9.1/24")
-		if err := netlink.AddrAdd(tap, addr); err != nil {
+		h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := netlink.LinkSetUp(tap); err != nil {
+		defer h.Close()
+		tap := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: qtap}, Mode: netlink.TUNTAP_MODE_TAP, Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR}
+		if err := inNetns(ns, func() error { return netlink.LinkAdd(tap) }); err != nil {
+			t.Fatalf("creating %s: %v", qtap, err)
+		}
+		l, err := h.LinkByName(qtap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, _ := netlink.ParseAddr("10.99.9.1/24")
+		if err := h.AddrAdd(l, addr); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.LinkSetUp(l); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -188,8 +209,8 @@ func TestNetThroughput(t *testing.T) {
 	var nimbus, qemu []run
 	for i := range benchRounds {
 		if a.QEMU != "" {
-			f := newFlowTimer(t, size)
-			up, down := runBench(t, f, a.QEMU, "-M", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "512M", "-smp", "1",
+			f := newFlowTimer(t, ns, size)
+			up, down := runBench(t, ns, f, a.QEMU, "-M", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "512M", "-smp", "1",
 				"-nographic", "-no-reboot", "-kernel", a.Kernel, "-initrd", initrd,
 				"-append", cmdline+" "+guestimage.RunParam(benchScript("10.99.9.2", "10.99.9.1", f)),
 				"-netdev", "tap,id=n0,ifname="+qtap+",script=no,downscript=no,vhost=off",
@@ -197,8 +218,8 @@ func TestNetThroughput(t *testing.T) {
 			qemu = append(qemu, run{up, down})
 			logRun("qemu", i, qemu[i])
 		}
-		f := newFlowTimer(t, size)
-		up, down := runBench(t, f, nimbusPath(t, a), "--kernel", a.Kernel, "--initramfs", initrd,
+		f := newFlowTimer(t, ns, size)
+		up, down := runBench(t, ns, f, nimbusPath(t, a), "--kernel", a.Kernel, "--initramfs", initrd,
 			"--cmdline", cmdline+" "+guestimage.RunParam(benchScript("10.99.8.2", "10.99.8.1", f)),
 			"--serial", "tty", "--console", "off", "--memory", "size=512M", "--cpus", "boot=1",
 			"--net", "tap=btap0,ip=10.99.8.1,mask=255.255.255.0")

@@ -33,13 +33,16 @@ type vmmUnderTest struct {
 	c      *client.Client
 	sock   string
 	serial string // serial console file
+	// ns, when open, is the network namespace nimbus runs in: the taps it
+	// creates itself must never land in the machine's own namespace.
+	ns netns.NsHandle
 }
 
 // newVMM picks the API socket and serial file paths; start runs nimbus.
 func newVMM(t *testing.T) *vmmUnderTest {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "api.sock")
-	return &vmmUnderTest{c: client.New(sock), sock: sock, serial: filepath.Join(dir, "serial.log")}
+	return &vmmUnderTest{c: client.New(sock), sock: sock, serial: filepath.Join(dir, "serial.log"), ns: netns.None()}
 }
 
 // start runs the nimbus binary with the API socket and the given extra
@@ -49,7 +52,7 @@ func (v *vmmUnderTest) start(ctx context.Context, t *testing.T, a *guesttest.Ass
 	if a.BinDir == "" {
 		t.Fatal("no Nimbus binaries: run under nimbus-sandbox test (NIMBUS_BIN_DIR)")
 	}
-	v.Proc = testproc.Start(t, filepath.Join(a.BinDir, "nimbus"), append([]string{"--api-socket", "path=" + v.sock}, args...)...)
+	v.Proc = testproc.StartVia(t, startIn(v.ns), filepath.Join(a.BinDir, "nimbus"), append([]string{"--api-socket", "path=" + v.sock}, args...)...)
 	if !waitFor(ctx, func() bool { _, err := v.c.Ping(ctx); return err == nil }) {
 		t.Fatalf("no vmm.ping answer; output:\n%s", v.Output())
 	}
@@ -130,14 +133,16 @@ func TestCLITap(t *testing.T) {
 		{"unnamed", "vmtap0", "", "10.99.2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if linkExists(tc.tap) {
+			ns := newNetns(t)
+			if linkIn(t, ns, tc.tap) {
 				t.Fatalf("%s exists before the test", tc.tap)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), guestTimeout)
 			defer cancel()
-			p := newHostPeer(t, netns.None(), payloadSize)
+			p := newHostPeer(t, ns, payloadSize)
 			const mac = "52:54:00:12:34:56"
 			v := newVMM(t)
+			v.ns = ns
 			v.start(ctx, t, a, "--kernel", a.Kernel, "--initramfs", initrd,
 				"--cmdline", guestCmdline(guestNetScript(tc.subnet+".2", tc.subnet+".1", p)),
 				"--serial", "file="+v.serial, "--console", "off", "--memory", "size=256M",
@@ -149,11 +154,11 @@ func TestCLITap(t *testing.T) {
 				p.downErr <- err
 			case <-ctx.Done():
 			}
-			if !linkExists(tc.tap) {
+			if !linkIn(t, ns, tc.tap) {
 				t.Errorf("no host interface %s while the VM runs", tc.tap)
 			}
 			checkCounters(t, v.finish(ctx, t, p, mac), payloadSize)
-			if linkExists(tc.tap) {
+			if linkIn(t, ns, tc.tap) {
 				t.Errorf("%s still exists after nimbus exited", tc.tap)
 			}
 		})

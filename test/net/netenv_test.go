@@ -291,8 +291,30 @@ func readFile(p string) string {
 	return string(b)
 }
 
-// linkExists reports whether an interface name exists in the current namespace.
-func linkExists(name string) bool {
+// linkIn reports whether an interface name exists in ns.
+func linkIn(t *testing.T, ns netns.NsHandle, name string) bool {
+	t.Helper()
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	_, err = h.LinkByName(name)
+	return err == nil
+}
+
+// linkHere reports whether an interface name exists in the test's own
+// namespace (where no test may create one).
+func linkHere(name string) bool {
 	_, err := net.InterfaceByName(name)
 	return err == nil
+}
+
+// startIn returns a testproc.StartVia starter that forks from a thread in
+// ns, so the child runs there; with netns.None() it forks where the test is.
+func startIn(ns netns.NsHandle) func(func() error) error {
+	if !ns.IsOpen() {
+		return func(start func() error) error { return start() }
+	}
+	return func(start func() error) error { return inNetns(ns, start) }
 }

@@ -11,30 +11,43 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestSandboxNetworking proves what the end-to-end tests build on: in the
-// sandbox the test can create a network namespace, a veth pair across it
-// carrying TCP, a bridge, and a Kata-style tap inside the namespace whose
+// TestSandboxNetworking proves what the end-to-end tests build on: the
+// test can create network namespaces, a veth pair across two of them
+// carrying TCP, a bridge, and a Kata-style tap inside a namespace whose
 // queue fd receives the kernel's frames (an ARP request, with its vnet
-// header) when the namespace sends to the tap's subnet.
+// header) when the namespace sends to the tap's subnet. Every link lives
+// in a namespace the test made: none in the machine's own.
 func TestSandboxNetworking(t *testing.T) {
 	requireNetAdmin(t)
-	ns := newNetns(t)
-
-	// veth pair: nbveth0 here, nbveth1 in ns, TCP across.
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "nbveth0"}, PeerName: "nbveth1"}
-	if err := netlink.LinkAdd(veth); err != nil {
-		t.Fatalf("veth: %v", err)
-	}
-	t.Cleanup(func() { netlink.LinkDel(veth) })
-	peer, err := netlink.LinkByName("nbveth1")
+	near, ns := newNetns(t), newNetns(t)
+	hNear, err := netlink.NewHandleAt(near, unix.NETLINK_ROUTE)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := netlink.LinkSetNsFd(peer, int(ns)); err != nil {
+	defer hNear.Close()
+	inNS, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inNS.Close()
+
+	// veth pair: nbveth0 in near, nbveth1 in ns, TCP across.
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "nbveth0"}, PeerName: "nbveth1"}
+	if err := hNear.LinkAdd(veth); err != nil {
+		t.Fatalf("veth: %v", err)
+	}
+	peer, err := hNear.LinkByName("nbveth1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hNear.LinkSetNsFd(peer, int(ns)); err != nil {
 		t.Fatalf("moving nbveth1 into the namespace: %v", err)
 	}
-	if linkExists("nbveth1") {
-		t.Fatal("nbveth1 still visible outside its namespace")
+	if linkIn(t, near, "nbveth1") || !linkIn(t, ns, "nbveth1") {
+		t.Fatal("nbveth1 not moved into its namespace")
+	}
+	if linkHere("nbveth0") || linkHere("nbveth1") {
+		t.Fatal("a veth end is in the test's own namespace")
 	}
 	mustAddr := func(h *netlink.Handle, name, cidr string) {
 		t.Helper()
@@ -50,17 +63,7 @@ func TestSandboxNetworking(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	root, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
-	inNS, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inNS.Close()
-	mustAddr(root, "nbveth0", "10.98.0.1/24")
+	mustAddr(hNear, "nbveth0", "10.98.0.1/24")
 	mustAddr(inNS, "nbveth1", "10.98.0.2/24")
 
 	var ln net.Listener
@@ -79,8 +82,8 @@ func TestSandboxNetworking(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		got <- string(b)
 	}()
-	c, err := net.DialTimeout("tcp4", ln.Addr().String(), 10*time.Second)
-	if err != nil {
+	var c net.Conn
+	if err := inNetns(near, func() (err error) { c, err = net.DialTimeout("tcp4", ln.Addr().String(), 10*time.Second); return }); err != nil {
 		t.Fatalf("dialing into the namespace over veth: %v", err)
 	}
 	c.Write([]byte("across the veth"))
@@ -89,17 +92,19 @@ func TestSandboxNetworking(t *testing.T) {
 		t.Fatalf("the namespace received %q", s)
 	}
 
-	// A bridge with the root end of the veth as a port.
+	// A bridge with the near end of the veth as a port.
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "nbbr0"}}
-	if err := netlink.LinkAdd(br); err != nil {
+	if err := hNear.LinkAdd(br); err != nil {
 		t.Fatalf("bridge: %v", err)
 	}
-	t.Cleanup(func() { netlink.LinkDel(br) })
-	if err := netlink.LinkSetMaster(veth, br); err != nil {
+	if err := hNear.LinkSetMaster(veth, br); err != nil {
 		t.Fatalf("enslaving nbveth0 to nbbr0: %v", err)
 	}
-	if l, err := netlink.LinkByName("nbveth0"); err != nil || l.Attrs().MasterIndex != br.Attrs().Index {
+	if l, err := hNear.LinkByName("nbveth0"); err != nil || l.Attrs().MasterIndex != br.Attrs().Index {
 		t.Fatalf("nbveth0 master %v, err %v; want nbbr0 (%d)", l, err, br.Attrs().Index)
+	}
+	if linkHere("nbbr0") {
+		t.Fatal("the bridge is in the test's own namespace")
 	}
 
 	// A Kata-style tap in the namespace: sending to its subnet makes the
