@@ -100,16 +100,23 @@ func New(w io.Writer, opts ...Option) *Monitor {
 	return m
 }
 
-// OpenPath opens the --event-monitor path=<p> sink: created or truncated,
-// write-only and non-blocking, as upstream opens it. Non-blocking means a
-// FIFO without a reader fails with ENXIO instead of hanging start-up, and
-// the pipe's writes honour the deadline Close sets.
+// OpenPath opens the --event-monitor path=<p> sink as upstream does:
+// created or truncated and write-only, opened blocking, then switched to
+// non-blocking. Opened blocking, a FIFO without a reader waits for one:
+// libvirt creates the FIFO, starts the VMM and only then opens its end.
+// Non-blocking afterwards, the pipe joins Go's poller, so its writes
+// honour the deadline Close sets.
 func OpenPath(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NONBLOCK, 0o666)
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o666)
 	if err != nil {
-		return nil, fmt.Errorf("cannot open event monitor file: %w", err)
+		return nil, fmt.Errorf("cannot open event monitor file: %w", &os.PathError{Op: "open", Path: path, Err: err})
 	}
-	return f, nil
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("cannot open event monitor file: %w", &os.PathError{Op: "fcntl", Path: path, Err: err})
+	}
+	// NewFile sees O_NONBLOCK and makes the file pollable.
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // OpenFd adopts the inherited --event-monitor fd=<n> sink, checking that

@@ -337,13 +337,57 @@ func TestOpenFdBlockingPipeNobodyReads(t *testing.T) {
 
 // Upstream opens the sink non-blocking: a FIFO without a reader fails at
 // start-up instead of blocking it forever.
-func TestOpenPathFIFOWithoutReader(t *testing.T) {
+// TestOpenPathFIFOWaitsForItsReader: libvirt passes a FIFO it opens for
+// reading only after the VMM started. Upstream opens the path blocking, so
+// the open waits for that reader instead of failing with ENXIO, and then
+// makes the fd non-blocking.
+func TestOpenPathFIFOWaitsForItsReader(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "fifo")
 	if err := unix.Mkfifo(p, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenPath(p); !errors.Is(err, unix.ENXIO) {
-		t.Fatalf("err = %v, want ENXIO", err)
+	type result struct {
+		f   *os.File
+		err error
+	}
+	opened := make(chan result, 1)
+	go func() {
+		f, err := OpenPath(p)
+		opened <- result{f, err}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case r := <-opened:
+		t.Fatalf("OpenPath returned before the FIFO had a reader: %v", r.err)
+	default:
+	}
+	rd, err := os.OpenFile(p, os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	r := <-opened
+	if r.err != nil {
+		t.Fatalf("OpenPath: %v", r.err)
+	}
+	defer r.f.Close()
+	// Not r.f.Fd(): that would put the fd back into blocking mode.
+	var fl int
+	var ferr error
+	rc, err := r.f.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) { fl, ferr = unix.FcntlInt(fd, unix.F_GETFL, 0) })
+	}
+	err = errors.Join(err, ferr)
+	if err != nil || fl&unix.O_NONBLOCK == 0 {
+		t.Fatalf("flags %#x (%v): the sink is not non-blocking after the open", fl, err)
+	}
+	if _, err := r.f.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1)
+	if n, err := rd.Read(buf); n != 1 || err != nil || buf[0] != 'x' {
+		t.Fatalf("reader got %q, %v", buf[:n], err)
 	}
 }
 
