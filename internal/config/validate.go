@@ -173,7 +173,7 @@ func (c *VmConfig) validate(ids idSet) error {
 			return invalidf(f+".tag", "Tag is longer than %d bytes: %s", MaxFsTagLen, fs.Tag)
 		}
 		if fs.NumQueues > uint(c.Cpus.BootVcpus) {
-			return invalidf(f+".num_queues", "Number of vCPUs is insufficient for number of queues")
+			return tooManyQueues(f, fs.NumQueues, c.Cpus.BootVcpus)
 		}
 		if err := c.checkPci(f, fs.PciCommon, false); err != nil {
 			return err
@@ -457,7 +457,7 @@ func (c *VmConfig) validateDisk(i int, ids idSet) error {
 		}
 	}
 	if d.NumQueues > uint(c.Cpus.BootVcpus) {
-		return invalidf(f+".num_queues", "Number of vCPUs is insufficient for number of queues")
+		return tooManyQueues(f, d.NumQueues, c.Cpus.BootVcpus)
 	}
 	if d.QueueSize <= MinimumBlockQueueSize {
 		return invalidf(f+".queue_size", "Queue size is smaller than %d: %d", MinimumBlockQueueSize, d.QueueSize)
@@ -494,19 +494,20 @@ func (c *VmConfig) validateNet(i int, ids idSet) error {
 		return invalidf(f+".vhost_socket", "No socket provided when using vhost-user")
 	}
 	if n.NumQueues < 2 {
-		return invalidf(f+".num_queues", "Number of queues to virtio_net less than 2")
+		return invalidf(f+".num_queues", "Number of queues (%d) to virtio_net should be higher than 2", n.NumQueues)
 	}
 	if n.Fds != nil && uint(len(n.Fds))*2 != n.NumQueues {
-		return invalidf(f+".fds", "Number of queues to virtio_net does not match the number of input FDs")
+		// Upstream prints the queues the fds make (two each) as "FDs".
+		return invalidf(f+".fds", "Number of queues (%d) to virtio_net does not match the number of FDs (%d)", n.NumQueues, len(n.Fds)*2)
 	}
 	for _, fd := range n.Fds {
 		// -1 marks a JSON placeholder replaced by SCM_RIGHTS fds later.
 		if fd >= 0 && fd <= 2 {
-			return invalidf(f+".fds", "Reserved fd number (<= 2)")
+			return invalidf(f+".fds", "Reserved fd number (<= 2): %d", fd)
 		}
 	}
 	if n.NumQueues/2 > uint(c.Cpus.BootVcpus) {
-		return invalidf(f+".num_queues", "Number of vCPUs is insufficient for number of queues")
+		return tooManyQueues(f, n.NumQueues, c.Cpus.BootVcpus)
 	}
 	if !isPow2(uint64(n.QueueSize)) {
 		return invalidf(f+".queue_size", "Queue size is not a power of 2: %d", n.QueueSize)
@@ -587,4 +588,9 @@ func (c *VmConfig) validateNuma() error {
 		}
 	}
 	return nil
+}
+
+// tooManyQueues is upstream's ValidationError::TooManyQueues for device f.
+func tooManyQueues[N ~uint | ~uint32 | ~uint8](f string, queues uint, vcpus N) error {
+	return invalidf(f+".num_queues", "Queue count (%d) must not exceed boot vCPUs (%d)", queues, vcpus)
 }

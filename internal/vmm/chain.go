@@ -16,7 +16,7 @@ var (
 	// ErrResizeZone: cold vm.resize-zone of an unknown zone (upstream VmError::ResizeZone).
 	ErrResizeZone = errors.New("Failed resizing a memory zone")
 	// ErrResizeDisk: vm.resize-disk on a VM that is not booted (upstream VmError::ResizeDisk).
-	ErrResizeDisk = errors.New("Cannot resize disk")
+	ErrResizeDisk = errors.New("Failed resizing a disk image")
 )
 
 // leafError is a last chain entry whose text is upstream's exact Display

@@ -285,7 +285,7 @@ func TestErrorsWithoutVM(t *testing.T) {
 	}
 	h.mustDo(vmm.CreateVM{Config: validConfig(t)})
 	h.expectErr(vmm.Restore{}, vmm.ErrAlreadyCreated, "The VM could not be restored", "VM is already created")
-	h.expectErr(vmm.ResizeDisk{ID: "d"}, vmm.ErrResizeDisk, "The disk could not be resized", "Cannot resize disk")
+	h.expectErr(vmm.ResizeDisk{ID: "d"}, vmm.ErrResizeDisk, "The disk could not be resized", "Failed resizing a disk image")
 	h.expectErr(vmm.CreateVM{}, vmm.ErrAlreadyCreated, "The VM could not be created", "VM is already created")
 }
 
