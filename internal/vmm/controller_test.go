@@ -379,6 +379,34 @@ func TestColdDeviceChanges(t *testing.T) {
 	}
 }
 
+// TestHotResizeToWhatTheVMHas: on a running VM, vm.resize to the current
+// vCPU count and RAM size succeeds with upstream's resizing/resized events
+// (Kata does it on every container start); a real change is refused with
+// the chain upstream's handler puts first, and the config keeps its values.
+func TestHotResizeToWhatTheVMHas(t *testing.T) {
+	h, _ := boot(t, false)
+	cfg := info(h).Config
+	vcpus, ram := cfg.Cpus.BootVcpus, cfg.Memory.Size
+	h.mustDo(vmm.Resize{DesiredVcpus: &vcpus})
+	h.mustDo(vmm.Resize{DesiredVcpus: &vcpus, DesiredRAM: &ram})
+	if got := h.eventsUntil("vm resized"); !reflect.DeepEqual(got, []string{"vm resizing", "vm resized"}) {
+		t.Fatalf("events %q", got)
+	}
+	if got := h.eventsUntil("vm resized"); !reflect.DeepEqual(got, []string{"vm resizing", "vm resized"}) {
+		t.Fatalf("events %q", got)
+	}
+	more, bigger := vcpus+1, ram*2
+	for _, r := range []vmm.Resize{{DesiredVcpus: &more}, {DesiredRAM: &bigger}, {DesiredBalloon: &ram}} {
+		_, err := h.do(r)
+		if !errors.Is(err, vmm.ErrUnsupported) || !strings.Contains(err.Error(), "The VM could not be resized") {
+			t.Fatalf("resize %+v: %v, want an unsupported error in the resize chain", r, err)
+		}
+	}
+	if c := info(h).Config; c.Cpus.BootVcpus != vcpus || c.Memory.Size != ram {
+		t.Fatalf("refused resizes changed the config: %+v %+v", c.Cpus, c.Memory)
+	}
+}
+
 // pipeFd returns the write end to hand over and the read end, which
 // reads EOF once the write end is closed.
 func pipeFd(t *testing.T) (w, r *os.File) {

@@ -155,7 +155,7 @@ func (c *Controller) resize(r Resize) error {
 		return ErrNotCreated
 	}
 	if c.machine != nil {
-		return fmt.Errorf("hot resize: %w", ErrUnsupported)
+		return c.hotResize(r)
 	}
 	if r.DesiredVcpus != nil {
 		c.cfg.Cpus.BootVcpus = *r.DesiredVcpus
@@ -166,6 +166,26 @@ func (c *Controller) resize(r Resize) error {
 	if r.DesiredBalloon != nil && c.cfg.Balloon != nil {
 		c.cfg.Balloon.Size = *r.DesiredBalloon
 	}
+	return nil
+}
+
+// hotResize is upstream's Vm::resize on a booted VM. Asking for what the
+// VM already has succeeds and changes nothing, as upstream's
+// CpuManager::resize returns early on an unchanged count (Kata resizes to
+// the current count on every container start); any real change needs
+// vCPU, memory or balloon hotplug, which the machine has not yet.
+func (c *Controller) hotResize(r Resize) error {
+	c.emit("vm", "resizing")
+	if r.DesiredVcpus != nil && *r.DesiredVcpus != c.cfg.Cpus.BootVcpus {
+		return fmt.Errorf("vCPU hotplug (%d to %d): %w", c.cfg.Cpus.BootVcpus, *r.DesiredVcpus, ErrUnsupported)
+	}
+	if r.DesiredRAM != nil && (len(c.cfg.Memory.Zones) > 0 || *r.DesiredRAM != c.cfg.Memory.Size) {
+		return fmt.Errorf("memory hotplug: %w", ErrUnsupported)
+	}
+	if r.DesiredBalloon != nil {
+		return fmt.Errorf("balloon resize: %w", ErrUnsupported)
+	}
+	c.emit("vm", "resized")
 	return nil
 }
 
