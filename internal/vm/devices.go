@@ -58,16 +58,6 @@ func (m *VM) edgeIRQ(line uint32) devices.IRQ {
 	})
 }
 
-// openBackend opens a console backend for a config mode; nil for Off.
-func (m *VM) openBackend(mode config.ConsoleOutputMode, path string) (console.Backend, error) {
-	b, err := console.Open(console.Options{Mode: console.Mode(mode), Path: path})
-	if err != nil || b == nil {
-		return nil, err
-	}
-	m.backends = append(m.backends, b)
-	return b, nil
-}
-
 func (m *VM) insertPIO(id string, dev bus.Device, base, size uint64, irq ...uint32) error {
 	if err := m.io.Insert(dev, base, size); err != nil {
 		return wrap(ErrSetup, fmt.Errorf("%s at %#x: %w", id, base, err))
@@ -80,33 +70,23 @@ func (m *VM) insertPIO(id string, dev bus.Device, base, size uint64, irq ...uint
 	return nil
 }
 
-// setupDevices creates the buses and the legacy devices.
-func (m *VM) setupDevices(cfg *config.VmConfig) error {
+// setupDevices creates the buses and the legacy devices, the serial port
+// and debug port on cons's backends.
+func (m *VM) setupDevices(cfg *config.VmConfig, cons *console.Devices) error {
 	m.io, m.mmio = bus.NewIO(), bus.NewMMIO()
 	exit := devices.ExitFunc(m.requestExit)
 
 	// COM1 exists unless --serial off, as upstream.
 	if cfg.Serial.Mode != config.ConsoleOff {
-		path := cfg.Serial.File
-		if cfg.Serial.Mode == config.ConsoleSocket {
-			path = cfg.Serial.Socket
-		}
-		b, err := m.openBackend(cfg.Serial.Mode, path)
-		if err != nil {
-			return wrap(ErrSetup, fmt.Errorf("serial: %w", err))
-		}
 		var out io.Writer
-		if b != nil {
+		if b := cons.Serial; b != nil {
 			out = b
 		}
 		uart := serial.New(m.edgeIRQ(serialIRQ), out)
 		if err := m.insertPIO(idSerial, uart, serialBase, serialLen, serialIRQ); err != nil {
 			return err
 		}
-		if b != nil {
-			if p := b.Path(); p != "" {
-				cfg.Serial.File = p
-			}
+		if b := cons.Serial; b != nil {
 			b.Start(uart)
 		}
 	}
@@ -146,16 +126,9 @@ func (m *VM) setupDevices(cfg *config.VmConfig) error {
 	}
 
 	if dc := cfg.DebugConsole; dc.Mode != config.ConsoleOff {
-		b, err := m.openBackend(dc.Mode, dc.File)
-		if err != nil {
-			return wrap(ErrSetup, fmt.Errorf("debug console: %w", err))
-		}
 		var out io.Writer
-		if b != nil {
+		if b := cons.Debug; b != nil {
 			out = b
-			if p := b.Path(); p != "" {
-				cfg.DebugConsole.File = p
-			}
 		}
 		base := uint64(legacy.DebugConsoleBase)
 		if dc.IOBase != nil {

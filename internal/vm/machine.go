@@ -118,9 +118,6 @@ func (m *VM) release() error {
 		// After the VM fd: KVM drops its slots' references with the VM.
 		errs = append(errs, m.mem.Close())
 	}
-	for _, b := range m.backends {
-		errs = append(errs, b.Close())
-	}
 	if m.sys != nil {
 		errs = append(errs, m.sys.Close())
 	}

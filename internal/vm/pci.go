@@ -7,6 +7,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/devices/console"
 	"github.com/nimbus-vmm/nimbus/internal/devices/pci"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
 	"github.com/nimbus-vmm/nimbus/internal/virtio"
@@ -91,7 +92,7 @@ func guestPhysBits(supported kvm.CPUID, max uint8) uint8 {
 // make_virtio_devices (disks, nets, rng). Device ids come from
 // AssignDeviceIDs; runtime values (pty path, tap name, MAC) are written
 // back into cfg.
-func (m *VM) setupPCI(cfg *config.VmConfig) error {
+func (m *VM) setupPCI(cfg *config.VmConfig, cons console.Backend) error {
 	supported, err := m.sys.SupportedCPUID()
 	if err != nil {
 		return wrap(ErrKVM, err)
@@ -129,7 +130,7 @@ func (m *VM) setupPCI(cfg *config.VmConfig) error {
 		return wrap(ErrKVM, err)
 	}
 	cfg.AssignDeviceIDs()
-	return m.addVirtioDevices(cfg)
+	return m.addVirtioDevices(cfg, cons)
 }
 
 // addVirtio puts dev on a virtio-pci transport at slot (pci_device_id, or

@@ -4,28 +4,20 @@ import (
 	"fmt"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	hostconsole "github.com/nimbus-vmm/nimbus/internal/devices/console"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/blk"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/console"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/rng"
 )
 
-// addVirtioDevices creates the virtio devices in upstream's order, which
+// addVirtioDevices creates the virtio devices (the console on cons) in upstream's order, which
 // fixes their slots: the virtio console (add_console_devices), then
 // make_virtio_devices' block, net and rng. With default slots that gives
 // 00:01.0 console, then the disks, the nets and the rng.
-func (m *VM) addVirtioDevices(cfg *config.VmConfig) error {
-	if cfg.Console.Mode != config.ConsoleOff {
-		d, err := console.Open(cfg.Console)
-		if err != nil {
-			return wrap(ErrSetup, fmt.Errorf("console: %w", err))
-		}
-		if d != nil {
-			if p := d.Path(); p != "" {
-				cfg.Console.File = p
-			}
-			if err := m.addVirtio(config.IDConsole, d, cfg.Console.PciCommon); err != nil {
-				return err
-			}
+func (m *VM) addVirtioDevices(cfg *config.VmConfig, cons hostconsole.Backend) error {
+	if cfg.Console.Mode != config.ConsoleOff && cons != nil {
+		if err := m.addVirtio(config.IDConsole, console.New(cons), cfg.Console.PciCommon); err != nil {
+			return err
 		}
 	}
 	for i := range cfg.Disks {

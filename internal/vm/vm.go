@@ -39,8 +39,8 @@ var ProcessStart = time.Now()
 // Factory returns the MachineFactory that builds KVM machines, logging to
 // log (nil discards).
 func Factory(log *slog.Logger) vmm.MachineFactory {
-	return func(cfg *config.VmConfig, exits chan<- vmm.MachineExit) (vmm.Machine, error) {
-		return New(cfg, exits, log)
+	return func(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.MachineExit) (vmm.Machine, error) {
+		return New(cfg, cons, exits, log)
 	}
 }
 
@@ -55,7 +55,6 @@ type VM struct {
 	kvm      *kvm.VM
 	mem      *memory.Memory
 	io, mmio *bus.Bus
-	backends []console.Backend
 	post     *legacy.PostPort
 	ged      *ged.Device    // ACPI power button notifications
 	pci      *pciSegment    // PCI segment 0 and its virtio devices
@@ -79,11 +78,16 @@ type VM struct {
 }
 
 // New builds the machine for cfg (upstream Vm::new): everything but
-// starting the vCPUs. It may write runtime values (pty paths) into cfg.
-// On error nothing is left open.
-func New(cfg *config.VmConfig, exits chan<- vmm.MachineExit, log *slog.Logger) (_ *VM, err error) {
+// starting the vCPUs. Its serial port, virtio console and debug port use
+// cons (nil: none), which the caller made for cfg with
+// console.OpenDevices and closes after Shutdown. On error nothing New
+// opened is left open.
+func New(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.MachineExit, log *slog.Logger) (_ *VM, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cons == nil {
+		cons = &console.Devices{}
 	}
 	m := &VM{log: log, exits: exits, devices: map[string]*vmm.DeviceNode{}, entry: make(chan struct{})}
 	m.cond = sync.NewCond(&m.mu)
@@ -132,10 +136,10 @@ func New(cfg *config.VmConfig, exits chan<- vmm.MachineExit, log *slog.Logger) (
 	if _, err = m.mem.Register(m.kvm, 0, 0); err != nil {
 		return nil, wrap(ErrKVM, err)
 	}
-	if err = m.setupDevices(cfg); err != nil {
+	if err = m.setupDevices(cfg, cons); err != nil {
 		return nil, err
 	}
-	if err = m.setupPCI(cfg); err != nil {
+	if err = m.setupPCI(cfg, cons.Console); err != nil {
 		return nil, err
 	}
 	boot, err := m.loadPayload(cfg)

@@ -14,6 +14,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/boot"
 	"github.com/nimbus-vmm/nimbus/internal/cli"
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/devices/console"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
@@ -45,7 +46,7 @@ func TestNoKVM(t *testing.T) {
 	if kvm.Available() {
 		t.Skip("/dev/kvm exists")
 	}
-	_, err := vm.New(testConfig("/nonexistent", "", ""), make(chan vmm.MachineExit, 1), nil)
+	_, err := vm.New(testConfig("/nonexistent", "", ""), nil, make(chan vmm.MachineExit, 1), nil)
 	if !errors.Is(err, vm.ErrNoKVM) || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("err = %v, want ErrNoKVM wrapping ENOENT", err)
 	}
@@ -65,7 +66,7 @@ func TestBadPayload(t *testing.T) {
 	}
 	before := fdCount(t)
 	for _, k := range []string{"/nonexistent/vmlinuz", junk} {
-		_, err := vm.New(testConfig(k, "", ""), make(chan vmm.MachineExit, 1), nil)
+		_, err := vm.New(testConfig(k, "", ""), nil, make(chan vmm.MachineExit, 1), nil)
 		ok := errors.Is(err, os.ErrNotExist) && strings.Contains(err.Error(), k) || errors.Is(err, boot.ErrInvalidKernel)
 		if !errors.Is(err, vm.ErrSetup) || !ok {
 			t.Errorf("kernel %s: err = %v", k, err)
@@ -93,7 +94,12 @@ func TestBootGuest(t *testing.T) {
 	goBefore, fdBefore := runtime.NumGoroutine(), fdCount(t)
 	exits := make(chan vmm.MachineExit, 1)
 	start := time.Now()
-	m, err := vm.New(cfg, exits, testLogger(t))
+	cons, err := console.OpenDevices(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	m, err := vm.New(cfg, cons, exits, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +123,9 @@ func TestBootGuest(t *testing.T) {
 	out, _ := os.ReadFile(serialOut)
 	if err := m.Shutdown(); err != nil {
 		t.Errorf("Shutdown: %v", err)
+	}
+	if err := cons.Close(); err != nil {
+		t.Errorf("closing the consoles: %v", err)
 	}
 	c := guestimage.ParseConsole(string(out))
 	if exit.Reason != vmm.ExitPoweroff || !c.Up || !c.Poweroff {

@@ -17,6 +17,9 @@ var (
 	ErrResizeZone = errors.New("Failed resizing a memory zone")
 	// ErrResizeDisk: vm.resize-disk on a VM that is not booted (upstream VmError::ResizeDisk).
 	ErrResizeDisk = errors.New("Failed resizing a disk image")
+	// ErrCreateConsoleDevices: the serial or console backend could not be
+	// made at create, boot or reboot (upstream VmError::CreateConsoleDevices).
+	ErrCreateConsoleDevices = errors.New("Error creating console devices")
 )
 
 // leafError is a last chain entry whose text is upstream's exact Display
@@ -29,6 +32,14 @@ type leafError struct {
 
 func (e *leafError) Error() string        { return e.msg }
 func (e *leafError) Is(target error) bool { return target == e.category }
+
+// causeError is a chain level whose text is a sentinel's, classifying as
+// it, with the cause below it: "<category>: <cause>".
+type causeError struct{ category, err error }
+
+func (e *causeError) Error() string        { return e.category.Error() + ": " + e.err.Error() }
+func (e *causeError) Unwrap() error        { return e.err }
+func (e *causeError) Is(target error) bool { return target == e.category }
 
 func leaf(category error, format string, args ...any) error {
 	return &leafError{msg: fmt.Sprintf(format, args...), category: category}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/devices/console"
 	"github.com/nimbus-vmm/nimbus/internal/events"
 )
 
@@ -66,6 +67,9 @@ type Controller struct {
 	machine Machine
 	state   State
 	exits   chan MachineExit // the current machine's; nil without one
+	// consoles are the serial and console backends for the next or
+	// current machine (upstream's console_info); nil when none are open.
+	consoles *console.Devices
 }
 
 // New returns a Controller; start it with Run.

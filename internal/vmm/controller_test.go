@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -737,4 +738,57 @@ func TestRestoreFdCount(t *testing.T) {
 func pipeW(t *testing.T) *os.File {
 	w, _ := pipeFd(t)
 	return w
+}
+
+// TestCreateMakesTheConsoles: as upstream's vm_create
+// (pre_create_console_devices), a Pty console exists from vm.create on and
+// vm.info reports its path in config.console.file (libvirt reads it there
+// right after create); the machine is built on those very backends; a
+// shutdown closes them and the next boot gets new ones; delete closes them.
+func TestCreateMakesTheConsoles(t *testing.T) {
+	h := start(t, false)
+	cfg := validConfig(t)
+	serial := filepath.Join(t.TempDir(), "serial.log")
+	cfg.Console = config.ConsoleConfig{Mode: config.ConsolePty}
+	cfg.Serial = config.SerialConfig{Mode: config.ConsoleFile, File: serial}
+	h.mustDo(vmm.CreateVM{Config: cfg})
+	pty := info(h).Config.Console.File
+	if !strings.HasPrefix(pty, "/dev/pts/") {
+		t.Fatalf("config.console.file after create = %q, want the pty", pty)
+	}
+	if _, err := os.Stat(pty); err != nil {
+		t.Fatalf("the console pty after create: %v", err)
+	}
+	if _, err := os.Stat(serial); err != nil {
+		t.Fatalf("the serial file after create: %v", err)
+	}
+	h.mustDo(vmm.BootVM{})
+	m := h.f.Last()
+	if m.Consoles == nil || m.Consoles.Console == nil || m.Consoles.Console.Path() != pty || m.Consoles.Serial == nil {
+		t.Fatalf("the machine was not built on the consoles made at create: %+v", m.Consoles)
+	}
+	if got := info(h).Config.Console.File; got != pty {
+		t.Fatalf("config.console.file after boot = %q, want %q", got, pty)
+	}
+	h.mustDo(vmm.ShutdownVM{})
+	h.mustDo(vmm.BootVM{})
+	if c := h.f.Last().Consoles; c == nil || c == m.Consoles || c.Console == nil {
+		t.Fatalf("the second boot reused or lacks consoles: %+v", c)
+	}
+	h.mustDo(vmm.DeleteVM{})
+	if h.f.Last().Consoles.Console != nil {
+		t.Fatal("delete left the console backends open")
+	}
+}
+
+// TestCreateRefusesASocketConsole: upstream fails vm.create for a virtio
+// console in Socket mode (NoSocketOptionSupportForConsoleDevice), with the
+// config stored all the same.
+func TestCreateRefusesASocketConsole(t *testing.T) {
+	h := start(t, false)
+	cfg := validConfig(t)
+	cfg.Console = config.ConsoleConfig{Mode: config.ConsoleSocket, Socket: filepath.Join(t.TempDir(), "c.sock")}
+	h.expectErr(vmm.CreateVM{Config: cfg}, vmm.ErrCreateConsoleDevices, "The VM could not be created",
+		"Error creating console devices", "No socket option support for console device")
+	h.expectErr(vmm.CreateVM{Config: validConfig(t)}, vmm.ErrAlreadyCreated, "The VM could not be created", "VM is already created")
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/devices/console"
 )
 
 // handle runs one command on the loop goroutine. exit reports that the
@@ -139,7 +140,32 @@ func (c *Controller) vmCreate(cfg *config.VmConfig) error {
 		return err
 	}
 	c.cfg = stored
+	// Upstream stores the config first, so even when the consoles fail
+	// the VM counts as created.
+	return c.openConsoles()
+}
+
+// openConsoles makes the console backends for the next machine unless
+// they are open (upstream's pre_create_console_devices at create, boot
+// and reboot); pty paths go into the stored config.
+func (c *Controller) openConsoles() error {
+	if c.consoles != nil {
+		return nil
+	}
+	cons, err := console.OpenDevices(c.cfg)
+	if err != nil {
+		return &causeError{ErrCreateConsoleDevices, err}
+	}
+	c.consoles = cons
 	return nil
+}
+
+// closeConsoles closes the backends of a machine that is gone.
+func (c *Controller) closeConsoles() {
+	if err := c.consoles.Close(); err != nil {
+		c.log.Warn("closing the console backends failed", "err", err)
+	}
+	c.consoles = nil
 }
 
 // vmBoot is upstream's vm_boot: "vm booting" is emitted first, even when
@@ -165,7 +191,12 @@ func (c *Controller) vmBoot() error {
 		return err
 	}
 	c.cfg = cfg
+	if err := c.openConsoles(); err != nil {
+		return err
+	}
 	if err := c.newMachine(); err != nil {
+		// A failed build may have started them: the next boot makes new ones.
+		c.closeConsoles()
 		return err
 	}
 	// As upstream, a machine whose boot failed stays (state Created): a
@@ -181,7 +212,7 @@ func (c *Controller) vmBoot() error {
 // newMachine builds a machine for the stored config (upstream Vm::new).
 func (c *Controller) newMachine() error {
 	exits := make(chan MachineExit, 1)
-	m, err := c.opts.Factory(c.cfg, exits)
+	m, err := c.opts.Factory(c.cfg, c.consoles, exits)
 	if err != nil {
 		return err
 	}
@@ -199,7 +230,10 @@ func (c *Controller) dropMachine() error {
 	if m == nil {
 		return nil
 	}
-	return m.Shutdown()
+	err := m.Shutdown()
+	// After the machine: its devices write to them until it stops.
+	c.closeConsoles()
+	return err
 }
 
 // vmShutdown is upstream's vm_shutdown: the machine is taken out and
@@ -233,7 +267,11 @@ func (c *Controller) vmReboot() error {
 	if err := c.dropMachine(); err != nil {
 		return err
 	}
+	if err := c.openConsoles(); err != nil {
+		return err
+	}
 	if err := c.newMachine(); err != nil {
+		c.closeConsoles()
 		return err
 	}
 	if err := c.machine.Boot(); err != nil {
@@ -260,6 +298,7 @@ func (c *Controller) vmDelete() error {
 		}
 	}
 	c.cfg = nil
+	c.closeConsoles()
 	CloseFiles(c.files)
 	c.files = nil
 	c.emit("vm", "deleted")
@@ -275,6 +314,7 @@ func (c *Controller) vmmShutdown() {
 			c.log.Error("releasing the machine failed", "err", err)
 		}
 		c.cfg = nil
+		c.closeConsoles()
 		CloseFiles(c.files)
 		c.files = nil
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/devices/console"
 )
 
 // Machine is one booted (or booting) VM as the control loop sees it:
@@ -74,13 +75,15 @@ type MachineExit struct {
 }
 
 // MachineFactory builds a Machine for a validated config (upstream's
-// Vm::new). exits has capacity 1 and belongs to this machine only; the
+// Vm::new) on the console backends the loop made for it (cons; its
+// fields are nil for Off), which stay the loop's: the machine starts them
+// but never closes them. exits has capacity 1 and belongs to this machine only; the
 // machine must send with NotifyExit (never block: the loop may be busy
 // shutting this very machine down), so like upstream's eventfds a second
 // exit before the loop has looked is coalesced into the first. cfg is the
 // loop's stored config: the machine may write runtime fill-ins into it
 // during the factory call and Boot, and must not touch it afterwards.
-type MachineFactory func(cfg *config.VmConfig, exits chan<- MachineExit) (Machine, error)
+type MachineFactory func(cfg *config.VmConfig, cons *console.Devices, exits chan<- MachineExit) (Machine, error)
 
 // NotifyExit reports e on exits without blocking; it returns false when an
 // exit is already pending (the new one is dropped).
@@ -101,7 +104,7 @@ var kvmDevice = "/dev/kvm"
 // ("KVM is not available: open /dev/kvm: no such file or directory"), and
 // when KVM is there it says the machine is not built yet. It never
 // pretends to boot.
-func NoKVMFactory(cfg *config.VmConfig, exits chan<- MachineExit) (Machine, error) {
+func NoKVMFactory(cfg *config.VmConfig, cons *console.Devices, exits chan<- MachineExit) (Machine, error) {
 	f, err := os.OpenFile(kvmDevice, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("KVM is not available: %w", err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/devices/console"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
 	"github.com/nimbus-vmm/nimbus/internal/vm"
@@ -140,7 +141,12 @@ func TestMachineDevices(t *testing.T) {
 
 	goBefore, fdBefore := runtime.NumGoroutine(), fdCount(t)
 	exits := make(chan vmm.MachineExit, 1)
-	m, err := vm.New(&cfg, exits, slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	cons, err := console.OpenDevices(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	m, err := vm.New(&cfg, cons, exits, slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,6 +170,9 @@ func TestMachineDevices(t *testing.T) {
 	counters := m.Counters()
 	if err := m.Shutdown(); err != nil {
 		t.Errorf("Shutdown: %v", err)
+	}
+	if err := cons.Close(); err != nil {
+		t.Errorf("closing the consoles: %v", err)
 	}
 	out, _ := os.ReadFile(serialOut)
 	c := guestimage.ParseConsole(string(out))

@@ -91,7 +91,7 @@ func TestBootTimes(t *testing.T) {
 		cfg.Memory.Size = 256 << 20
 		cfg.Serial, cfg.Console = config.SerialConfig{Mode: config.ConsoleNull}, config.ConsoleConfig{Mode: config.ConsoleOff}
 		start := time.Now()
-		m, err := vm.New(&cfg, make(chan vmm.MachineExit, 1), nil)
+		m, err := vm.New(&cfg, nil, make(chan vmm.MachineExit, 1), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

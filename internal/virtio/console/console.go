@@ -7,11 +7,9 @@ package console
 
 import (
 	"encoding/binary"
-	"fmt"
 	"io"
 	"sync"
 
-	"github.com/nimbus-vmm/nimbus/internal/config"
 	hostconsole "github.com/nimbus-vmm/nimbus/internal/devices/console"
 	"github.com/nimbus-vmm/nimbus/internal/virtio"
 )
@@ -51,25 +49,9 @@ type Device struct {
 
 var _ virtio.Device = (*Device)(nil)
 
-// Open creates the backend for cfg and the device on it. Mode Off gives
-// (nil, nil): no device. Socket is refused as upstream does.
-func Open(cfg config.ConsoleConfig) (*Device, error) {
-	mode := hostconsole.Mode(cfg.Mode)
-	if mode == hostconsole.ModeSocket {
-		return nil, fmt.Errorf("virtio-console does not support socket mode: %w", virtio.ErrInvalid)
-	}
-	b, err := hostconsole.Open(hostconsole.Options{Mode: mode, Path: cfg.File})
-	if err != nil {
-		return nil, fmt.Errorf("virtio-console backend: %w: %w", virtio.ErrBackend, err)
-	}
-	if b == nil {
-		return nil, nil
-	}
-	return New(b), nil
-}
-
-// New creates the device on backend and starts taking its input; Close
-// closes the backend.
+// New creates the device on backend and starts taking its input. The
+// backend stays the caller's (the control loop made it at vm.create):
+// Close leaves it open, and the caller closes it after the device.
 func New(backend hostconsole.Backend) *Device {
 	d := &Device{
 		backend:  backend,
@@ -78,7 +60,7 @@ func New(backend hostconsole.Backend) *Device {
 	}
 	d.life.Init(virtio.LifecycleHooks{
 		Name: "console", Queues: 2,
-		Start: d.start, Halt: func() { close(d.stop) }, Release: backend.Close,
+		Start: d.start, Halt: func() { close(d.stop) },
 	})
 	backend.Start(d)
 	return d

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/devices/console"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
@@ -16,6 +17,8 @@ type Machine struct {
 	cfg   *config.VmConfig
 	exits chan<- vmm.MachineExit
 	calls []string
+	// Consoles are the backends the controller built this machine on.
+	Consoles *console.Devices
 
 	// Preset errors, returned by the matching method.
 	BootErr, PauseErr, ResumeErr, ShutdownErr, PowerButtonErr, NMIErr error
@@ -83,13 +86,13 @@ type Factory struct {
 }
 
 // New is a vmm.MachineFactory.
-func (f *Factory) New(cfg *config.VmConfig, exits chan<- vmm.MachineExit) (vmm.Machine, error) {
+func (f *Factory) New(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.MachineExit) (vmm.Machine, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.Err != nil {
 		return nil, f.Err
 	}
-	m := &Machine{cfg: cfg, exits: exits, MemSize: cfg.Memory.Size}
+	m := &Machine{cfg: cfg, Consoles: cons, exits: exits, MemSize: cfg.Memory.Size}
 	if f.Prepare != nil {
 		f.Prepare(m)
 	}
