@@ -290,6 +290,9 @@ func Parse(args []string) (*Options, error) {
 		if o.GdbSocket, ok = gp.Get("path"); !ok {
 			return nil, &config.ParseError{Option: "--gdb", Err: errors.New("path missing")}
 		}
+		// Upstream builds --gdb only with its guest_debug feature; say no
+		// at once rather than start a VM nobody can debug.
+		return nil, &config.ParseError{Option: "--gdb", Err: errors.New("the GDB stub is not supported by this build")}
 	}
 
 	hasPayload := false

@@ -41,11 +41,12 @@ func TestDryRunPrintsConfig(t *testing.T) {
 
 func TestErrorsExitOneWithOneLine(t *testing.T) {
 	cases := map[string][]string{
-		`nimbus: error parsing --cpus: invalid value "x" for boot`:       {"--kernel", "K", "--cpus", "boot=x"},
-		`nimbus: error parsing --memory: invalid value "12Q" for size`:   {"--kernel", "K", "--memory", "size=12Q"},
-		`nimbus: error parsing --disk: unknown option "bogus"`:           {"--kernel", "K", "--disk", "path=/a,bogus=1"},
-		`nimbus: error validating --cpus: Max CPUs lower than boot CPUs`: {"--kernel", "K", "--cpus", "boot=4,max=2"},
-		`nimbus: error parsing --event-monitor: path or fd required`:     {"--event-monitor", "/x"},
+		`nimbus: error parsing --cpus: invalid value "x" for boot`:                 {"--kernel", "K", "--cpus", "boot=x"},
+		`nimbus: error parsing --memory: invalid value "12Q" for size`:             {"--kernel", "K", "--memory", "size=12Q"},
+		`nimbus: error parsing --disk: unknown option "bogus"`:                     {"--kernel", "K", "--disk", "path=/a,bogus=1"},
+		`nimbus: error validating --cpus: Max CPUs lower than boot CPUs`:           {"--kernel", "K", "--cpus", "boot=4,max=2"},
+		`nimbus: error parsing --event-monitor: path or fd required`:               {"--event-monitor", "/x"},
+		`nimbus: error parsing --gdb: the GDB stub is not supported by this build`: {"--gdb", "path=/tmp/gdb.sock"},
 	}
 	for want, args := range cases {
 		code, out, stderr := run(args...)

@@ -99,6 +99,14 @@ func New(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.MachineEx
 	if cfg.Payload == nil || (cfg.Payload.Kernel == "" && cfg.Payload.Firmware == "") {
 		return nil, wrap(ErrSetup, errors.New("no kernel or firmware payload"))
 	}
+	if err = refuseUnbuilt(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Cpus.CoreScheduling != config.CoreSchedulingOff {
+		// Upstream's default, which can't be refused: say it is not applied.
+		log.Info("core scheduling is not applied by this build: vCPU threads get no core-scheduling cookie",
+			"core_scheduling", cfg.Cpus.CoreScheduling)
+	}
 	if m.sys, err = kvm.Open(); err != nil {
 		// The plain open error reads best in upstream's error chain
 		// ("KVM is not available" / "open /dev/kvm" / "no such file ...").
@@ -160,11 +168,12 @@ func newMemory(mc config.MemoryConfig) (*memory.Memory, error) {
 		return *p
 	}
 	if len(mc.Zones) > 0 {
+		if mc.Size != 0 {
+			// Upstream's MemoryManager refuses it the same way.
+			return nil, errors.New("Memory configuration is not valid: memory.size must be 0 beside memory zones")
+		}
 		zones := make([]memory.Zone, 0, len(mc.Zones))
 		for _, z := range mc.Zones {
-			if z.File != "" {
-				return nil, fmt.Errorf("memory zone %q: file backing: %w", z.ID, vmm.ErrUnsupported)
-			}
 			zones = append(zones, memory.Zone{ID: z.ID, Size: z.Size, Options: memory.Options{
 				Shared: z.Shared, Hugepages: z.Hugepages, HugepageSize: hp(z.HugepageSize),
 				Prefault: z.Prefault, Reserve: z.Reserve, THP: mc.Thp,

@@ -1,0 +1,169 @@
+package vm
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/vmm"
+)
+
+// unsupportedError is the last entry of a refusal's chain: its text names
+// the config section, and it classifies as vmm.ErrUnsupported.
+type unsupportedError struct{ msg string }
+
+func (e *unsupportedError) Error() string        { return e.msg }
+func (e *unsupportedError) Is(target error) bool { return target == vmm.ErrUnsupported }
+
+func notBuilt(format string, args ...any) error {
+	return &unsupportedError{msg: fmt.Sprintf(format, args...) + " is not supported by this build"}
+}
+
+// refuseUnbuilt refuses, before anything is built, every config section
+// this machine would not build: a client told "no" at boot is served
+// better than one that waits out its timeout for a device that never
+// comes. TestEveryConfigFieldIsBuiltOrRefused keeps the list complete.
+// Sections refused further down (qcow2 images, pci_segment != 0) are
+// refused where they are built.
+func refuseUnbuilt(cfg *config.VmConfig) error {
+	c := &cfg.Cpus
+	switch {
+	case c.KvmHyperv:
+		return notBuilt("Hyper-V emulation (cpus.kvm_hyperv)")
+	case len(c.Affinity) > 0:
+		return notBuilt("vCPU affinity (cpus.affinity)")
+	case c.Features.AMX:
+		return notBuilt("AMX (cpus.features.amx)")
+	case !c.Nested:
+		return notBuilt("Hiding nested virtualisation (cpus.nested=false)")
+	case c.CoreScheduling != config.CoreSchedulingVM && c.CoreScheduling != config.CoreSchedulingOff:
+		return notBuilt("Core scheduling %q (cpus.core_scheduling)", c.CoreScheduling)
+	}
+	if err := refuseMemory(&cfg.Memory); err != nil {
+		return err
+	}
+	if p := cfg.Payload; p != nil {
+		switch {
+		case p.Igvm != "":
+			return notBuilt("IGVM payloads (payload.igvm)")
+		case p.HostData != "":
+			return notBuilt("Confidential host data (payload.host_data)")
+		case p.FwCfgConfig != nil:
+			return notBuilt("fw_cfg (payload.fw_cfg_config)")
+		}
+	}
+	if len(cfg.RateLimitGroups) > 0 {
+		return notBuilt("Rate limiter groups (rate_limit_groups)")
+	}
+	for i, d := range cfg.Disks {
+		f := fmt.Sprintf("disks[%d]", i)
+		switch {
+		case d.VhostUser:
+			return notBuilt("vhost-user-blk (%s.vhost_user)", f)
+		case d.RateLimitGroup != "" || d.RateLimiterConfig != nil:
+			return notBuilt("Disk rate limiting (%s.rate_limiter_config, rate_limit_group)", f)
+		case len(d.QueueAffinity) > 0:
+			return notBuilt("Virtqueue affinity (%s.queue_affinity)", f)
+		case d.IOMMU:
+			return notBuilt("The virtual IOMMU (%s.iommu)", f)
+		}
+	}
+	for i, n := range cfg.Net {
+		f := fmt.Sprintf("net[%d]", i)
+		switch {
+		case n.VhostUser:
+			return notBuilt("vhost-user-net (%s.vhost_user)", f)
+		case n.RateLimiterConfig != nil:
+			return notBuilt("Network rate limiting (%s.rate_limiter_config)", f)
+		case n.IOMMU:
+			return notBuilt("The virtual IOMMU (%s.iommu)", f)
+		}
+	}
+	if cfg.Rng.IOMMU || cfg.Console.IOMMU {
+		return notBuilt("The virtual IOMMU (rng.iommu, console.iommu)")
+	}
+	switch {
+	case cfg.Balloon != nil:
+		return notBuilt("virtio-balloon (balloon)")
+	case len(cfg.GenericVhostUser) > 0:
+		return notBuilt("Generic vhost-user devices (generic_vhost_user)")
+	case len(cfg.Fs) > 0:
+		return notBuilt("virtio-fs (fs)")
+	case len(cfg.Pmem) > 0:
+		return notBuilt("virtio-pmem (pmem)")
+	case len(cfg.Devices) > 0:
+		return notBuilt("VFIO devices (devices)")
+	case len(cfg.UserDevices) > 0:
+		return notBuilt("vfio-user devices (user_devices)")
+	case len(cfg.Vdpa) > 0:
+		return notBuilt("vDPA devices (vdpa)")
+	case cfg.Vsock != nil:
+		return notBuilt("virtio-vsock (vsock)")
+	case cfg.Pvpanic:
+		return notBuilt("The pvpanic device (pvpanic)")
+	case cfg.IOMMU:
+		return notBuilt("The virtual IOMMU (iommu)")
+	case len(cfg.Numa) > 0:
+		return notBuilt("Guest NUMA nodes (numa)")
+	case cfg.Watchdog:
+		return notBuilt("The watchdog device (watchdog)")
+	case cfg.Rtc != nil:
+		return notBuilt("virtio-rtc (rtc)")
+	case len(cfg.PciSegments) > 0:
+		return notBuilt("PCI segment aperture weights (pci_segments)")
+	case cfg.Tpm != nil:
+		return notBuilt("The TPM (tpm)")
+	case cfg.LandlockEnable || len(cfg.LandlockRules) > 0:
+		return notBuilt("Landlock (landlock_enable, landlock_rules)")
+	}
+	return refusePlatform(cfg.Platform)
+}
+
+func refuseMemory(m *config.MemoryConfig) error {
+	switch {
+	case m.Mergeable:
+		return notBuilt("Mergeable (KSM) memory (memory.mergeable)")
+	case m.HotplugSize != nil || m.HotpluggedSize != nil:
+		return notBuilt("Memory hotplug (memory.hotplug_size)")
+	case m.HotplugMethod == config.HotplugVirtioMem:
+		return notBuilt("virtio-mem (memory.hotplug_method=VirtioMem)")
+	}
+	for i, z := range m.Zones {
+		f := fmt.Sprintf("memory.zones[%d]", i)
+		switch {
+		case z.File != "":
+			return notBuilt("File-backed memory zones (%s.file)", f)
+		case z.HostNumaNode != nil:
+			return notBuilt("Host NUMA placement (%s.host_numa_node)", f)
+		case z.HotplugSize != nil || z.HotpluggedSize != nil:
+			return notBuilt("Memory zone hotplug (%s.hotplug_size)", f)
+		case z.Mergeable:
+			return notBuilt("Mergeable (KSM) memory (%s.mergeable)", f)
+		}
+	}
+	return nil
+}
+
+func refusePlatform(p *config.PlatformConfig) error {
+	if p == nil {
+		return nil
+	}
+	d := config.DefaultPlatformConfig()
+	smbios := []string{p.SystemSerialNumber, p.SystemUUID, p.SystemManufacturer, p.SystemProductName,
+		p.SystemVersion, p.SystemFamily, p.SystemSkuNumber, p.ChassisAssetTag}
+	switch {
+	case p.NumPciSegments > 1:
+		return notBuilt("More than one PCI segment (platform.num_pci_segments=%d)", p.NumPciSegments)
+	case len(p.IommuSegments) > 0 || p.IommuAddressWidthBits != d.IommuAddressWidthBits:
+		return notBuilt("The virtual IOMMU (platform.iommu_segments, iommu_address_width_bits)")
+	case len(p.OemStrings) > 0 || slices.ContainsFunc(smbios, func(s string) bool { return s != "" }):
+		return notBuilt("SMBIOS tables (platform.system_*, oem_strings, chassis_asset_tag)")
+	case p.Tdx:
+		return notBuilt("Intel TDX (platform.tdx)")
+	case p.SevSnp:
+		return notBuilt("AMD SEV-SNP (platform.sev_snp)")
+	case p.Iommufd || p.IommufdFd != nil || p.VfioP2PDma != d.VfioP2PDma:
+		return notBuilt("VFIO platform options (platform.iommufd, iommufd_fd, vfio_p2p_dma)")
+	}
+	return nil
+}

@@ -1,0 +1,260 @@
+package vm
+
+import (
+	"errors"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/vmm"
+)
+
+// built marks a config field the machine builds (or that only selects
+// how: ids, paths, sizes); elsewhere in the tree a test exercises it.
+const built = ""
+
+// fieldVerdicts says, for every leaf field of VmConfig by JSON path, what
+// the machine does with it: built, or refused at boot. A refused field
+// maps to the JSON that sets it (merged into a minimal valid config) and
+// the walker checks that refuseUnbuilt names it. A field added to the
+// config without an entry here fails TestEveryConfigFieldIsBuiltOrRefused.
+var fieldVerdicts = map[string]string{
+	"cpus.boot_vcpus": built, "cpus.max_vcpus": built, "cpus.max_phys_bits": built,
+	"cpus.topology.threads_per_core": built, "cpus.topology.cores_per_die": built,
+	"cpus.topology.dies_per_package": built, "cpus.topology.packages": built,
+	"cpus.kvm_hyperv":           `"cpus":{"boot_vcpus":1,"max_vcpus":1,"kvm_hyperv":true}`,
+	"cpus.affinity[].vcpu":      `"cpus":{"boot_vcpus":1,"max_vcpus":1,"affinity":[{"vcpu":0,"host_cpus":[0]}]}`,
+	"cpus.affinity[].host_cpus": `"cpus":{"boot_vcpus":1,"max_vcpus":1,"affinity":[{"vcpu":0,"host_cpus":[0]}]}`,
+	"cpus.features.amx":         `"cpus":{"boot_vcpus":1,"max_vcpus":1,"features":{"amx":true}}`,
+	"cpus.nested":               `"cpus":{"boot_vcpus":1,"max_vcpus":1,"nested":false}`,
+	// Vm (the default) and Off are accepted; the default is logged as not applied.
+	"cpus.core_scheduling": `"cpus":{"boot_vcpus":1,"max_vcpus":1,"core_scheduling":"Vcpu"}`,
+	"cpus.profile":         built, // Host is its only value
+
+	"memory.size": built, "memory.shared": built, "memory.hugepages": built, "memory.hugepage_size": built,
+	"memory.prefault": built, "memory.reserve": built, "memory.thp": built,
+	"memory.mergeable":       `"memory":{"size":536870912,"mergeable":true}`,
+	"memory.hotplug_method":  `"memory":{"size":536870912,"hotplug_method":"VirtioMem"}`,
+	"memory.hotplug_size":    `"memory":{"size":536870912,"hotplug_size":536870912}`,
+	"memory.hotplugged_size": `"memory":{"size":536870912,"hotplug_method":"VirtioMem","hotplug_size":536870912,"hotplugged_size":0}`,
+	"memory.zones[].id":      built, "memory.zones[].size": built, "memory.zones[].shared": built,
+	"memory.zones[].hugepages": built, "memory.zones[].hugepage_size": built,
+	"memory.zones[].prefault": built, "memory.zones[].reserve": built,
+	"memory.zones[].file":            `"memory":{"size":0,"zones":[{"id":"z","size":536870912,"file":"/dev/shm/z"}]}`,
+	"memory.zones[].host_numa_node":  `"memory":{"size":0,"zones":[{"id":"z","size":536870912,"host_numa_node":0}]}`,
+	"memory.zones[].hotplug_size":    `"memory":{"size":0,"zones":[{"id":"z","size":536870912,"hotplug_size":536870912}]}`,
+	"memory.zones[].hotplugged_size": `"memory":{"size":0,"zones":[{"id":"z","size":536870912,"hotplugged_size":0}]}`,
+	"memory.zones[].mergeable":       `"memory":{"size":0,"zones":[{"id":"z","size":536870912,"mergeable":true}]}`,
+
+	"payload.firmware": built, "payload.kernel": built, "payload.cmdline": built, "payload.initramfs": built,
+	"payload.igvm":               `"payload":{"kernel":"/k","igvm":"/i"}`,
+	"payload.host_data":          `"payload":{"kernel":"/k","host_data":"00"}`,
+	"payload.fw_cfg_config.e820": `"payload":{"kernel":"/k","fw_cfg_config":{}}`, "payload.fw_cfg_config.kernel": `"payload":{"kernel":"/k","fw_cfg_config":{}}`,
+	"payload.fw_cfg_config.cmdline": `"payload":{"kernel":"/k","fw_cfg_config":{}}`, "payload.fw_cfg_config.initramfs": `"payload":{"kernel":"/k","fw_cfg_config":{}}`,
+	"payload.fw_cfg_config.acpi_tables":            `"payload":{"kernel":"/k","fw_cfg_config":{}}`,
+	"payload.fw_cfg_config.items.item_list[].name": `"payload":{"kernel":"/k","fw_cfg_config":{}}`,
+	"payload.fw_cfg_config.items.item_list[].file": `"payload":{"kernel":"/k","fw_cfg_config":{}}`,
+
+	"rate_limit_groups[].id":                                           `"rate_limit_groups":[{"id":"g","rate_limiter_config":{}}]`,
+	"rate_limit_groups[].rate_limiter_config.bandwidth.size":           `"rate_limit_groups":[{"id":"g","rate_limiter_config":{}}]`,
+	"rate_limit_groups[].rate_limiter_config.bandwidth.one_time_burst": `"rate_limit_groups":[{"id":"g","rate_limiter_config":{}}]`,
+	"rate_limit_groups[].rate_limiter_config.bandwidth.refill_time":    `"rate_limit_groups":[{"id":"g","rate_limiter_config":{}}]`,
+	"rate_limit_groups[].rate_limiter_config.ops.size":                 `"rate_limit_groups":[{"id":"g","rate_limiter_config":{}}]`,
+	"rate_limit_groups[].rate_limiter_config.ops.one_time_burst":       `"rate_limit_groups":[{"id":"g","rate_limiter_config":{}}]`,
+	"rate_limit_groups[].rate_limiter_config.ops.refill_time":          `"rate_limit_groups":[{"id":"g","rate_limiter_config":{}}]`,
+
+	// Raw images only: qcow2 and the other formats are refused when the
+	// image is opened (virtio/blk), pci_segment != 0 when the device is
+	// placed (vm/pci.go); backing_files and sparse mean nothing for raw.
+	"disks[].path": built, "disks[].readonly": built, "disks[].direct": built, "disks[].num_queues": built,
+	"disks[].queue_size": built, "disks[].disable_io_uring": built, "disks[].disable_aio": built,
+	"disks[].serial": built, "disks[].backing_files": built, "disks[].sparse": built,
+	"disks[].image_type": built, "disks[].lock_granularity": built,
+	"disks[].id": built, "disks[].pci_segment": built, "disks[].pci_device_id": built,
+	"disks[].vhost_user":                                   `"disks":[{"vhost_user":true,"vhost_socket":"/s"}]`,
+	"disks[].vhost_socket":                                 `"disks":[{"vhost_user":true,"vhost_socket":"/s"}]`,
+	"disks[].rate_limit_group":                             `"disks":[{"path":"/d","rate_limit_group":"g"}]`,
+	"disks[].queue_affinity[].queue_index":                 `"disks":[{"path":"/d","queue_affinity":[{"queue_index":0,"host_cpus":[0]}]}]`,
+	"disks[].queue_affinity[].host_cpus":                   `"disks":[{"path":"/d","queue_affinity":[{"queue_index":0,"host_cpus":[0]}]}]`,
+	"disks[].iommu":                                        `"disks":[{"path":"/d","iommu":true}]`,
+	"disks[].rate_limiter_config.bandwidth.size":           `"disks":[{"path":"/d","rate_limiter_config":{}}]`,
+	"disks[].rate_limiter_config.bandwidth.one_time_burst": `"disks":[{"path":"/d","rate_limiter_config":{}}]`,
+	"disks[].rate_limiter_config.bandwidth.refill_time":    `"disks":[{"path":"/d","rate_limiter_config":{}}]`,
+	"disks[].rate_limiter_config.ops.size":                 `"disks":[{"path":"/d","rate_limiter_config":{}}]`,
+	"disks[].rate_limiter_config.ops.one_time_burst":       `"disks":[{"path":"/d","rate_limiter_config":{}}]`,
+	"disks[].rate_limiter_config.ops.refill_time":          `"disks":[{"path":"/d","rate_limiter_config":{}}]`,
+
+	"net[].tap": built, "net[].ip": built, "net[].mask": built, "net[].mac": built, "net[].host_mac": built,
+	"net[].mtu": built, "net[].num_queues": built, "net[].queue_size": built, "net[].fds": built,
+	"net[].offload_tso": built, "net[].offload_ufo": built, "net[].offload_csum": built,
+	"net[].id": built, "net[].pci_segment": built, "net[].pci_device_id": built,
+	"net[].vhost_user":                         `"net":[{"vhost_user":true,"vhost_socket":"/s"}]`,
+	"net[].vhost_socket":                       `"net":[{"vhost_user":true,"vhost_socket":"/s"}]`,
+	"net[].vhost_mode":                         `"net":[{"vhost_user":true,"vhost_socket":"/s","vhost_mode":"Server"}]`,
+	"net[].iommu":                              `"net":[{"iommu":true}]`,
+	"net[].rate_limiter_config.bandwidth.size": `"net":[{"rate_limiter_config":{}}]`,
+	"net[].rate_limiter_config.bandwidth.one_time_burst": `"net":[{"rate_limiter_config":{}}]`,
+	"net[].rate_limiter_config.bandwidth.refill_time":    `"net":[{"rate_limiter_config":{}}]`,
+	"net[].rate_limiter_config.ops.size":                 `"net":[{"rate_limiter_config":{}}]`,
+	"net[].rate_limiter_config.ops.one_time_burst":       `"net":[{"rate_limiter_config":{}}]`,
+	"net[].rate_limiter_config.ops.refill_time":          `"net":[{"rate_limiter_config":{}}]`,
+
+	"rng.src": built, "rng.id": built, "rng.pci_segment": built, "rng.pci_device_id": built,
+	"rng.iommu": `"rng":{"src":"/dev/urandom","iommu":true}`,
+
+	"balloon.size": `"balloon":{"size":0}`, "balloon.deflate_on_oom": `"balloon":{"size":0}`,
+	"balloon.free_page_reporting": `"balloon":{"size":0}`, "balloon.id": `"balloon":{"size":0}`,
+	"balloon.iommu": `"balloon":{"size":0}`, "balloon.pci_segment": `"balloon":{"size":0}`,
+	"balloon.pci_device_id": `"balloon":{"size":0}`,
+
+	"serial.file": built, "serial.mode": built, "serial.socket": built,
+	"console.file": built, "console.mode": built, "console.socket": built,
+	"console.id": built, "console.pci_segment": built, "console.pci_device_id": built,
+	"console.iommu":      `"console":{"mode":"Null","iommu":true}`,
+	"debug_console.file": built, "debug_console.mode": built, "debug_console.iobase": built,
+
+	"vsock.cid": `"vsock":{"cid":3,"socket":"/v"}`, "vsock.socket": `"vsock":{"cid":3,"socket":"/v"}`,
+	"vsock.id": `"vsock":{"cid":3,"socket":"/v"}`, "vsock.iommu": `"vsock":{"cid":3,"socket":"/v"}`,
+	"vsock.pci_segment": `"vsock":{"cid":3,"socket":"/v"}`, "vsock.pci_device_id": `"vsock":{"cid":3,"socket":"/v"}`,
+
+	"pvpanic":  `"pvpanic":true`,
+	"iommu":    `"iommu":true`,
+	"watchdog": `"watchdog":true`,
+	"rtc.id":   `"rtc":{}`, "rtc.iommu": `"rtc":{}`, "rtc.pci_segment": `"rtc":{}`, "rtc.pci_device_id": `"rtc":{}`,
+	"tpm.socket":                            `"tpm":{"socket":"/t"}`,
+	"landlock_enable":                       `"landlock_enable":true`,
+	"landlock_rules[].path":                 `"landlock_rules":[{"path":"/","access":"r"}]`,
+	"landlock_rules[].access":               `"landlock_rules":[{"path":"/","access":"r"}]`,
+	"pci_segments[].pci_segment":            `"pci_segments":[{"pci_segment":0}]`,
+	"pci_segments[].mmio32_aperture_weight": `"pci_segments":[{"pci_segment":0}]`,
+	"pci_segments[].mmio64_aperture_weight": `"pci_segments":[{"pci_segment":0}]`,
+
+	"platform.num_pci_segments":         `"platform":{"num_pci_segments":2}`,
+	"platform.iommu_segments":           `"platform":{"iommu_segments":[0]}`,
+	"platform.iommu_address_width_bits": `"platform":{"iommu_address_width_bits":48}`,
+	"platform.system_serial_number":     `"platform":{"system_serial_number":"s"}`,
+	"platform.system_uuid":              `"platform":{"system_uuid":"u"}`,
+	"platform.oem_strings":              `"platform":{"oem_strings":["o"]}`,
+	"platform.system_manufacturer":      `"platform":{"system_manufacturer":"m"}`,
+	"platform.system_product_name":      `"platform":{"system_product_name":"p"}`,
+	"platform.system_version":           `"platform":{"system_version":"v"}`,
+	"platform.system_family":            `"platform":{"system_family":"f"}`,
+	"platform.system_sku_number":        `"platform":{"system_sku_number":"k"}`,
+	"platform.chassis_asset_tag":        `"platform":{"chassis_asset_tag":"a"}`,
+	"platform.tdx":                      `"platform":{"tdx":true}`,
+	"platform.sev_snp":                  `"platform":{"sev_snp":true}`,
+	"platform.iommufd":                  `"platform":{"iommufd":true}`,
+	"platform.iommufd_fd":               `"platform":{"iommufd_fd":3}`,
+	"platform.vfio_p2p_dma":             `"platform":{"vfio_p2p_dma":false}`,
+}
+
+// sectionVerdicts covers whole device lists by their first field's
+// prefix: any entry at all is refused.
+var sectionVerdicts = map[string]string{
+	"generic_vhost_user[].": `"generic_vhost_user":[{"socket":"/s","queue_sizes":[256],"device_type":1}]`,
+	"fs[].":                 `"fs":[{"tag":"t","socket":"/s"}]`,
+	"pmem[].":               `"pmem":[{"file":"/p"}]`,
+	"devices[].":            `"devices":[{"path":"/sys/bus/pci/devices/0000:00:01.0"}]`,
+	"user_devices[].":       `"user_devices":[{"socket":"/s"}]`,
+	"vdpa[].":               `"vdpa":[{"path":"/dev/vhost-vdpa-0"}]`,
+	"numa[].":               `"numa":[{"guest_numa_id":0}]`,
+}
+
+// leafPaths lists t's leaf fields by JSON path; slices as "name[]",
+// structs and pointers to structs descended into.
+func leafPaths(t reflect.Type, prefix string) []string {
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Anonymous {
+			out = append(out, leafPaths(f.Type, prefix)...)
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		path := prefix + name
+		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		switch {
+		case ft.Kind() == reflect.Struct:
+			out = append(out, leafPaths(ft, path+".")...)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			out = append(out, leafPaths(ft.Elem(), path+"[].")...)
+		default:
+			out = append(out, path)
+		}
+	}
+	return out
+}
+
+func verdict(path string) (string, bool) {
+	if v, ok := fieldVerdicts[path]; ok {
+		return v, true
+	}
+	for prefix, v := range sectionVerdicts {
+		if strings.HasPrefix(path, prefix) {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// TestEveryConfigFieldIsBuiltOrRefused walks every field of VmConfig: each
+// has a verdict, and setting any refused one makes boot fail before
+// anything is built, with ErrUnsupported and a message naming the section.
+func TestEveryConfigFieldIsBuiltOrRefused(t *testing.T) {
+	paths := leafPaths(reflect.TypeFor[config.VmConfig](), "")
+	var refused int
+	for _, p := range paths {
+		v, ok := verdict(p)
+		if !ok {
+			t.Errorf("config field %s has no verdict: build it, or refuse it in refuseUnbuilt, and say which in fieldVerdicts", p)
+			continue
+		}
+		if v == built {
+			continue
+		}
+		refused++
+		body := `{"payload":{"kernel":"/k"},` + v + `}`
+		cfg, err := config.Decode([]byte(body))
+		if err != nil {
+			t.Errorf("%s: decoding %s: %v", p, body, err)
+			continue
+		}
+		err = refuseUnbuilt(cfg)
+		section, _, _ := strings.Cut(strings.TrimSuffix(p, "[]"), "[]")
+		section, _, _ = strings.Cut(section, ".")
+		if !errors.Is(err, vmm.ErrUnsupported) || !strings.Contains(err.Error(), section) || !strings.HasSuffix(err.Error(), "is not supported by this build") {
+			t.Errorf("%s set by %s: refuseUnbuilt = %v, want a 'not supported by this build' error naming %s", p, v, err, section)
+		}
+	}
+	for p := range fieldVerdicts {
+		if !slices.Contains(paths, p) {
+			t.Errorf("fieldVerdicts has %s, which VmConfig does not", p)
+		}
+	}
+	t.Logf("%d config fields, %d refused when set", len(paths), refused)
+}
+
+// TestDefaultConfigIsBuilt: upstream's defaults (an empty VmConfig body
+// with a kernel), and a config with every built device, pass.
+func TestDefaultConfigIsBuilt(t *testing.T) {
+	for _, body := range []string{
+		`{"payload":{"kernel":"/k"}}`,
+		`{"cpus":{"boot_vcpus":2,"max_vcpus":2,"topology":{"threads_per_core":1,"cores_per_die":2,"dies_per_package":1,"packages":1},"core_scheduling":"Off"},
+		  "memory":{"size":0,"zones":[{"id":"z","size":536870912,"shared":true}]},"payload":{"kernel":"/k","initramfs":"/i","cmdline":"c"},
+		  "disks":[{"path":"/d","readonly":true,"serial":"s"}],"net":[{"tap":"t","mac":"52:54:00:00:00:01","mtu":1500}],
+		  "serial":{"mode":"Pty"},"console":{"mode":"Off"},"debug_console":{"mode":"Null"},"platform":{"num_pci_segments":1}}`,
+	} {
+		cfg, err := config.Decode([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := refuseUnbuilt(cfg); err != nil {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+}
