@@ -37,10 +37,6 @@ func ResolveMode(m Mode, log io.Writer) Mode {
 	return m
 }
 
-// HostBootsStockGuests reports whether this machine's /dev/kvm boots
-// stock Linux guests (hardware KVM): where Auto runs on the host.
-func HostBootsStockGuests() bool { return hostkvm.Host().BootsStockGuests() }
-
 // shipNimbus adds the nimbus binaries at guestBinDir to cfg.Files unless
 // a file is shipped there already; see Config.NimbusBin. The returned
 // function removes what it built.

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
+
+	"github.com/nimbus-vmm/nimbus/internal/hostkvm"
 )
 
 // lockedBuffer records each Write separately, to show output is streamed
@@ -430,7 +432,7 @@ func TestRunTestsOnHost(t *testing.T) {
 			t.Fatalf("passing run output lacks %q:\n%s", want, out)
 		}
 	}
-	if HostBootsStockGuests() {
+	if hostkvm.Host().BootsStockGuests() {
 		return // the failing selection below relies on guests not booting here
 	}
 	// NIMBUS_REQUIRE_KVM=1 where stock guests do not boot makes the boot

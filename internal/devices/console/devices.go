@@ -57,10 +57,10 @@ func OpenDevices(cfg *config.VmConfig) (*Devices, error) {
 
 // open is Open for one section; a pty's path goes to *ptyPath.
 func open(mode config.ConsoleOutputMode, path string, ptyPath *string) (Backend, error) {
-	b, err := Open(Options{Mode: Mode(mode), Path: path})
-	if errors.Is(err, ErrBadMode) && (mode == config.ConsoleFile || mode == config.ConsoleSocket) && path == "" {
+	if path == "" && (mode == config.ConsoleFile || mode == config.ConsoleSocket) {
 		return nil, nil
 	}
+	b, err := Open(Options{Mode: Mode(mode), Path: path})
 	if err != nil {
 		return nil, &createError{err}
 	}
