@@ -36,6 +36,14 @@ type Config struct {
 	// GED, when set, adds the power button and the Generic Event Device
 	// (see GED) after the other DSDT devices, as upstream.
 	GED *GED
+	// PCIHotplug, when set, adds upstream's PCI hotplug controller
+	// (\_SB_.PHPR) and the slot objects in \_SB_.PCI0, and makes the GED
+	// call PSCN on a PCI-devices-changed notification.
+	PCIHotplug *PCIHotplug
+	// CPUHotplug, when set, adds upstream's \_SB_.PRES and \_SB_.CPUS
+	// (one ACPI0007 device per possible vCPU) after the GED, and makes the
+	// GED call CSCN on a CPU-devices-changed notification.
+	CPUHotplug *CPUHotplug
 }
 
 // Tables reports where Build put each table.
@@ -81,15 +89,24 @@ func DSDT(cfg Config) (*SDT, error) {
 	if cfg.PCI64.Size > 0 {
 		crs = append(crs, QWordMemory(NotCacheable, true, cfg.PCI64.Start, cfg.PCI64.End()-1))
 	}
+	var bridge []Term
+	if cfg.PCIHotplug != nil {
+		phpr, br, err := cfg.PCIHotplug.Terms()
+		if err != nil {
+			return nil, err
+		}
+		terms, bridge = append(terms, phpr), br
+	}
+	pci0 := append([]Term{
+		Name("_HID", EISAID("PNP0A08")),
+		Name("_CID", EISAID("PNP0A03")),
+		Name("_ADR", Int(0)),
+		Name("_SEG", Int(0)),
+		Name("_UID", Int(0)),
+		Name("_CRS", ResourceTemplate(crs...)),
+	}, bridge...)
 	terms = append(terms,
-		Device("_SB_.PCI0",
-			Name("_HID", EISAID("PNP0A08")),
-			Name("_CID", EISAID("PNP0A03")),
-			Name("_ADR", Int(0)),
-			Name("_SEG", Int(0)),
-			Name("_UID", Int(0)),
-			Name("_CRS", ResourceTemplate(crs...)),
-		),
+		Device("_SB_.PCI0", pci0...),
 		Device("_SB_.MBRD",
 			Name("_HID", EISAID("PNP0C02")),
 			Name("_UID", Int(0)),
@@ -97,11 +114,21 @@ func DSDT(cfg Config) (*SDT, error) {
 		),
 	)
 	if cfg.GED != nil {
-		ged, err := cfg.GED.Terms()
+		g := *cfg.GED
+		g.PCIHotplug = cfg.PCIHotplug != nil
+		g.CPUHotplug = cfg.CPUHotplug != nil
+		ged, err := g.Terms()
 		if err != nil {
 			return nil, err
 		}
 		terms = append(terms, ged...)
+	}
+	if c := cfg.CPUHotplug; c != nil {
+		cpus, err := c.Terms()
+		if err != nil {
+			return nil, err
+		}
+		terms = append(terms, cpus...)
 	}
 	aml, err := Marshal(terms...)
 	if err != nil {

@@ -52,7 +52,10 @@ const (
 // creation order, skipping ids already in use (including memory zones and
 // rate-limit groups). Singletons (rng, console, balloon, ...) keep no id in
 // the config; the VMM names them with the fixed ID* constants.
-func (c *VmConfig) AssignDeviceIDs() {
+//
+// It returns the counter's final value, where upstream's device manager
+// goes on counting for hot-added devices (NextDeviceID).
+func (c *VmConfig) AssignDeviceIDs() int {
 	kinds := c.deviceIDs()
 	used := map[string]bool{}
 	for _, k := range kinds {
@@ -78,6 +81,25 @@ func (c *VmConfig) AssignDeviceIDs() {
 			}
 		}
 	}
+	return counter
+}
+
+// Id prefixes of generated device ids (device_manager.rs *_DEVICE_NAME_PREFIX).
+const (
+	PrefixDisk = "_disk"
+	PrefixNet  = "_net"
+)
+
+// NextDeviceID is upstream's next_device_name: prefix plus the shared
+// counter, advanced past every name for which taken reports true.
+func NextDeviceID(prefix string, counter *int, taken func(string) bool) string {
+	for {
+		name := prefix + strconv.Itoa(*counter)
+		*counter++
+		if !taken(name) {
+			return name
+		}
+	}
 }
 
 // idKind is one kind of named config entry: the ID fields of its entries
@@ -98,8 +120,8 @@ func (c *VmConfig) deviceIDs() []idKind {
 		vsock = []*string{&c.Vsock.ID}
 	}
 	return []idKind{
-		{"_disk", idsOf(c.Disks, func(d *DiskConfig) *string { return &d.ID })},
-		{"_net", idsOf(c.Net, func(n *NetConfig) *string { return &n.ID })},
+		{PrefixDisk, idsOf(c.Disks, func(d *DiskConfig) *string { return &d.ID })},
+		{PrefixNet, idsOf(c.Net, func(n *NetConfig) *string { return &n.ID })},
 		{"_fs", idsOf(c.Fs, func(f *FsConfig) *string { return &f.ID })},
 		{"_pmem", idsOf(c.Pmem, func(p *PmemConfig) *string { return &p.ID })},
 		{"_vsock", vsock},

@@ -1,7 +1,7 @@
 package vm
 
 import (
-	"fmt"
+	"errors"
 	"io"
 	"time"
 
@@ -13,7 +13,9 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/devices/console"
 	"github.com/nimbus-vmm/nimbus/internal/devices/ged"
 	"github.com/nimbus-vmm/nimbus/internal/devices/legacy"
+	"github.com/nimbus-vmm/nimbus/internal/devices/pcihp"
 	"github.com/nimbus-vmm/nimbus/internal/devices/serial"
+	"github.com/nimbus-vmm/nimbus/internal/devmgr"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
@@ -34,6 +36,11 @@ const (
 	idDebugConsole = "__debug_console"
 	idACPIShutdown = "__acpi_shutdown"
 	idPMTimer      = "__acpi_pm_timer"
+	// Platform nodes, not shown in device_tree.
+	idGED        = "__ged"
+	idPCIHotplug = "__pci_hotplug"
+	idCPUHotplug = "__cpu_hotplug"
+	idPCIConfig  = "__pci_config"
 )
 
 // requestExit turns a device's exit request into a machine exit.
@@ -58,22 +65,37 @@ func (m *VM) edgeIRQ(line uint32) devices.IRQ {
 	})
 }
 
-func (m *VM) insertPIO(id string, dev bus.Device, base, size uint64, irq ...uint32) error {
-	if err := m.io.Insert(dev, base, size); err != nil {
-		return wrap(ErrSetup, fmt.Errorf("%s at %#x: %w", id, base, err))
+// addDevice registers a device that sits at one bus range: id's node in
+// the device manager holds the range (and irq, the legacy line it raises).
+func (m *VM) addDevice(id string, kind devmgr.Kind, dev bus.Device, pio bool, base, size uint64, irq ...uint32) error {
+	tx, err := m.dm.Begin(id, kind)
+	if err != nil {
+		return wrap(ErrSetup, err)
 	}
-	res := []map[string]any{{"PioAddressRange": map[string]any{"base": base, "size": size}}}
+	if pio {
+		err = tx.PIO(dev, base, size)
+	} else {
+		err = tx.MMIO(dev, base, size)
+	}
+	if err != nil {
+		return wrap(ErrSetup, errors.Join(err, tx.Abort()))
+	}
 	for _, n := range irq {
-		res = append(res, map[string]any{"LegacyIrq": n})
+		tx.IRQ(n)
 	}
-	m.devices[id] = &vmm.DeviceNode{ID: id, Resources: res, Children: []string{}}
+	if err := tx.Commit(dev); err != nil {
+		return wrap(ErrSetup, err)
+	}
 	return nil
+}
+
+func (m *VM) insertPIO(id string, dev bus.Device, base, size uint64, irq ...uint32) error {
+	return m.addDevice(id, devmgr.Legacy, dev, true, base, size, irq...)
 }
 
 // setupDevices creates the buses and the legacy devices, the serial port
 // and debug port on cons's backends.
 func (m *VM) setupDevices(cfg *config.VmConfig, cons *console.Devices) error {
-	m.io, m.mmio = bus.NewIO(), bus.NewMMIO()
 	exit := devices.ExitFunc(m.requestExit)
 
 	// COM1 exists unless --serial off, as upstream.
@@ -121,8 +143,14 @@ func (m *VM) setupDevices(cfg *config.VmConfig, cons *console.Devices) error {
 	// The ACPI GED carries vm.power-button to the guest (upstream's
 	// AcpiGedDevice); acpi.Config.GED puts its AML in the DSDT.
 	m.ged = ged.New(m.edgeIRQ(ged.IRQ))
-	if err := m.mmio.Insert(m.ged, ged.Base, ged.Size); err != nil {
-		return wrap(ErrSetup, fmt.Errorf("ACPI GED at %#x: %w", ged.Base, err))
+	if err := m.addDevice(idGED, devmgr.Platform, m.ged, false, ged.Base, ged.Size, ged.IRQ); err != nil {
+		return err
+	}
+	// Upstream's DeviceManager registers (PCIU/PCID/B0EJ/PSEG) that the
+	// DSDT's PHPR device drives; ejects come back through hp.
+	m.hp.regs = pcihp.New(m.guestEjected)
+	if err := m.addDevice(idPCIHotplug, devmgr.Platform, m.hp.regs, false, pcihp.Base, pcihp.Size); err != nil {
+		return err
 	}
 
 	if dc := cfg.DebugConsole; dc.Mode != config.ConsoleOff {
@@ -142,23 +170,11 @@ func (m *VM) setupDevices(cfg *config.VmConfig, cons *console.Devices) error {
 }
 
 // writeTables writes the ACPI tables (RSDP at 0xa0000) and the MP table.
-func (m *VM) writeTables(cfg *config.VmConfig) error {
-	boot, maxCPUs := int(cfg.Cpus.BootVcpus), int(cfg.Cpus.MaxVcpus)
-	if boot == 0 {
-		boot = 1
-	}
-	if maxCPUs < boot {
-		maxCPUs = boot
-	}
-	if _, err := acpi.Build(m.mem, acpi.Config{
-		BootCPUs: boot, MaxCPUs: maxCPUs,
-		Serial: cfg.Serial.Mode != config.ConsoleOff, SerialIRQ: serialIRQ,
-		GED:   &acpi.GED{Base: ged.Base, IRQ: ged.IRQ},
-		PCI32: m.pci.win32, PCI64: m.pci.win64,
-	}); err != nil {
+func (m *VM) writeTables() error {
+	if _, err := acpi.Build(m.mem, m.tables); err != nil {
 		return wrap(ErrSetup, err)
 	}
-	if err := x86.WriteMPTable(m.mem, min(boot, x86.MaxMPCPUs)); err != nil {
+	if err := x86.WriteMPTable(m.mem, min(m.tables.BootCPUs, x86.MaxMPCPUs)); err != nil {
 		return wrap(ErrSetup, err)
 	}
 	return nil

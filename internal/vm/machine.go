@@ -3,9 +3,9 @@ package vm
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"time"
 
+	"github.com/nimbus-vmm/nimbus/internal/devmgr"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
@@ -18,12 +18,8 @@ func (m *VM) Boot() error {
 		return fmt.Errorf("%w: the machine already booted", vmm.ErrInvalidState)
 	}
 	m.booted = true
-	m.mu.Lock()
-	m.alive = len(m.vcpus)
-	m.mu.Unlock()
-	for _, c := range m.vcpus {
-		m.wg.Add(1)
-		go m.runVcpu(c)
+	for _, c := range m.vcpuList() {
+		m.startVcpu(c)
 	}
 	return nil
 }
@@ -37,8 +33,10 @@ func (m *VM) logFirstEntry() {
 // time measurements).
 func (m *VM) Entered() <-chan struct{} { return m.entry }
 
-// Pause kicks every vCPU out of the guest and waits until all are parked
-// (or gone).
+// Pause kicks every vCPU out of the guest, waits until all are parked
+// (or gone), then pauses every device and saves kvmclock. It is all or
+// nothing: if a device cannot pause, the devices already paused and the
+// vCPUs run again and the VM stays running.
 func (m *VM) Pause() error {
 	m.mu.Lock()
 	m.paused = true
@@ -49,20 +47,28 @@ func (m *VM) Pause() error {
 		m.cond.Wait()
 	}
 	m.mu.Unlock()
-	if m.pci != nil {
-		if err := m.pci.pause(); err != nil {
-			return wrap(ErrSetup, err)
-		}
+	if err := m.dm.Pause(); err != nil {
+		m.unpark()
+		return wrap(ErrSetup, err)
 	}
 	// As upstream: save kvmclock once the vCPUs are parked so that Resume
 	// puts it back and the guest's clock does not jump by the paused time.
 	// Flags are dropped: KVM_CLOCK_REALTIME on set would add that time back.
 	clock, err := m.kvm.Clock()
 	if err != nil {
-		return wrap(ErrKVM, err)
+		err = errors.Join(wrap(ErrKVM, err), m.dm.Resume())
+		m.unpark()
+		return err
 	}
 	m.clock = &kvm.ClockData{Clock: clock.Clock}
 	return nil
+}
+
+func (m *VM) unpark() {
+	m.mu.Lock()
+	m.paused = false
+	m.cond.Broadcast()
+	m.mu.Unlock()
 }
 
 // Resume lets parked vCPUs enter the guest again.
@@ -73,15 +79,10 @@ func (m *VM) Resume() error {
 		}
 		m.clock = nil
 	}
-	if m.pci != nil {
-		if err := m.pci.resume(); err != nil {
-			return wrap(ErrSetup, err)
-		}
+	if err := m.dm.Resume(); err != nil {
+		return wrap(ErrSetup, err)
 	}
-	m.mu.Lock()
-	m.paused = false
-	m.cond.Broadcast()
-	m.mu.Unlock()
+	m.unpark()
 	return nil
 }
 
@@ -104,11 +105,11 @@ func (m *VM) release() error {
 	}
 	m.closed = true
 	var errs []error
-	if m.pci != nil {
+	if m.dm != nil {
 		// First: device goroutines use guest memory and the irqfds.
-		errs = append(errs, m.pci.close())
+		errs = append(errs, m.dm.Close())
 	}
-	for _, c := range m.vcpus {
+	for _, c := range m.vcpuList() {
 		errs = append(errs, c.v.Close())
 	}
 	if m.kvm != nil {
@@ -141,7 +142,7 @@ func (m *VM) PowerButton() error {
 // KVM_NMI ioctl before it re-enters the guest (see vcpu.nmi). A paused
 // vCPU takes it when resumed.
 func (m *VM) NMI() error {
-	for _, c := range m.vcpus {
+	for _, c := range m.vcpuList() {
 		c.nmi.Store(true)
 	}
 	m.kickAll()
@@ -149,15 +150,41 @@ func (m *VM) NMI() error {
 }
 
 // Counters reports every virtio device that keeps counters, by id.
-func (m *VM) Counters() vmm.Counters {
-	if m.pci == nil {
-		return vmm.Counters{}
-	}
-	return m.pci.counters()
-}
+func (m *VM) Counters() vmm.Counters { return m.dm.Counters() }
 
-// DeviceTree returns the legacy devices and their resources.
-func (m *VM) DeviceTree() map[string]*vmm.DeviceNode { return maps.Clone(m.devices) }
+// DeviceTree is vm.info's device_tree: every legacy, PCI and virtio node
+// in the device manager (platform plumbing is not listed, as upstream).
+func (m *VM) DeviceTree() map[string]*vmm.DeviceNode {
+	out := map[string]*vmm.DeviceNode{}
+	for _, n := range m.dm.Nodes() {
+		if n.Kind == devmgr.Platform {
+			continue
+		}
+		d := &vmm.DeviceNode{ID: n.ID, Resources: []map[string]any{}, Children: append([]string{}, n.Children...)}
+		if n.Parent != "" {
+			p := n.Parent
+			d.Parent = &p
+		}
+		for _, r := range n.PIO {
+			d.Resources = append(d.Resources, map[string]any{"PioAddressRange": map[string]any{"base": r.Base, "size": r.Size}})
+		}
+		for _, r := range n.MMIO {
+			d.Resources = append(d.Resources, map[string]any{"MmioAddressRange": map[string]any{"base": r.Base, "size": r.Size}})
+		}
+		for _, b := range n.BARs {
+			d.Resources = append(d.Resources, map[string]any{"PciBar": b})
+		}
+		for _, irq := range n.IRQs {
+			d.Resources = append(d.Resources, map[string]any{"LegacyIrq": irq})
+		}
+		if n.BDF != nil {
+			s := n.BDF.String()
+			d.PciBDF = &s
+		}
+		out[n.ID] = d
+	}
+	return out
+}
 
 // MemoryActualSize is the configured RAM (no balloon or virtio-mem yet).
 func (m *VM) MemoryActualSize() uint64 { return m.ramSize }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/nimbus-vmm/nimbus/internal/devmgr"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
 	"github.com/nimbus-vmm/nimbus/internal/virtio"
 )
@@ -47,27 +48,37 @@ func defaultRouting() kvm.IRQRouting {
 // GSIs. Every change sets the whole table (defaultRouting plus the
 // unmasked MSI routes).
 type msiRoutes struct {
-	vm *kvm.VM
+	vm   *kvm.VM
+	gsis *devmgr.GSIs
 
 	mu     sync.Mutex
-	next   uint32
 	routes map[uint32]kvm.IRQRoutingEntry
 }
 
 func newMSIRoutes(vm *kvm.VM) *msiRoutes {
-	return &msiRoutes{vm: vm, next: firstMSIGSI, routes: map[uint32]kvm.IRQRoutingEntry{}}
+	return &msiRoutes{vm: vm, gsis: devmgr.NewGSIs(firstMSIGSI, maxGSI), routes: map[uint32]kvm.IRQRoutingEntry{}}
 }
 
 // allocate reserves n consecutive GSIs and returns the first.
-func (r *msiRoutes) allocate(n int) (uint32, error) {
+func (r *msiRoutes) allocate(n int) (uint32, error) { return r.gsis.Allocate(n) }
+
+// free drops the routes of n GSIs from base, pushing the table once if
+// any was set, and gives the GSIs back.
+func (r *msiRoutes) free(base uint32, n int) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if n < 0 || r.next+uint32(n) > maxGSI {
-		return 0, fmt.Errorf("%d MSI vectors: only %d GSIs left", n, maxGSI-r.next)
+	changed := false
+	for gsi := base; gsi < base+uint32(n); gsi++ {
+		if _, ok := r.routes[gsi]; ok {
+			delete(r.routes, gsi)
+			changed = true
+		}
 	}
-	base := r.next
-	r.next += uint32(n)
-	return base, nil
+	var err error
+	if changed {
+		err = r.commit()
+	}
+	r.mu.Unlock()
+	return errors.Join(err, r.gsis.Free(base, n))
 }
 
 // set installs (or with masked, removes) gsi's MSI route and pushes the
@@ -111,7 +122,9 @@ func (r *msiRoutes) commit() error {
 type msixVectors struct {
 	routes *msiRoutes
 	base   uint32
+	n      int // GSIs allocated from base
 	fds    []*virtio.EventFD
+	bound  int // fds[:bound] are registered irqfds
 	vm     *kvm.VM
 }
 
@@ -121,10 +134,10 @@ func newMSIXVectors(vm *kvm.VM, routes *msiRoutes, n int) (_ *msixVectors, err e
 	if err != nil {
 		return nil, err
 	}
-	v := &msixVectors{routes: routes, base: base, vm: vm}
+	v := &msixVectors{routes: routes, base: base, n: n, vm: vm}
 	defer func() {
 		if err != nil {
-			v.Close()
+			err = errors.Join(err, v.Close())
 		}
 	}()
 	for i := 0; i < n; i++ {
@@ -134,8 +147,10 @@ func newMSIXVectors(vm *kvm.VM, routes *msiRoutes, n int) (_ *msixVectors, err e
 		}
 		v.fds = append(v.fds, fd)
 		if err := vm.RegisterIRQFD(fd.FD(), base+uint32(i)); err != nil {
+			v.bound = i
 			return nil, fmt.Errorf("irqfd for GSI %d: %w", base+uint32(i), err)
 		}
+		v.bound = i + 1
 	}
 	return v, nil
 }
@@ -156,16 +171,24 @@ func (v *msixVectors) Trigger(vector int) error {
 	return v.fds[vector].Signal()
 }
 
-// Close unbinds and closes the irqfds. The routes stay: the GSIs are
-// never reused, and the VM's teardown does not need a table update.
+// Close unbinds and closes the irqfds, drops the vectors' routes and
+// gives their GSIs back: the one release path for a function's vectors,
+// on hot removal, a failed add and shutdown alike.
 func (v *msixVectors) Close() error {
+	if v.routes == nil {
+		return nil
+	}
 	var errs []error
 	for i, fd := range v.fds {
-		if err := v.vm.UnregisterIRQFD(fd.FD(), v.base+uint32(i)); err != nil && !errors.Is(err, kvm.ErrClosed) {
-			errs = append(errs, err)
+		if i < v.bound {
+			if err := v.vm.UnregisterIRQFD(fd.FD(), v.base+uint32(i)); err != nil && !errors.Is(err, kvm.ErrClosed) {
+				errs = append(errs, err)
+			}
 		}
 		errs = append(errs, fd.Close())
 	}
 	v.fds = nil
+	errs = append(errs, v.routes.free(v.base, v.n))
+	v.routes = nil
 	return errors.Join(errs...)
 }

@@ -3,12 +3,12 @@ package vm
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/devices/console"
 	"github.com/nimbus-vmm/nimbus/internal/devices/pci"
+	"github.com/nimbus-vmm/nimbus/internal/devmgr"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
 	"github.com/nimbus-vmm/nimbus/internal/virtio"
 	vpci "github.com/nimbus-vmm/nimbus/internal/virtio/pci"
@@ -28,24 +28,12 @@ const platformDeviceAreaSize = 1 << 20
 // --platform num_pci_segments asks for more) with its virtio-pci
 // functions.
 type pciSegment struct {
-	root     *pci.Root
-	win32    x86.Region
-	win64    x86.Region
-	routes   *msiRoutes
-	kvm      *kvm.VM
-	log      func(msg string, args ...any)
-	mu       sync.Mutex // devs, read by the BAR-move callback on vCPU threads
-	devs     []*virtioPCI
-	moveErrs []error
-}
-
-// virtioPCI is one virtio device on its transport.
-type virtioPCI struct {
-	id      string // the virtio device's id ("_disk0", "__rng")
-	bdf     pci.BDF
-	dev     virtio.Device
-	t       *vpci.Device
-	vectors *msixVectors
+	root   *pci.Root
+	win32  x86.Region
+	win64  x86.Region
+	routes *msiRoutes
+	kvm    *kvm.VM
+	log    func(msg string, args ...any)
 }
 
 // pciWindows returns segment 0's 32-bit and 64-bit BAR windows as
@@ -107,7 +95,7 @@ func (m *VM) setupPCI(cfg *config.VmConfig, cons console.Backend) error {
 	}
 	p := &pciSegment{win32: w32, win64: w64, routes: newMSIRoutes(m.kvm), kvm: m.kvm, log: m.log.Warn}
 	p.root, err = pci.NewRoot(pci.RootConfig{
-		Segment: 0, MMIO: m.mmio,
+		Segment: 0, MMIO: m.dm.MMIO(),
 		Window32: pci.NewAllocator(w32), Window64: pci.NewAllocator(w64),
 		BARMoved: p.barMoved,
 	})
@@ -115,11 +103,18 @@ func (m *VM) setupPCI(cfg *config.VmConfig, cons console.Backend) error {
 		return wrap(ErrSetup, err)
 	}
 	m.pci = p
-	if err := m.io.Insert(p.root.ConfigIO(), pci.ConfigIOPort, pci.ConfigIOSize); err != nil {
-		return wrap(ErrSetup, fmt.Errorf("PCI config ports: %w", err))
+	tx, err := m.dm.Begin(idPCIConfig, devmgr.Platform)
+	if err != nil {
+		return wrap(ErrSetup, err)
 	}
-	if err := m.mmio.Insert(p.root.ConfigMMIO(), pci.ECAMBase(0), pci.ECAMSizePerSegment); err != nil {
-		return wrap(ErrSetup, fmt.Errorf("PCI ECAM: %w", err))
+	if err := tx.PIO(p.root.ConfigIO(), pci.ConfigIOPort, pci.ConfigIOSize); err != nil {
+		return wrap(ErrSetup, errors.Join(err, tx.Abort()))
+	}
+	if err := tx.MMIO(p.root.ConfigMMIO(), pci.ECAMBase(0), pci.ECAMSizePerSegment); err != nil {
+		return wrap(ErrSetup, errors.Join(err, tx.Abort()))
+	}
+	if err := tx.Commit(nil); err != nil {
+		return wrap(ErrSetup, err)
 	}
 	// Routes for the legacy GSIs exactly as KVM set them up, so that a
 	// later partial table never differs from the default.
@@ -134,55 +129,96 @@ func (m *VM) setupPCI(cfg *config.VmConfig, cons console.Backend) error {
 }
 
 // addVirtio puts dev on a virtio-pci transport at slot (pci_device_id, or
-// any) and records both device_tree nodes. It owns dev: on error dev is
-// closed.
-func (m *VM) addVirtio(id string, dev virtio.Device, common config.PciCommon) (err error) {
+// any) and registers the transport node (which holds every resource)
+// with dev as its child. It owns dev: on error dev is closed and every
+// resource taken so far given back, by the same release functions
+// hot removal and shutdown run.
+func (m *VM) addVirtio(id string, dev virtio.Device, common config.PciCommon) (_ pci.BDF, err error) {
 	p := m.pci
 	if common.PciSegment != 0 {
 		dev.Close()
-		return wrap(ErrSetup, fmt.Errorf("%s: pci_segment %d: only segment 0 exists: %w", id, common.PciSegment, vmm.ErrUnsupported))
+		return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("%s: pci_segment %d: only segment 0 exists: %w", id, common.PciSegment, vmm.ErrUnsupported))
 	}
-	vp := &virtioPCI{id: id, dev: dev}
+	tid := virtioPCIPrefix + "-" + id
+	tx, err := m.dm.Begin(tid, devmgr.PCI)
+	if err == nil && m.dm.Has(id) {
+		err = fmt.Errorf("%w: %s", devmgr.ErrDuplicateID, id)
+	}
+	if err != nil {
+		dev.Close()
+		return pci.BDF{}, wrap(ErrSetup, err)
+	}
 	defer func() {
 		if err != nil {
-			vp.close()
+			err = errors.Join(err, tx.Abort())
 		}
 	}()
-	if vp.vectors, err = newMSIXVectors(m.kvm, p.routes, len(dev.QueueSizes())+1); err != nil {
-		return wrap(ErrKVM, fmt.Errorf("%s: %w", id, err))
+	// Released last first: ioeventfds, slot, transport and device (its
+	// goroutines may still signal), then the vectors.
+	var vectors *msixVectors
+	var t *vpci.Device
+	tx.OnRelease("MSI-X vectors", func() error {
+		if vectors == nil {
+			return nil
+		}
+		return vectors.Close()
+	})
+	tx.OnRelease("virtio device", func() error {
+		if t != nil {
+			return t.Close() // closes dev too
+		}
+		return dev.Close()
+	})
+	if vectors, err = newMSIXVectors(m.kvm, p.routes, len(dev.QueueSizes())+1); err != nil {
+		return pci.BDF{}, wrap(ErrKVM, fmt.Errorf("%s: %w", id, err))
 	}
 	// Upstream gives block devices a 32-bit BAR on segment 0 so firmware
 	// reaches them without identity-mapping high memory; others get 64-bit.
-	vp.t, err = vpci.New(vpci.Config{Device: dev, Memory: m.mem, Router: vp.vectors, BAR32: dev.Type() == virtio.TypeBlock, Log: m.log})
+	t, err = vpci.New(vpci.Config{Device: dev, Memory: m.mem, Router: vectors, BAR32: dev.Type() == virtio.TypeBlock, Log: m.log})
 	if err != nil {
-		return wrap(ErrSetup, fmt.Errorf("%s: %w", id, err))
+		return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("%s: %w", id, err))
 	}
 	slot := pci.AnySlot
 	if common.PciDeviceID != nil {
 		slot = int(*common.PciDeviceID)
 	}
-	if vp.bdf, err = p.root.Add(vp.t, slot); err != nil {
-		return wrap(ErrSetup, fmt.Errorf("%s: %w", id, err))
+	bdf, err := p.root.Add(t, slot)
+	if err != nil {
+		return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("%s: %w", id, err))
 	}
-	for _, na := range vp.t.NotifyAddresses() {
+	tx.OnRelease("PCI slot", func() error {
+		_, err := p.root.Remove(int(bdf.Device))
+		return err
+	})
+	for _, na := range t.NotifyAddresses() {
 		if err := m.kvm.SetIOEventFD(ioeventfd(na.Addr, na.FD, false)); err != nil {
-			_, _ = p.root.Remove(int(vp.bdf.Device))
-			return wrap(ErrKVM, fmt.Errorf("%s: ioeventfd for queue %d: %w", id, na.Queue, err))
+			return pci.BDF{}, wrap(ErrKVM, fmt.Errorf("%s: ioeventfd for queue %d: %w", id, na.Queue, err))
 		}
+		q := na.Queue
+		tx.OnRelease(fmt.Sprintf("ioeventfd for queue %d", q), func() error {
+			// Where the notification is now: the guest may have moved the BAR.
+			for _, cur := range t.NotifyAddresses() {
+				if cur.Queue == q {
+					err := m.kvm.SetIOEventFD(ioeventfd(cur.Addr, cur.FD, true))
+					if errors.Is(err, kvm.ErrClosed) {
+						return nil
+					}
+					return err
+				}
+			}
+			return nil
+		})
 	}
-	p.mu.Lock()
-	p.devs = append(p.devs, vp)
-	p.mu.Unlock()
-
-	tid := virtioPCIPrefix + "-" + id
-	var res []map[string]any
-	for _, r := range pci.BARResources(vp.t) {
-		res = append(res, map[string]any{"PciBar": *r.PciBar})
+	var bars []pci.PciBarResource
+	for _, r := range pci.BARResources(t) {
+		bars = append(bars, *r.PciBar)
 	}
-	bdf := vp.bdf.String()
-	m.devices[tid] = &vmm.DeviceNode{ID: tid, Resources: res, Children: []string{id}, PciBDF: &bdf}
-	m.devices[id] = &vmm.DeviceNode{ID: id, Resources: []map[string]any{}, Parent: &tid, Children: []string{}}
-	return nil
+	tx.PCI(bdf, bars)
+	tx.Child(id, devmgr.Virtio, nil)
+	if err := tx.Commit(dev); err != nil {
+		return pci.BDF{}, wrap(ErrSetup, err)
+	}
+	return bdf, nil
 }
 
 // ioeventfd is a queue notification registration: any width, no
@@ -199,87 +235,19 @@ func ioeventfd(addr uint64, fd int, deassign bool) kvm.IOEventFD {
 // addresses moved with its BAR, so the ioeventfds move too. It runs on a
 // vCPU thread with the root's lock held.
 func (p *pciSegment) barMoved(bdf pci.BDF, fn pci.Function, mv pci.BARMove) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, vp := range p.devs {
-		if pci.Function(vp.t) != fn || mv.Index != vpci.BARIndex {
-			continue
-		}
-		for _, na := range vp.t.NotifyAddresses() {
-			old := na.Addr - mv.New + mv.Old
-			err := errors.Join(
-				p.kvm.SetIOEventFD(ioeventfd(old, na.FD, true)),
-				p.kvm.SetIOEventFD(ioeventfd(na.Addr, na.FD, false)))
-			if err != nil {
-				// The transport still signals the eventfd on a trapped
-				// notify write, so the queue keeps working, only slower.
-				p.log("moving a queue notification ioeventfd failed", "device", vp.id, "bdf", bdf.String(), "queue", na.Queue, "err", err)
-			}
+	t, ok := fn.(*vpci.Device)
+	if !ok || mv.Index != vpci.BARIndex {
+		return
+	}
+	for _, na := range t.NotifyAddresses() {
+		old := na.Addr - mv.New + mv.Old
+		err := errors.Join(
+			p.kvm.SetIOEventFD(ioeventfd(old, na.FD, true)),
+			p.kvm.SetIOEventFD(ioeventfd(na.Addr, na.FD, false)))
+		if err != nil {
+			// The transport still signals the eventfd on a trapped
+			// notify write, so the queue keeps working, only slower.
+			p.log("moving a queue notification ioeventfd failed", "bdf", bdf.String(), "queue", na.Queue, "err", err)
 		}
 	}
-}
-
-func (vp *virtioPCI) close() error {
-	var errs []error
-	if vp.t != nil {
-		errs = append(errs, vp.t.Close()) // closes dev too
-	} else if vp.dev != nil {
-		errs = append(errs, vp.dev.Close())
-	}
-	if vp.vectors != nil {
-		errs = append(errs, vp.vectors.Close())
-	}
-	return errors.Join(errs...)
-}
-
-// pause stops every device's goroutines (vCPUs are already parked).
-func (p *pciSegment) pause() error {
-	var errs []error
-	for _, vp := range p.snapshot() {
-		if err := vp.dev.Pause(); err != nil {
-			errs = append(errs, fmt.Errorf("pause %s: %w", vp.id, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// resume restarts what pause stopped.
-func (p *pciSegment) resume() error {
-	var errs []error
-	for _, vp := range p.snapshot() {
-		if err := vp.dev.Resume(); err != nil {
-			errs = append(errs, fmt.Errorf("resume %s: %w", vp.id, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// close stops and releases every device, transport and irqfd, last added
-// first. Device goroutines touch guest memory: call before unmapping it.
-func (p *pciSegment) close() error {
-	devs := p.snapshot()
-	var errs []error
-	for i := len(devs) - 1; i >= 0; i-- {
-		if err := devs[i].close(); err != nil {
-			errs = append(errs, fmt.Errorf("close %s: %w", devs[i].id, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// counters is vm.counters: every device that keeps counters, by id.
-func (p *pciSegment) counters() vmm.Counters {
-	out := vmm.Counters{}
-	for _, vp := range p.snapshot() {
-		if c := vp.dev.Counters(); c != nil {
-			out[vp.id] = c
-		}
-	}
-	return out
-}
-
-func (p *pciSegment) snapshot() []*virtioPCI {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]*virtioPCI(nil), p.devs...)
 }

@@ -30,12 +30,30 @@ type vcpu struct {
 	// return (KVM holds vcpu->mutex in it), which a guest idle in HLT
 	// never does; so only the vCPU thread makes vCPU ioctls.
 	nmi atomic.Bool
+
+	// Hotplug (control loop only, except as noted): running while its
+	// goroutine runs (read by kickAll on any thread); stop asks the
+	// goroutine to return at its next exit; done is closed when it has;
+	// removing marks a vCPU the guest was asked to eject.
+	running  atomic.Bool
+	stop     atomic.Bool
+	done     chan struct{}
+	removing bool
 }
 
-// createVcpus creates boot_vcpus vCPUs and sets their CPUID, MSRs, LAPIC
-// and (vCPU 0) entry registers. APs stay in KVM's default MP state,
-// waiting for INIT/SIPI from the boot vCPU.
-func (m *VM) createVcpus(cfg *config.VmConfig, bs *x86.BootState) error {
+// cpuSetup is what every vCPU, boot or hot-added, is configured from.
+type cpuSetup struct {
+	supported kvm.CPUID
+	topo      x86.Topology
+	tscKHz    uint32
+	deadline  bool
+	physBits  uint8
+}
+
+// createVcpus creates boot_vcpus vCPUs and sets their CPUID, MSRs and
+// LAPIC; LoadPayload sets vCPU 0's entry registers. APs stay in KVM's
+// default MP state, waiting for INIT/SIPI from the boot vCPU.
+func (m *VM) createVcpus(cfg *config.VmConfig) error {
 	n := max(cfg.Cpus.BootVcpus, 1)
 	supported, err := m.sys.SupportedCPUID()
 	if err != nil {
@@ -46,35 +64,61 @@ func (m *VM) createVcpus(cfg *config.VmConfig, bs *x86.BootState) error {
 		topo = x86.Topology{ThreadsPerCore: uint32(t.ThreadsPerCore), CoresPerDie: uint32(t.CoresPerDie),
 			DiesPerPackage: uint32(t.DiesPerPackage), Packages: uint32(t.Packages)}
 	}
-	topo = topo.Normalize(max(n, cfg.Cpus.MaxVcpus))
 	deadline, _ := m.sys.CheckExtension(kvm.CapTSCDeadlineTimer)
-	var tscKHz uint32
+	m.cpus = cpuSetup{supported: supported, topo: topo.Normalize(max(n, cfg.Cpus.MaxVcpus)),
+		deadline: deadline > 0, physBits: cfg.Cpus.MaxPhysBits}
 	for i := 0; i < int(n); i++ {
-		v, err := m.kvm.CreateVcpu(i)
-		if err != nil {
-			return wrap(ErrKVM, err)
-		}
-		m.vcpus = append(m.vcpus, &vcpu{id: i, v: v})
-		if i == 0 {
-			// The guest learns the TSC frequency from leaf 0x40000010 and
-			// kvm-clock instead of calibrating (which stalls when nested).
-			if khz, err := v.TSCKHz(); err == nil {
-				tscKHz = khz
-			} else {
-				m.log.Warn("cannot read the TSC frequency; the guest will calibrate", "err", err)
-			}
-		}
-		setup := x86.VcpuSetup{CPUID: x86.PatchCPUID(supported, x86.CPUIDConfig{
-			ID: uint32(i), Topology: topo, TSCKHz: tscKHz, PhysBits: cfg.Cpus.MaxPhysBits, TSCDeadline: deadline > 0,
-		})}
-		if i == 0 {
-			setup.Boot = bs
-		}
-		if err := x86.ConfigureVcpu(v, setup); err != nil {
-			return wrap(ErrKVM, err)
+		if err := m.createVcpu(i); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// createVcpu makes vCPU id (the next index) and configures it.
+func (m *VM) createVcpu(id int) error {
+	v, err := m.kvm.CreateVcpu(id)
+	if err != nil {
+		return wrap(ErrKVM, err)
+	}
+	m.vcpuMu.Lock()
+	m.vcpus = append(m.vcpus, &vcpu{id: id, v: v})
+	m.vcpuMu.Unlock()
+	if id == 0 {
+		// The guest learns the TSC frequency from leaf 0x40000010 and
+		// kvm-clock instead of calibrating (which stalls when nested).
+		if khz, err := v.TSCKHz(); err == nil {
+			m.cpus.tscKHz = khz
+		} else {
+			m.log.Warn("cannot read the TSC frequency; the guest will calibrate", "err", err)
+		}
+	}
+	setup := x86.VcpuSetup{CPUID: x86.PatchCPUID(m.cpus.supported, x86.CPUIDConfig{
+		ID: uint32(id), Topology: m.cpus.topo, TSCKHz: m.cpus.tscKHz, PhysBits: m.cpus.physBits, TSCDeadline: m.cpus.deadline,
+	})}
+	if err := x86.ConfigureVcpu(v, setup); err != nil {
+		return wrap(ErrKVM, err)
+	}
+	return nil
+}
+
+// startVcpu starts c's goroutine.
+func (m *VM) startVcpu(c *vcpu) {
+	m.mu.Lock()
+	m.alive++
+	m.mu.Unlock()
+	c.stop.Store(false)
+	c.done = make(chan struct{})
+	c.running.Store(true)
+	m.wg.Add(1)
+	go m.runVcpu(c)
+}
+
+// vcpuList is a copy of the vCPUs, for any thread.
+func (m *VM) vcpuList() []*vcpu {
+	m.vcpuMu.Lock()
+	defer m.vcpuMu.Unlock()
+	return append([]*vcpu(nil), m.vcpus...)
 }
 
 // park blocks while the machine is paused; it returns false when the
@@ -101,10 +145,12 @@ func (m *VM) stopping_() bool {
 // until it returns, and reports guest exits through m.exits.
 func (m *VM) runVcpu(c *vcpu) {
 	defer func() {
+		c.running.Store(false)
 		m.mu.Lock()
 		m.alive--
 		m.cond.Broadcast()
 		m.mu.Unlock()
+		close(c.done)
 		m.wg.Done()
 	}()
 	// Never unlocked: the thread ends with the goroutine, so no other
@@ -114,6 +160,9 @@ func (m *VM) runVcpu(c *vcpu) {
 		m.log.Debug("naming the vCPU thread failed", "vcpu", c.id, "err", err)
 	}
 	for m.park() {
+		if c.stop.Load() {
+			return // ejected by the guest (releaseVcpu)
+		}
 		if c.id == 0 {
 			m.entered.Do(m.logFirstEntry)
 		}
@@ -220,7 +269,10 @@ func regDump(v *kvm.Vcpu) string {
 
 // kickAll makes every vCPU leave KVM_RUN.
 func (m *VM) kickAll() {
-	for _, c := range m.vcpus {
+	for _, c := range m.vcpuList() {
+		if !c.running.Load() {
+			continue
+		}
 		if err := c.v.Kick(); err != nil && !errors.Is(err, kvm.ErrClosed) {
 			m.log.Warn("kicking a vCPU failed", "vcpu", c.id, "err", err)
 		}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	hostconsole "github.com/nimbus-vmm/nimbus/internal/devices/console"
+	"github.com/nimbus-vmm/nimbus/internal/devices/pci"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/blk"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/console"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/rng"
@@ -16,33 +17,17 @@ import (
 // 00:01.0 console, then the disks, the nets and the rng.
 func (m *VM) addVirtioDevices(cfg *config.VmConfig, cons hostconsole.Backend) error {
 	if cfg.Console.Mode != config.ConsoleOff && cons != nil {
-		if err := m.addVirtio(config.IDConsole, console.New(cons), cfg.Console.PciCommon); err != nil {
+		if _, err := m.addVirtio(config.IDConsole, console.New(cons), cfg.Console.PciCommon); err != nil {
 			return err
 		}
 	}
 	for i := range cfg.Disks {
-		dc := &cfg.Disks[i]
-		d, err := blk.New(*dc)
-		if err != nil {
-			return wrap(ErrSetup, fmt.Errorf("disk %s: %w", dc.ID, err))
-		}
-		if err := m.addVirtio(dc.ID, d, dc.PciCommon); err != nil {
+		if _, err := m.addDisk(&cfg.Disks[i]); err != nil {
 			return err
 		}
 	}
 	for i := range cfg.Net {
-		nc := &cfg.Net[i]
-		d, err := newNet(*nc)
-		if err != nil {
-			return wrap(ErrSetup, fmt.Errorf("net %s: %w", nc.ID, err))
-		}
-		if nc.Tap == "" && len(nc.Fds) == 0 {
-			nc.Tap = d.TapName()
-		}
-		if nc.MAC == "" {
-			nc.MAC = d.MAC()
-		}
-		if err := m.addVirtio(nc.ID, d, nc.PciCommon); err != nil {
+		if _, err := m.addNet(&cfg.Net[i]); err != nil {
 			return err
 		}
 	}
@@ -51,5 +36,37 @@ func (m *VM) addVirtioDevices(cfg *config.VmConfig, cons hostconsole.Backend) er
 	if err != nil {
 		return wrap(ErrSetup, fmt.Errorf("rng: %w", err))
 	}
-	return m.addVirtio(config.IDRng, d, cfg.Rng.PciCommon)
+	_, err = m.addVirtio(config.IDRng, d, cfg.Rng.PciCommon)
+	return err
+}
+
+// addDisk makes the block device dc describes (its id already assigned).
+func (m *VM) addDisk(dc *config.DiskConfig) (pci.BDF, error) {
+	d, err := blk.New(*dc)
+	if err != nil {
+		return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("disk %s: %w", dc.ID, err))
+	}
+	return m.addVirtio(dc.ID, d, dc.PciCommon)
+}
+
+// addNet makes the NIC nc describes (its id already assigned) and fills
+// in the tap name and MAC it got, as upstream writes them back into the
+// config.
+func (m *VM) addNet(nc *config.NetConfig) (pci.BDF, error) {
+	d, err := newNet(*nc)
+	if err != nil {
+		return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("net %s: %w", nc.ID, err))
+	}
+	tap, mac := d.TapName(), d.MAC()
+	bdf, err := m.addVirtio(nc.ID, d, nc.PciCommon)
+	if err != nil {
+		return bdf, err
+	}
+	if nc.Tap == "" && len(nc.Fds) == 0 {
+		nc.Tap = tap
+	}
+	if nc.MAC == "" {
+		nc.MAC = mac
+	}
+	return bdf, nil
 }

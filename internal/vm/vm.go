@@ -8,13 +8,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nimbus-vmm/nimbus/internal/acpi"
 	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
 	"github.com/nimbus-vmm/nimbus/internal/boot"
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/devices/bus"
 	"github.com/nimbus-vmm/nimbus/internal/devices/console"
+	"github.com/nimbus-vmm/nimbus/internal/devices/cpuhp"
 	"github.com/nimbus-vmm/nimbus/internal/devices/ged"
 	"github.com/nimbus-vmm/nimbus/internal/devices/legacy"
+	"github.com/nimbus-vmm/nimbus/internal/devices/pcihp"
+	"github.com/nimbus-vmm/nimbus/internal/devmgr"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
 	"github.com/nimbus-vmm/nimbus/internal/memory"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
@@ -51,16 +55,22 @@ type VM struct {
 	exits   chan<- vmm.MachineExit
 	ramSize uint64
 
-	sys      *kvm.System
-	kvm      *kvm.VM
-	mem      *memory.Memory
-	io, mmio *bus.Bus
-	post     *legacy.PostPort
-	ged      *ged.Device    // ACPI power button notifications
-	pci      *pciSegment    // PCI segment 0 and its virtio devices
-	clock    *kvm.ClockData // kvmclock saved at Pause, restored at Resume
-	devices  map[string]*vmm.DeviceNode
-	vcpus    []*vcpu
+	sys    *kvm.System
+	kvm    *kvm.VM
+	mem    *memory.Memory
+	dm     *devmgr.Manager // every device and the resources it holds
+	io     *bus.Bus        // the manager's buses, for the vCPU exit path
+	mmio   *bus.Bus
+	post   *legacy.PostPort
+	ged    *ged.Device    // ACPI notifications: power button, hotplug
+	pci    *pciSegment    // PCI segment 0: root, windows, MSI routes
+	hp     hotplug        // PCI hotplug controller and pending ejects
+	clock  *kvm.ClockData // kvmclock saved at Pause, restored at Resume
+	tables acpi.Config    // what LoadPayload's ACPI tables describe
+	cpus   cpuSetup       // how vCPUs are configured, boot and hot-added
+	cpuhp  *cpuhp.Device  // ACPI CPU hotplug registers
+	vcpuMu sync.Mutex     // vcpus: appended by hot add, read by kickAll on vCPU threads
+	vcpus  []*vcpu
 
 	// run state shared with the vCPU goroutines
 	mu       sync.Mutex
@@ -77,28 +87,47 @@ type VM struct {
 	closed   bool
 }
 
-// New builds the machine for cfg (upstream Vm::new): everything but
-// starting the vCPUs. Its serial port, virtio console and debug port use
-// cons (nil: none), which the caller made for cfg with
-// console.OpenDevices and closes after Shutdown. On error nothing New
-// opened is left open.
-func New(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.MachineExit, log *slog.Logger) (_ *VM, err error) {
+// New builds the machine for cfg and loads its payload (upstream
+// Vm::new then the payload half of Vm::boot): everything but starting the
+// vCPUs. Its serial port, virtio console and debug port use cons (nil:
+// none), which the caller made for cfg with console.OpenDevices and
+// closes after Shutdown. On error nothing New opened is left open.
+func New(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.MachineExit, log *slog.Logger) (*VM, error) {
+	if cfg.Payload == nil || (cfg.Payload.Kernel == "" && cfg.Payload.Firmware == "") {
+		return nil, wrap(ErrSetup, errors.New("no kernel or firmware payload"))
+	}
+	m, err := Build(cfg, cons, exits, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.LoadPayload(cfg.Payload); err != nil {
+		m.release()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Build makes the machine cfg describes without a payload: the KVM VM,
+// guest memory, the devices and the vCPUs (CPUID, MSRs, LAPIC; no entry
+// registers). Restore and incoming migration start here and load state
+// instead of a payload; New adds the payload. Device ids are assigned in
+// cfg and runtime values (tap name, MAC) written back into it. On error
+// nothing Build opened is left open.
+func Build(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.MachineExit, log *slog.Logger) (_ *VM, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if cons == nil {
 		cons = &console.Devices{}
 	}
-	m := &VM{log: log, exits: exits, devices: map[string]*vmm.DeviceNode{}, entry: make(chan struct{})}
+	m := &VM{log: log, exits: exits, entry: make(chan struct{})}
 	m.cond = sync.NewCond(&m.mu)
+	m.hp.notify = make(chan struct{}, 1)
 	defer func() {
 		if err != nil {
 			m.release()
 		}
 	}()
-	if cfg.Payload == nil || (cfg.Payload.Kernel == "" && cfg.Payload.Firmware == "") {
-		return nil, wrap(ErrSetup, errors.New("no kernel or firmware payload"))
-	}
 	if err = refuseUnbuilt(cfg); err != nil {
 		return nil, err
 	}
@@ -144,18 +173,28 @@ func New(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.MachineEx
 	if _, err = m.mem.Register(m.kvm, 0, 0); err != nil {
 		return nil, wrap(ErrKVM, err)
 	}
+	m.io, m.mmio = bus.NewIO(), bus.NewMMIO()
+	m.dm = devmgr.New(m.io, m.mmio)
 	if err = m.setupDevices(cfg, cons); err != nil {
 		return nil, err
 	}
 	if err = m.setupPCI(cfg, cons.Console); err != nil {
 		return nil, err
 	}
-	boot, err := m.loadPayload(cfg)
-	if err != nil {
+	if err = m.createVcpus(cfg); err != nil {
 		return nil, err
 	}
-	if err = m.createVcpus(cfg, boot); err != nil {
+	if err = m.setupCPUHotplug(len(m.vcpus), max(int(cfg.Cpus.MaxVcpus), len(m.vcpus))); err != nil {
 		return nil, err
+	}
+	boot, maxCPUs := int(max(cfg.Cpus.BootVcpus, 1)), int(cfg.Cpus.MaxVcpus)
+	m.tables = acpi.Config{
+		BootCPUs: boot, MaxCPUs: max(maxCPUs, boot),
+		Serial: cfg.Serial.Mode != config.ConsoleOff, SerialIRQ: serialIRQ,
+		GED:   &acpi.GED{Base: ged.Base, IRQ: ged.IRQ},
+		PCI32: m.pci.win32, PCI64: m.pci.win64,
+		PCIHotplug: &acpi.PCIHotplug{Base: pcihp.Base},
+		CPUHotplug: &acpi.CPUHotplug{Base: cpuhp.Base, MaxCPUs: max(maxCPUs, boot)},
 	}
 	return m, nil
 }
@@ -187,11 +226,18 @@ func newMemory(mc config.MemoryConfig) (*memory.Memory, error) {
 	})
 }
 
-// loadPayload writes the ACPI tables, the MP table and the payload and
-// returns the boot vCPU's entry state.
-func (m *VM) loadPayload(cfg *config.VmConfig) (*x86.BootState, error) {
+// LoadPayload loads the kernel (or firmware) with its initramfs and
+// command line, writes the ACPI and MP tables and puts the boot vCPU at
+// the payload's entry (upstream Vm::boot's load_payload and
+// configure_system). Call it once, before Boot.
+func (m *VM) LoadPayload(p *config.PayloadConfig) error {
+	if p == nil || (p.Kernel == "" && p.Firmware == "") {
+		return wrap(ErrSetup, errors.New("no kernel or firmware payload"))
+	}
+	if m.booted {
+		return fmt.Errorf("%w: the machine already booted", vmm.ErrInvalidState)
+	}
 	ram := x86.RAMRegions(m.ramSize)
-	p := cfg.Payload
 	kernel, initramfs, cmdline := p.Kernel, p.Initramfs, p.Cmdline
 	if kernel == "" {
 		// Upstream loads --firmware like a kernel and drops cmdline and initramfs.
@@ -201,10 +247,10 @@ func (m *VM) loadPayload(cfg *config.VmConfig) (*x86.BootState, error) {
 	// rather than as whatever table happened to be written before it.
 	res, err := boot.Load(m.mem, ram, kernel, initramfs, cmdline, x86.RSDPPointer)
 	if err != nil {
-		return nil, wrap(ErrSetup, err)
+		return wrap(ErrSetup, err)
 	}
-	if err := m.writeTables(cfg); err != nil {
-		return nil, err
+	if err := m.writeTables(); err != nil {
+		return err
 	}
 	bs := &x86.BootState{Entry: res.Entry, Info: res.InfoAddr, PVH: res.Protocol == boot.PVH}
 	if bs.PVH {
@@ -213,11 +259,14 @@ func (m *VM) loadPayload(cfg *config.VmConfig) (*x86.BootState, error) {
 		bs.System, err = x86.SetupLongMode(m.mem)
 	}
 	if err != nil {
-		return nil, wrap(ErrSetup, err)
+		return wrap(ErrSetup, err)
+	}
+	if err := x86.SetBootState(m.vcpus[0].v, bs); err != nil {
+		return wrap(ErrKVM, err)
 	}
 	m.log.Debug("payload loaded", "protocol", res.Protocol.String(), "entry", fmt.Sprintf("%#x", res.Entry),
 		"kernel_start", fmt.Sprintf("%#x", res.Kernel.Start), "initramfs_size", res.Initramfs.Size)
-	return bs, nil
+	return nil
 }
 
 // categoryError puts an error under one of this package's categories

@@ -87,3 +87,27 @@ func migratableTransition(err error) error {
 	}
 	return err
 }
+
+// DeviceManagerError puts a machine's hotplug failure under upstream's
+// "Error from device manager" chain level (ErrDeviceManager, 500).
+func DeviceManagerError(err error) error { return &causeError{category: ErrDeviceManager, err: err} }
+
+// DeviceManagerLeaf is a device manager failure with upstream's exact
+// text as the chain's last entry, classified as category (e.g. ErrNotFound
+// for an unknown id, 404).
+func DeviceManagerLeaf(category error, format string, args ...any) error {
+	return DeviceManagerError(leaf(category, format, args...))
+}
+
+// ErrCPUManager is upstream's "Error from CPU manager" chain level.
+var ErrCPUManager = errors.New("Error from CPU manager")
+
+// CPUManagerError puts a vCPU hotplug failure under upstream's "Error from
+// CPU manager" level (500 unless the cause says otherwise).
+func CPUManagerError(err error) error { return &causeError{category: ErrCPUManager, err: err} }
+
+// CPUManagerLeaf is a CPU manager failure with upstream's exact text,
+// classified as category (ErrBusy: 429 while a removal is pending).
+func CPUManagerLeaf(category error, format string, args ...any) error {
+	return CPUManagerError(leaf(category, format, args...))
+}

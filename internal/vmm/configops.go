@@ -72,10 +72,11 @@ func validateConfig(c *config.VmConfig) error {
 }
 
 // fillRuntime assigns device ids and MACs where absent (done at boot, as
-// upstream's device manager does).
-func fillRuntime(c *config.VmConfig) error {
-	c.AssignDeviceIDs()
-	return c.FillMACs()
+// upstream's device manager does) and returns the id counter, which
+// hot-added devices go on from.
+func fillRuntime(c *config.VmConfig) (int, error) {
+	n := c.AssignDeviceIDs()
+	return n, c.FillMACs()
 }
 
 // removeDevice is upstream's VmConfig::remove_device: drop the device

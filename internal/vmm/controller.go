@@ -67,6 +67,9 @@ type Controller struct {
 	machine Machine
 	state   State
 	exits   chan MachineExit // the current machine's; nil without one
+	// ejected is the current machine's Hotplugger.Ejected; nil without one.
+	ejected   <-chan struct{}
+	idCounter int // upstream's device_id_cnt: the next generated id's number
 	// consoles are the serial and console backends for the next or
 	// current machine (upstream's console_info); nil when none are open.
 	consoles *console.Devices
@@ -157,6 +160,8 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.vmmShutdown()
 			c.reason = StopSignal
 			return nil
+		case <-c.ejected:
+			c.releaseEjected()
 		case ex := <-c.exits:
 			if stop, err := c.guestExit(ex); stop != StopNone {
 				c.reason = stop

@@ -3,6 +3,7 @@ package vmm
 import (
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
 )
@@ -14,12 +15,16 @@ import (
 func (c *Controller) handleDevice(cmd Command) (value any, err error, ok bool) {
 	switch v := cmd.(type) {
 	case AddDisk:
-		return nil, c.coldAdd("The disk could not be added to the VM", nil, func(cfg *config.VmConfig) error {
+		return c.hotAdd("The disk could not be added to the VM", nil, func(cfg *config.VmConfig) error {
 			cfg.Disks = append(cfg.Disks, v.Config)
 			return nil
-		}), true
+		}, func(cfg *config.VmConfig, hp Hotplugger) (*PciDeviceInfo, error) {
+			d := &cfg.Disks[len(cfg.Disks)-1]
+			c.assignHotID(&d.ID, config.PrefixDisk)
+			return hp.AddDisk(d)
+		})
 	case AddNet:
-		return nil, c.coldAdd("The network device could not be added to the VM", v.Fds, func(cfg *config.VmConfig) error {
+		return c.hotAdd("The network device could not be added to the VM", v.Fds, func(cfg *config.VmConfig) error {
 			n := v.Config
 			if len(v.Fds) > 0 {
 				// Fd numbers in the body are ignored; the received ones count.
@@ -27,7 +32,11 @@ func (c *Controller) handleDevice(cmd Command) (value any, err error, ok bool) {
 			}
 			cfg.Net = append(cfg.Net, n)
 			return nil
-		}), true
+		}, func(cfg *config.VmConfig, hp Hotplugger) (*PciDeviceInfo, error) {
+			n := &cfg.Net[len(cfg.Net)-1]
+			c.assignHotID(&n.ID, config.PrefixNet)
+			return hp.AddNet(n)
+		})
 	case AddFs:
 		return nil, c.coldAdd("The fs could not be added to the VM", nil, func(cfg *config.VmConfig) error {
 			cfg.Fs = append(cfg.Fs, v.Config)
@@ -95,12 +104,57 @@ func fdNumbers(fs []*os.File) []int32 {
 	return out
 }
 
+// hotAdd is coldAdd for devices a running machine can hotplug: on a
+// booted VM, plug builds the device on the validated clone (whose last
+// entry is the new device) and the clone becomes the config, with the id
+// and runtime values the device got; the reply is its PciDeviceInfo.
+func (c *Controller) hotAdd(apiText string, files []*os.File, add func(*config.VmConfig) error,
+	plug func(*config.VmConfig, Hotplugger) (*PciDeviceInfo, error)) (any, error, bool) {
+	var info *PciDeviceInfo
+	err := c.addDevice(apiText, files, add, func(cfg *config.VmConfig) error {
+		hp, ok := c.machine.(Hotplugger)
+		if !ok {
+			return fmt.Errorf("hotplug: %w", ErrUnsupported)
+		}
+		var err error
+		info, err = plug(cfg, hp)
+		return err
+	})
+	if err != nil {
+		return nil, err, true
+	}
+	if info == nil {
+		return nil, nil, true
+	}
+	return info, nil, true
+}
+
+// assignHotID names a hot-added device that has no id as upstream's
+// next_device_name does: the shared counter, skipping ids in use.
+func (c *Controller) assignHotID(id *string, prefix string) {
+	if *id != "" {
+		return
+	}
+	tree := c.machine.DeviceTree()
+	*id = config.NextDeviceID(prefix, &c.idCounter, func(s string) bool {
+		_, ok := tree[s]
+		return ok
+	})
+}
+
 // coldAdd is upstream's vm_add_*: the change is validated on a clone of
 // the config (400/409 on failure); a booted VM would hotplug it (not
 // supported yet); otherwise the validated clone becomes the config, with
 // no id assigned to the new device. files (received fds) are closed on
 // every failure and otherwise kept open, with the config, until delete.
-func (c *Controller) coldAdd(apiText string, files []*os.File, add func(*config.VmConfig) error) (err error) {
+func (c *Controller) coldAdd(apiText string, files []*os.File, add func(*config.VmConfig) error) error {
+	return c.addDevice(apiText, files, add, nil)
+}
+
+// addDevice is coldAdd with hot, when not nil, run on the validated clone
+// when a machine exists (hotplug); without hot a machine means
+// ErrUnsupported.
+func (c *Controller) addDevice(apiText string, files []*os.File, add func(*config.VmConfig) error, hot func(*config.VmConfig) error) (err error) {
 	defer func() {
 		if err != nil {
 			CloseFiles(files)
@@ -127,7 +181,12 @@ func (c *Controller) coldAdd(apiText string, files []*os.File, add func(*config.
 		return err
 	}
 	if c.machine != nil {
-		return fmt.Errorf("hotplug: %w", ErrUnsupported)
+		if hot == nil {
+			return fmt.Errorf("hotplug: %w", ErrUnsupported)
+		}
+		if err := hot(cfg); err != nil {
+			return err
+		}
 	}
 	c.cfg = cfg
 	c.files = append(c.files, files...)
@@ -137,7 +196,17 @@ func (c *Controller) coldAdd(apiText string, files []*os.File, add func(*config.
 // removeDevice is upstream's vm_remove_device.
 func (c *Controller) removeDevice(id string) error {
 	if c.machine != nil {
-		return fmt.Errorf("hot removal: %w", ErrUnsupported)
+		hp, ok := c.machine.(Hotplugger)
+		if !ok {
+			return fmt.Errorf("hot removal: %w", ErrUnsupported)
+		}
+		if err := hp.RemoveDevice(id); err != nil {
+			return err
+		}
+		// As upstream: the config forgets the device (and closes a NIC's
+		// received tap fds) now; the guest's eject releases the device.
+		c.forgetDevice(id)
+		return nil
 	}
 	if c.cfg == nil {
 		return ErrNotCreated
@@ -177,7 +246,14 @@ func (c *Controller) resize(r Resize) error {
 func (c *Controller) hotResize(r Resize) error {
 	c.emit("vm", "resizing")
 	if r.DesiredVcpus != nil && *r.DesiredVcpus != c.cfg.Cpus.BootVcpus {
-		return fmt.Errorf("vCPU hotplug (%d to %d): %w", c.cfg.Cpus.BootVcpus, *r.DesiredVcpus, ErrUnsupported)
+		hp, ok := c.machine.(CPUHotplugger)
+		if !ok {
+			return fmt.Errorf("vCPU hotplug (%d to %d): %w", c.cfg.Cpus.BootVcpus, *r.DesiredVcpus, ErrUnsupported)
+		}
+		if _, err := hp.ResizeVcpus(int(*r.DesiredVcpus)); err != nil {
+			return err
+		}
+		c.cfg.Cpus.BootVcpus = *r.DesiredVcpus
 	}
 	if r.DesiredRAM != nil && (len(c.cfg.Memory.Zones) > 0 || *r.DesiredRAM != c.cfg.Memory.Size) {
 		return fmt.Errorf("memory hotplug: %w", ErrUnsupported)
@@ -216,4 +292,45 @@ func (c *Controller) resizeDisk(r ResizeDisk) error {
 		return ErrResizeDisk
 	}
 	return fmt.Errorf("disk resize: %w", ErrUnsupported)
+}
+
+// forgetDevice drops id from the config and closes the received fds only
+// it used (upstream closes a removed NIC's preserved fds).
+func (c *Controller) forgetDevice(id string) {
+	var fds []int32
+	for _, n := range c.cfg.Net {
+		if n.ID == id {
+			fds = append(fds, n.Fds...)
+		}
+	}
+	removeDevice(c.cfg, id)
+	if len(fds) == 0 {
+		return
+	}
+	kept := c.files[:0]
+	for _, f := range c.files {
+		if slices.Contains(fds, int32(f.Fd())) {
+			f.Close()
+			continue
+		}
+		kept = append(kept, f)
+	}
+	c.files = kept
+}
+
+// releaseEjected takes apart what the guest ejected and reports each
+// device as upstream's eject_device does (event vm device-removed with
+// id and bdf). A device the guest ejected on its own also leaves the
+// config.
+func (c *Controller) releaseEjected() {
+	hp, ok := c.machine.(Hotplugger)
+	if !ok {
+		return
+	}
+	for _, d := range hp.ReleaseEjected() {
+		if c.cfg != nil {
+			c.forgetDevice(d.ID)
+		}
+		c.opts.Events.Emit("vm", "device-removed", map[string]string{"id": d.ID, "bdf": d.BDF})
+	}
 }

@@ -37,6 +37,9 @@ var (
 	ErrNotFound = errors.New("no such device")
 	// ErrBusy: retry later (upstream's 429 while a vCPU removal is pending).
 	ErrBusy = errors.New("operation pending, retry later")
+	// ErrDeviceManager: the machine's device manager failed a hotplug
+	// (upstream's Error::DeviceManager, 500).
+	ErrDeviceManager = errors.New("Error from device manager")
 	// ErrUnsupported: Nimbus does not implement this yet.
 	ErrUnsupported = errors.New("not supported")
 )

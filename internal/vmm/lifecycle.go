@@ -187,7 +187,7 @@ func (c *Controller) vmBoot() error {
 	if err := validateConfig(cfg); err != nil {
 		return err
 	}
-	if err := fillRuntime(cfg); err != nil {
+	if c.idCounter, err = fillRuntime(cfg); err != nil {
 		return err
 	}
 	c.cfg = cfg
@@ -220,13 +220,16 @@ func (c *Controller) newMachine() error {
 		return fmt.Errorf("the machine factory returned no machine: %w", ErrUnsupported)
 	}
 	c.machine, c.exits, c.state = m, exits, StateCreated
+	if hp, ok := m.(Hotplugger); ok {
+		c.ejected = hp.Ejected()
+	}
 	return nil
 }
 
 // dropMachine shuts the machine down (if any) and forgets it.
 func (c *Controller) dropMachine() error {
 	m := c.machine
-	c.machine, c.exits, c.state = nil, nil, ""
+	c.machine, c.exits, c.state, c.ejected = nil, nil, "", nil
 	if m == nil {
 		return nil
 	}

@@ -41,6 +41,40 @@ type Machine interface {
 	MemoryActualSize() uint64
 }
 
+// Hotplugger is a Machine that adds and removes PCI devices on a running
+// guest (upstream's PCI hotplug through the ACPI GED). The loop calls it
+// with configs whose ids it assigned; a machine without it answers every
+// hot add and removal with ErrUnsupported.
+type Hotplugger interface {
+	// AddDisk and AddNet build the device, plug it into a free (or its
+	// pci_device_id) slot and notify the guest. AddNet fills in the tap
+	// name and MAC it used.
+	AddDisk(*config.DiskConfig) (*PciDeviceInfo, error)
+	AddNet(*config.NetConfig) (*PciDeviceInfo, error)
+	// RemoveDevice asks the guest to eject id's PCI device; the device
+	// stays until the guest does.
+	RemoveDevice(id string) error
+	// Ejected is signalled (coalesced) when the guest has ejected devices;
+	// the loop then calls ReleaseEjected, which takes them apart.
+	Ejected() <-chan struct{}
+	ReleaseEjected() []EjectedDevice
+}
+
+// CPUHotplugger is a Machine that adds and removes vCPUs on a running
+// guest (upstream's ACPI CPU hotplug). ResizeVcpus returns whether
+// anything changed; a removal completes when the guest ejects the vCPUs
+// (reported through Hotplugger.Ejected), and until then another resize
+// fails with ErrBusy (429).
+type CPUHotplugger interface {
+	ResizeVcpus(desired int) (changed bool, err error)
+}
+
+// EjectedDevice is one device the guest ejected and the machine released.
+type EjectedDevice struct {
+	ID, BDF string
+	Err     error // releasing some resource failed (logged)
+}
+
 // ExitReason says why a guest stopped on its own.
 type ExitReason int
 

@@ -129,7 +129,7 @@ func TestMachineDevices(t *testing.T) {
 
 	cfg := config.DefaultVmConfig()
 	cfg.Payload = &config.PayloadConfig{Kernel: a.Kernel, Initramfs: initrd,
-		Cmdline: "console=ttyS0 panic=-1"}
+		Cmdline: "console=ttyS0 panic=-1 quiet"} // quiet: no kernel warnings inside the sections
 	cfg.Memory.Size = 512 << 20
 	cfg.Serial = config.SerialConfig{Mode: config.ConsoleFile, File: serialOut}
 	cfg.Console = config.ConsoleConfig{Mode: config.ConsoleFile, File: consoleOut}

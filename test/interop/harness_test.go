@@ -45,7 +45,7 @@ func startNimbus(t *testing.T, wrap func(vmm.Handler) vmm.Handler) *nimbus {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	mon := events.New(nil)
-	f := &vmmtest.Factory{}
+	f := &vmmtest.Factory{Hotplug: true}
 	c := vmm.New(vmm.Options{
 		Factory: f.New, Events: mon, Version: "54.0.0", BuildVersion: "v54.0.0-nimbus",
 		Signals: make(chan os.Signal), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -11,11 +11,11 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
-// The vmmtest machine cannot hot-resize or hot-plug yet, so these tests put
-// a shim between the API server and the control loop that answers resize
-// and add-disk as a machine would (ErrBusy while a vCPU removal is
-// pending; a PciDeviceInfo). What they check is the wire format Kata's code
-// depends on: the 429 status line and the bdf syntax.
+// The vmmtest machine cannot hot-resize, so these tests put a shim between
+// the API server and the control loop that answers resize as a machine
+// would (ErrBusy while a vCPU removal is pending) and add-disk with a fixed
+// PciDeviceInfo. What they check is the wire format Kata's code depends
+// on: the 429 status line and the bdf syntax.
 
 // busyResizes answers the first n vm.resize requests with ErrBusy and
 // passes the rest (and every other command) to the loop.

@@ -104,20 +104,9 @@ func ConfigureVcpu(v *kvm.Vcpu, s VcpuSetup) error {
 	if err := v.SetMSRs(BootMSRs()); err != nil {
 		return fmt.Errorf("vcpu %d msrs: %w", v.ID(), err)
 	}
-	if b := s.Boot; b != nil {
-		if err := v.SetFPU(BootFPU()); err != nil {
-			return fmt.Errorf("vcpu %d fpu: %w", v.ID(), err)
-		}
-		sregs, err := v.Sregs()
-		if err != nil {
-			return fmt.Errorf("vcpu %d sregs: %w", v.ID(), err)
-		}
-		ApplySystemState(&sregs, b.System)
-		if err := v.SetSregs(sregs); err != nil {
-			return fmt.Errorf("vcpu %d sregs: %w", v.ID(), err)
-		}
-		if err := v.SetRegs(BootRegs(b.Entry, b.Info, b.PVH)); err != nil {
-			return fmt.Errorf("vcpu %d regs: %w", v.ID(), err)
+	if s.Boot != nil {
+		if err := SetBootState(v, s.Boot); err != nil {
+			return err
 		}
 	}
 	l, err := v.LAPIC()
@@ -127,6 +116,27 @@ func ConfigureVcpu(v *kvm.Vcpu, s VcpuSetup) error {
 	SetLINT(&l)
 	if err := v.SetLAPIC(&l); err != nil {
 		return fmt.Errorf("vcpu %d lapic: %w", v.ID(), err)
+	}
+	return nil
+}
+
+// SetBootState puts the boot vCPU at the payload's entry (FPU, segment and
+// control registers, general registers): what loading a payload adds to a
+// vCPU that ConfigureVcpu set up without one.
+func SetBootState(v *kvm.Vcpu, b *BootState) error {
+	if err := v.SetFPU(BootFPU()); err != nil {
+		return fmt.Errorf("vcpu %d fpu: %w", v.ID(), err)
+	}
+	sregs, err := v.Sregs()
+	if err != nil {
+		return fmt.Errorf("vcpu %d sregs: %w", v.ID(), err)
+	}
+	ApplySystemState(&sregs, b.System)
+	if err := v.SetSregs(sregs); err != nil {
+		return fmt.Errorf("vcpu %d sregs: %w", v.ID(), err)
+	}
+	if err := v.SetRegs(BootRegs(b.Entry, b.Info, b.PVH)); err != nil {
+		return fmt.Errorf("vcpu %d regs: %w", v.ID(), err)
 	}
 	return nil
 }

@@ -260,3 +260,6 @@ func (d *Device) Write(base, offset uint64, data []byte) {
 		}
 	}
 }
+
+// Max is the number of vCPUs the block describes (max_vcpus).
+func (d *Device) Max() int { return len(d.cpus) }

@@ -88,6 +88,7 @@ type UART struct {
 	inLen   int
 	txByte  [1]byte       // reused so a THR write does not allocate
 	space   chan struct{} // signalled when the guest frees input space
+	paused  bool          // Pause: host input waits, no interrupts from it
 	irqErrs uint64
 	outErrs uint64
 }
@@ -287,6 +288,9 @@ func (u *UART) reassert() {
 func (u *UART) Enqueue(p []byte) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if u.paused {
+		return 0
+	}
 	if u.loop() {
 		return len(p)
 	}
@@ -309,4 +313,26 @@ func (u *UART) Stats() (irqErrors, outputErrors uint64) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.irqErrs, u.outErrs
+}
+
+// Pause holds host input back (Enqueue takes nothing, so the console
+// pump waits on Writable) until Resume: a paused guest gets no input and
+// no interrupts, as upstream's paused serial manager.
+func (u *UART) Pause() error {
+	u.mu.Lock()
+	u.paused = true
+	u.mu.Unlock()
+	return nil
+}
+
+// Resume lets host input in again and wakes a waiting pump.
+func (u *UART) Resume() error {
+	u.mu.Lock()
+	u.paused = false
+	u.mu.Unlock()
+	select {
+	case u.space <- struct{}{}:
+	default:
+	}
+	return nil
 }

@@ -275,3 +275,30 @@ func FuzzUART(f *testing.F) {
 		}
 	})
 }
+
+func TestPauseHoldsInputBack(t *testing.T) {
+	irq := &countIRQ{}
+	u := New(irq, nil)
+	wr(u, regIER, ierRecv)
+	before := irq.count()
+	if err := u.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if n := u.Enqueue([]byte("ab")); n != 0 {
+		t.Fatalf("Enqueue while paused = %d, want 0", n)
+	}
+	if irq.count() != before || rd(u, regLSR)&lsrData != 0 {
+		t.Fatal("paused UART raised an interrupt or has data")
+	}
+	if err := u.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-u.Writable():
+	default:
+		t.Fatal("Resume did not wake the input pump")
+	}
+	if n := u.Enqueue([]byte("ab")); n != 2 || irq.count() == before {
+		t.Fatalf("Enqueue after Resume = %d, irqs %d", n, irq.count()-before)
+	}
+}

@@ -79,8 +79,11 @@ func (m *Machine) Exit(e vmm.MachineExit) bool { return vmm.NotifyExit(m.exits, 
 // next builds fail; Prepare, when set, configures each new machine (e.g.
 // preset errors) before the controller sees it.
 type Factory struct {
-	mu       sync.Mutex
-	Err      error
+	mu  sync.Mutex
+	Err error
+	// Hotplug makes New build HotplugMachines.
+	Hotplug  bool
+	Hotplugs []*HotplugMachine
 	Prepare  func(*Machine)
 	machines []*Machine
 }
@@ -97,6 +100,11 @@ func (f *Factory) New(cfg *config.VmConfig, cons *console.Devices, exits chan<- 
 		f.Prepare(m)
 	}
 	f.machines = append(f.machines, m)
+	if f.Hotplug {
+		h := newHotplugMachine(m)
+		f.Hotplugs = append(f.Hotplugs, h)
+		return h, nil
+	}
 	return m, nil
 }
 

@@ -1,0 +1,270 @@
+package vm
+
+import (
+	"strings"
+	"sync"
+
+	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/devices/cpuhp"
+	"github.com/nimbus-vmm/nimbus/internal/devices/ged"
+	"github.com/nimbus-vmm/nimbus/internal/devices/pci"
+	"github.com/nimbus-vmm/nimbus/internal/devices/pcihp"
+	"github.com/nimbus-vmm/nimbus/internal/devmgr"
+	"github.com/nimbus-vmm/nimbus/internal/virtio"
+	"github.com/nimbus-vmm/nimbus/internal/vmm"
+)
+
+var (
+	_ vmm.Hotplugger    = (*VM)(nil)
+	_ vmm.CPUHotplugger = (*VM)(nil)
+)
+
+// hotplug is the machine's half of upstream's PCI hotplug: the
+// PCIU/PCID/B0EJ registers and the slots the guest ejected, which the
+// control loop releases (ReleaseEjected).
+type hotplug struct {
+	regs   *pcihp.Device
+	notify chan struct{} // capacity 1, coalesced: the guest ejected a slot
+
+	mu          sync.Mutex
+	ejected     []int // slots, in eject order
+	ejectedCPUs []int // vCPU ids, in eject order
+}
+
+// guestEjected is the B0EJ callback, on a vCPU thread: it only records
+// the slot; the control loop takes the device apart.
+func (m *VM) guestEjected(segment uint16, slot int) {
+	if segment != 0 {
+		return
+	}
+	m.hp.mu.Lock()
+	m.hp.ejected = append(m.hp.ejected, slot)
+	m.hp.mu.Unlock()
+	select {
+	case m.hp.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Ejected implements vmm.Hotplugger.
+func (m *VM) Ejected() <-chan struct{} { return m.hp.notify }
+
+// ReleaseEjected implements vmm.Hotplugger: every device the guest
+// ejected is unregistered and its resources given back (upstream's
+// eject_device).
+func (m *VM) ReleaseEjected() []vmm.EjectedDevice {
+	m.hp.mu.Lock()
+	slots, cpus := m.hp.ejected, m.hp.ejectedCPUs
+	m.hp.ejected, m.hp.ejectedCPUs = nil, nil
+	m.hp.mu.Unlock()
+	for _, id := range cpus {
+		m.releaseVcpu(id)
+	}
+	var out []vmm.EjectedDevice
+	for _, slot := range slots {
+		n, ok := m.dm.BySlot(0, slot)
+		if !ok {
+			m.log.Warn("guest ejected an empty PCI slot", "slot", slot)
+			continue
+		}
+		id := n.ID
+		if len(n.Children) == 1 {
+			id = n.Children[0]
+		}
+		ev := vmm.EjectedDevice{ID: id, BDF: n.BDF.String()}
+		if _, err := m.dm.Remove(n.ID); err != nil {
+			ev.Err = wrap(ErrSetup, err)
+			m.log.Error("releasing an ejected device failed", "id", id, "err", err)
+		}
+		// gsis_in_use lets a test see that a removal gives its GSIs back.
+		m.log.Info("guest ejected device", "id", id, "bdf", ev.BDF, "gsis_in_use", m.pci.routes.gsis.InUse())
+		out = append(out, ev)
+	}
+	return out
+}
+
+// checkHotID is upstream's validate_identifier.
+func (m *VM) checkHotID(id string) error {
+	if strings.HasPrefix(id, "__") {
+		return vmm.DeviceManagerLeaf(vmm.ErrDeviceManager, "Invalid identifier: %s", id)
+	}
+	if m.dm.Has(id) {
+		return vmm.DeviceManagerLeaf(vmm.ErrDeviceManager, "Invalid identifier as it is not unique: %s", id)
+	}
+	return nil
+}
+
+// AddDisk implements vmm.Hotplugger (upstream DeviceManager::add_disk).
+func (m *VM) AddDisk(dc *config.DiskConfig) (*vmm.PciDeviceInfo, error) {
+	if err := m.checkHotID(dc.ID); err != nil {
+		return nil, err
+	}
+	return m.plugged(dc.ID)(m.addDisk(dc))
+}
+
+// AddNet implements vmm.Hotplugger (upstream DeviceManager::add_net);
+// it fills in nc's tap name and MAC.
+func (m *VM) AddNet(nc *config.NetConfig) (*vmm.PciDeviceInfo, error) {
+	if err := m.checkHotID(nc.ID); err != nil {
+		return nil, err
+	}
+	return m.plugged(nc.ID)(m.addNet(nc))
+}
+
+// plugged finishes a hot add: the slot's PCIU bit, then the GED's PCI
+// notification, which makes the guest rescan the bus.
+func (m *VM) plugged(id string) func(pci.BDF, error) (*vmm.PciDeviceInfo, error) {
+	return func(bdf pci.BDF, err error) (*vmm.PciDeviceInfo, error) {
+		if err != nil {
+			return nil, vmm.DeviceManagerError(err)
+		}
+		if err := m.hp.regs.Plug(bdf.Segment, int(bdf.Device)); err != nil {
+			return nil, vmm.DeviceManagerError(err)
+		}
+		if err := m.ged.Notify(ged.PCIDevicesChanged); err != nil {
+			return nil, vmm.DeviceManagerError(err)
+		}
+		return &vmm.PciDeviceInfo{ID: id, BDF: bdf.String()}, nil
+	}
+}
+
+// removable is upstream remove_device's list of virtio types a guest may
+// lose; the others answer RemovalNotAllowed.
+func removable(t virtio.DeviceType) bool {
+	switch t {
+	case virtio.TypeBlock, virtio.TypeNet:
+		return true
+	}
+	return false
+}
+
+// RemoveDevice implements vmm.Hotplugger (upstream remove_device and
+// notify_hotplug): it sets the slot's PCID bit and notifies the guest;
+// the device goes when the guest ejects it (ReleaseEjected).
+func (m *VM) RemoveDevice(id string) error {
+	n, err := m.dm.Owner(id)
+	if err != nil {
+		return vmm.DeviceManagerLeaf(vmm.ErrNotFound, "Failed to find device corresponding to the given identifier: %s", id)
+	}
+	if n.BDF == nil {
+		return vmm.DeviceManagerLeaf(vmm.ErrNotFound, "Failed to find device corresponding to the given identifier: %s", id)
+	}
+	if d, ok := n.Device.(virtio.Device); ok && !removable(d.Type()) {
+		return vmm.DeviceManagerLeaf(vmm.ErrDeviceManager, "Not allowed to remove this type of device from the VM: %s", d.Type())
+	}
+	if err := m.hp.regs.Unplug(n.BDF.Segment, int(n.BDF.Device)); err != nil {
+		return vmm.DeviceManagerError(err)
+	}
+	if err := m.ged.Notify(ged.PCIDevicesChanged); err != nil {
+		return vmm.DeviceManagerError(err)
+	}
+	return nil
+}
+
+// setupCPUHotplug puts upstream's CPU hotplug registers on the bus with
+// the boot vCPUs present.
+func (m *VM) setupCPUHotplug(boot, maxCPUs int) error {
+	d, err := cpuhp.New(maxCPUs, m.guestEjectedCPU)
+	if err != nil {
+		return wrap(ErrSetup, err)
+	}
+	for i := 0; i < boot; i++ {
+		if err := d.SetPresent(i, true); err != nil {
+			return wrap(ErrSetup, err)
+		}
+	}
+	m.cpuhp = d
+	return m.addDevice(idCPUHotplug, devmgr.Platform, d, false, cpuhp.Base, cpuhp.Size)
+}
+
+// guestEjectedCPU is the CPU eject callback, on a vCPU thread (another
+// vCPU's): it records the vCPU for ReleaseEjected.
+func (m *VM) guestEjectedCPU(cpu int) {
+	m.hp.mu.Lock()
+	m.hp.ejectedCPUs = append(m.hp.ejectedCPUs, cpu)
+	m.hp.mu.Unlock()
+	select {
+	case m.hp.notify <- struct{}{}:
+	default:
+	}
+}
+
+// presentVcpus counts the vCPUs whose goroutine runs (a vCPU pending
+// removal still counts, as upstream's present_vcpus).
+func (m *VM) presentVcpus() int {
+	n := 0
+	for _, c := range m.vcpuList() {
+		if c.running.Load() {
+			n++
+		}
+	}
+	return n
+}
+
+// ResizeVcpus implements vmm.CPUHotplugger (upstream CpuManager::resize
+// and the GED notification): more vCPUs are created (or inactive ones
+// reused), started and announced; fewer are marked for the guest to
+// eject, and stop when it does. changed is false when desired is the
+// present count.
+func (m *VM) ResizeVcpus(desired int) (changed bool, err error) {
+	present := m.presentVcpus()
+	if desired == present {
+		return false, nil
+	}
+	if desired < 1 {
+		return false, vmm.CPUManagerLeaf(vmm.ErrBadConfig, "Requested zero vCPUs")
+	}
+	vcpus := m.vcpuList()
+	for _, c := range vcpus {
+		if c.removing && c.running.Load() {
+			return false, vmm.CPUManagerLeaf(vmm.ErrBusy, "Still pending removed vCPU")
+		}
+	}
+	if desired > m.cpuhp.Max() {
+		return false, vmm.CPUManagerLeaf(vmm.ErrBadConfig, "Requested vCPUs exceed maximum")
+	}
+	if desired > present {
+		for id := present; id < desired; id++ {
+			if id >= len(m.vcpus) {
+				if err := m.createVcpu(id); err != nil {
+					return id > present, vmm.CPUManagerError(err)
+				}
+			}
+			c := m.vcpuList()[id]
+			c.removing = false
+			m.startVcpu(c)
+			if err := m.cpuhp.Insert(id); err != nil {
+				return true, vmm.CPUManagerError(err)
+			}
+		}
+	} else {
+		for id := desired; id < present; id++ {
+			vcpus[id].removing = true
+			if err := m.cpuhp.Remove(id); err != nil {
+				return true, vmm.CPUManagerError(err)
+			}
+		}
+	}
+	if err := m.ged.Notify(ged.CPUDevicesChanged); err != nil {
+		return true, vmm.DeviceManagerError(err)
+	}
+	return true, nil
+}
+
+// releaseVcpu stops an ejected vCPU's goroutine and waits for it; the KVM
+// vCPU stays (KVM cannot destroy one) for a later hot add to reuse.
+func (m *VM) releaseVcpu(id int) {
+	vcpus := m.vcpuList()
+	if id < 0 || id >= len(vcpus) || !vcpus[id].running.Load() {
+		m.log.Warn("guest ejected a vCPU that is not running", "vcpu", id)
+		return
+	}
+	c := vcpus[id]
+	c.stop.Store(true)
+	if err := c.v.Kick(); err != nil {
+		m.log.Warn("kicking an ejected vCPU failed", "vcpu", id, "err", err)
+	}
+	<-c.done
+	c.removing = false
+	m.log.Info("guest ejected vCPU", "vcpu", id)
+}
