@@ -2,8 +2,17 @@
 // creates the KVM VM with an in-kernel irqchip, maps and registers guest
 // RAM, writes ACPI and MP tables, loads the payload, places the legacy
 // devices on the I/O bus at upstream's ports and runs one goroutine per
-// vCPU. It implements vmm.Machine; Factory returns the vmm.MachineFactory
-// the VMM process uses.
+// vCPU. It implements vmm.Machine, vmm.Hotplugger and vmm.CPUHotplugger;
+// Factory returns the vmm.MachineFactory the VMM process uses.
+//
+// Build makes the machine without a payload (what restore will start
+// from); LoadPayload adds the kernel, tables and boot registers. Every
+// device and the resources it holds is registered in internal/devmgr,
+// whose release functions are the one teardown path for failed adds, hot
+// removal and shutdown. PCI and vCPU hotplug follow upstream's ACPI
+// design: the GED notifies, the DSDT's PHPR/CPUS methods read the
+// internal/devices/pcihp and cpuhp registers, and the guest's ejects come
+// back to the control loop (Hotplugger.Ejected) to be released.
 //
 // Interrupt controller: the full in-kernel irqchip (KVM_CREATE_IRQCHIP:
 // PIC, IOAPIC and LAPICs in the kernel) plus the in-kernel PIT
