@@ -8,9 +8,10 @@ import (
 
 // find returns the region containing gpa, or nil.
 func (m *Memory) find(gpa uint64) *region {
-	i := sort.Search(len(m.regions), func(i int) bool { return m.regions[i].End() > gpa })
-	if i < len(m.regions) && m.regions[i].GPA <= gpa {
-		return &m.regions[i]
+	regions := m.list()
+	i := sort.Search(len(regions), func(i int) bool { return regions[i].End() > gpa })
+	if i < len(regions) && regions[i].GPA <= gpa {
+		return &regions[i]
 	}
 	return nil
 }

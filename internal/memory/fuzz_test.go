@@ -10,18 +10,18 @@ import (
 // [0,64K) RAM, [64K,128K) hole, [128K,192K) zone b, [192K,256K) zone c.
 var fuzzRegions = []Region{{0, 64 << 10}, {128 << 10, 64 << 10}, {192 << 10, 64 << 10}}
 
+// The later regions are hot-added (Plug), as ACPI memory hotplug does.
 func newFuzzMemory(t testing.TB) *Memory {
-	m := &Memory{}
-	for _, r := range fuzzRegions {
-		z, err := mapZone(Zone{Size: r.Size})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m.zones = append(m.zones, z)
-		m.regions = append(m.regions, region{RegionInfo: RegionInfo{Region: r, FD: -1, HostAddr: hostAddr(z.data)}, data: z.data})
-		m.size += r.Size
+	m, err := New(fuzzRegions[0].Size, Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
+	for _, r := range fuzzRegions[1:] {
+		if _, err := m.Plug(&fakeVM{fail: -1}, "", r.GPA, r.Size, Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return m
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/bits"
 	"sort"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -78,12 +80,19 @@ type region struct {
 }
 
 // Memory is a guest's RAM: host mappings laid out in guest-physical
-// address space. Its accessors are safe for concurrent use; Close is not,
-// and must come after every user has stopped.
+// address space. Its accessors are safe for concurrent use, also with
+// Plug; Close is not, and must come after every user has stopped.
 type Memory struct {
-	zones   []zoneMap
-	regions []region // sorted by GPA, non-overlapping
-	size    uint64
+	// regions is sorted by GPA, non-overlapping, and never changed once
+	// published: Plug publishes a new slice, so that device goroutines
+	// read guest memory without a lock while RAM is hot-added.
+	regions atomic.Pointer[[]region]
+
+	mu       sync.Mutex // Plug, Register and Close
+	zones    []zoneMap
+	size     uint64
+	nextSlot uint32 // the KVM slot after the last registered one
+	flags    uint32 // slot flags of Register, for plugged regions too
 }
 
 // New maps size bytes of guest RAM with the upstream layout (one zone).
@@ -97,6 +106,7 @@ func NewZones(zones []Zone) (*Memory, error) {
 		return nil, fmt.Errorf("no memory zones: %w", ErrInvalid)
 	}
 	m := &Memory{}
+	var all []region
 	next := uint64(0)
 	for _, z := range zones {
 		zm, err := mapZone(z)
@@ -107,19 +117,75 @@ func NewZones(zones []Zone) (*Memory, error) {
 		m.zones = append(m.zones, zm)
 		var regs []Region
 		regs, next = layoutFrom(next, z.Size)
-		off := uint64(0)
-		for _, r := range regs {
-			data := zm.data[off : off+r.Size : off+r.Size]
-			m.regions = append(m.regions, region{
-				RegionInfo: RegionInfo{Region: r, Zone: z.ID, HostAddr: hostAddr(data), FD: zm.fd, FileOffset: off},
-				data:       data,
-			})
-			off += r.Size
-		}
+		all = append(all, zoneRegions(zm, z.ID, regs)...)
 		m.size += z.Size
 	}
-	sort.Slice(m.regions, func(i, j int) bool { return m.regions[i].GPA < m.regions[j].GPA })
+	sort.Slice(all, func(i, j int) bool { return all[i].GPA < all[j].GPA })
+	m.regions.Store(&all)
 	return m, nil
+}
+
+// zoneRegions cuts zm's mapping into regs, in order.
+func zoneRegions(zm zoneMap, id string, regs []Region) []region {
+	out := make([]region, 0, len(regs))
+	off := uint64(0)
+	for _, r := range regs {
+		data := zm.data[off : off+r.Size : off+r.Size]
+		out = append(out, region{
+			RegionInfo: RegionInfo{Region: r, Zone: id, HostAddr: hostAddr(data), FD: zm.fd, FileOffset: off},
+			data:       data,
+		})
+		off += r.Size
+	}
+	return out
+}
+
+// list is the published region slice (nil after Close).
+func (m *Memory) list() []region {
+	if p := m.regions.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Plug maps size bytes of new RAM with opts at guest address gpa, which
+// must not overlap RAM, registers it with vm as the next KVM slot (with
+// Register's flags), and only then makes it visible to the accessors:
+// upstream's MemoryManager::add_ram_region for ACPI memory hotplug. id
+// names the mapping (memfd name, RegionInfo.Zone). Nothing stays mapped
+// on error.
+func (m *Memory) Plug(vm SlotRegistrar, id string, gpa, size uint64, opts Options) (RegionInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if gpa%PageSize != 0 || gpa+size < gpa {
+		return RegionInfo{}, fmt.Errorf("plug %#x bytes at %#x: %w", size, gpa, ErrInvalid)
+	}
+	cur := m.list()
+	for _, r := range cur {
+		if gpa < r.End() && r.GPA < gpa+size {
+			return RegionInfo{}, fmt.Errorf("plug [%#x-%#x) overlaps RAM %v: %w", gpa, gpa+size, r.Region, ErrInvalid)
+		}
+	}
+	zm, err := mapZone(Zone{ID: id, Size: size, Options: opts})
+	if err != nil {
+		return RegionInfo{}, err
+	}
+	r := zoneRegions(zm, id, []Region{{GPA: gpa, Size: size}})[0]
+	r.Slot = m.nextSlot
+	err = vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{
+		Slot: r.Slot, Flags: m.flags, GuestPhysAddr: r.GPA, MemorySize: r.Size, UserspaceAddr: r.HostAddr,
+	})
+	if err != nil {
+		zm.unmap()
+		return RegionInfo{}, fmt.Errorf("register hot-added RAM %v: %w", r.Region, err)
+	}
+	m.nextSlot++
+	m.zones = append(m.zones, zm)
+	m.size += size
+	next := append(append(make([]region, 0, len(cur)+1), cur...), r)
+	sort.Slice(next, func(i, j int) bool { return next[i].GPA < next[j].GPA })
+	m.regions.Store(&next)
+	return r.RegionInfo, nil
 }
 
 func mapZone(z Zone) (zoneMap, error) {
@@ -192,13 +258,18 @@ func mapZone(z Zone) (zoneMap, error) {
 	return zoneMap{id: z.ID, data: data, fd: fd}, nil
 }
 
-// Size returns the total RAM in bytes.
-func (m *Memory) Size() uint64 { return m.size }
+// Size returns the total RAM in bytes, hot-added RAM included.
+func (m *Memory) Size() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.size
+}
 
 // Regions returns the mapped regions in guest-address order.
 func (m *Memory) Regions() []RegionInfo {
-	out := make([]RegionInfo, len(m.regions))
-	for i, r := range m.regions {
+	cur := m.list()
+	out := make([]RegionInfo, len(cur))
+	for i, r := range cur {
 		out[i] = r.RegionInfo
 	}
 	return out
@@ -213,9 +284,13 @@ type SlotRegistrar interface {
 // firstSlot, with the given slot flags (kvm.MemLogDirtyPages for dirty
 // tracking). It returns the next free slot number.
 func (m *Memory) Register(vm SlotRegistrar, firstSlot, flags uint32) (uint32, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// A new slice: the published one is never written.
+	next := append([]region(nil), m.list()...)
 	slot := firstSlot
-	for i := range m.regions {
-		r := &m.regions[i]
+	for i := range next {
+		r := &next[i]
 		err := vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{
 			Slot: slot, Flags: flags, GuestPhysAddr: r.GPA, MemorySize: r.Size, UserspaceAddr: r.HostAddr,
 		})
@@ -225,6 +300,8 @@ func (m *Memory) Register(vm SlotRegistrar, firstSlot, flags uint32) (uint32, er
 		r.Slot = slot
 		slot++
 	}
+	m.regions.Store(&next)
+	m.nextSlot, m.flags = slot, flags
 	return slot, nil
 }
 
@@ -232,17 +309,26 @@ func (m *Memory) Register(vm SlotRegistrar, firstSlot, flags uint32) (uint32, er
 // stopped every vCPU and device using it (and removed its KVM slots or
 // closed the VM).
 func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var errs []error
 	for _, z := range m.zones {
-		if err := unix.Munmap(z.data); err != nil {
-			errs = append(errs, fmt.Errorf("munmap zone %q: %w", z.id, err))
-		}
-		if z.fd >= 0 {
-			if err := unix.Close(z.fd); err != nil {
-				errs = append(errs, err)
-			}
+		errs = append(errs, z.unmap())
+	}
+	m.zones, m.size = nil, 0
+	m.regions.Store(nil)
+	return errors.Join(errs...)
+}
+
+func (z zoneMap) unmap() error {
+	var errs []error
+	if err := unix.Munmap(z.data); err != nil {
+		errs = append(errs, fmt.Errorf("munmap zone %q: %w", z.id, err))
+	}
+	if z.fd >= 0 {
+		if err := unix.Close(z.fd); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	m.zones, m.regions, m.size = nil, nil, 0
 	return errors.Join(errs...)
 }

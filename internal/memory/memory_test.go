@@ -213,6 +213,52 @@ func TestRegister(t *testing.T) {
 	}
 }
 
+// TestPlug: hot-added RAM gets the slot after Register's with its flags,
+// becomes readable only once registered, and refuses overlaps; a failing
+// registration leaves nothing behind.
+func TestPlug(t *testing.T) {
+	m := newMem(t, Zone{Size: 64 * mib})
+	vm := &fakeVM{fail: -1}
+	if _, err := m.Register(vm, 0, kvm.MemLogDirtyPages); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.ReadU8(4 * gib); !errors.Is(err, ErrBadAddress) {
+		t.Fatalf("read before plug: %v", err)
+	}
+	info, err := m.Plug(vm, "hp0", 4*gib, 128*mib, Options{Shared: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Slot != 1 || info.GPA != 4*gib || info.Size != 128*mib || info.Zone != "hp0" || info.FD < 0 {
+		t.Fatalf("plugged %+v", info)
+	}
+	want := kvm.UserspaceMemoryRegion{Slot: 1, Flags: kvm.MemLogDirtyPages, GuestPhysAddr: 4 * gib, MemorySize: 128 * mib, UserspaceAddr: info.HostAddr}
+	if len(vm.slots) != 2 || vm.slots[1] != want {
+		t.Fatalf("slots %+v, want the second %+v", vm.slots, want)
+	}
+	if err := m.WriteU32(4*gib+128*mib-4, 0xfeedface); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := m.ReadU32(4*gib + 128*mib - 4); err != nil || v != 0xfeedface {
+		t.Fatalf("read back %#x, %v", v, err)
+	}
+	if m.Size() != 192*mib || len(m.Regions()) != 2 {
+		t.Fatalf("size %#x, regions %+v", m.Size(), m.Regions())
+	}
+	if _, err := m.Plug(vm, "hp1", 4*gib+64*mib, 128*mib, Options{}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("overlapping plug: %v", err)
+	}
+	if _, err := m.Plug(&fakeVM{fail: 0}, "hp1", 8*gib, 128*mib, Options{}); err == nil {
+		t.Fatal("plug with a failing registrar succeeded")
+	}
+	if _, err := m.ReadU8(8 * gib); !errors.Is(err, ErrBadAddress) || m.Size() != 192*mib {
+		t.Fatalf("failed plug left RAM behind: %v, size %#x", err, m.Size())
+	}
+	if info, err := m.Plug(vm, "hp1", 8*gib, 128*mib, Options{}); err != nil || info.Slot != 2 {
+		t.Fatalf("second plug: %+v, %v", info, err)
+	}
+}
+
 func TestInvalidOptions(t *testing.T) {
 	for _, z := range []Zone{
 		{Size: 0},
