@@ -134,3 +134,21 @@ func LOr(a, b Term) Term { return opTerm{[]byte{lOrOp}, []Term{a, b}} }
 
 // LNot is ASL LNot(a): 0x92 Operand.
 func LNot(a Term) Term { return opTerm{[]byte{lNotOp}, []Term{a}} }
+
+// Buffer field opcodes (ACPI 6.5 20.2.5.2).
+const (
+	createDWordFieldOp = 0x8a
+	createQWordFieldOp = 0x8f
+)
+
+// CreateDWordField is ASL CreateDWordField(buffer, byteIndex, name):
+// 0x8A SourceBuff ByteIndex NameString.
+func CreateDWordField(buffer, byteIndex Term, name string) Term {
+	return opTerm{[]byte{createDWordFieldOp}, []Term{buffer, byteIndex, Path(name)}}
+}
+
+// CreateQWordField is ASL CreateQWordField(buffer, byteIndex, name):
+// 0x8F SourceBuff ByteIndex NameString.
+func CreateQWordField(buffer, byteIndex Term, name string) Term {
+	return opTerm{[]byte{createQWordFieldOp}, []Term{buffer, byteIndex, Path(name)}}
+}

@@ -44,6 +44,9 @@ type Config struct {
 	// (one ACPI0007 device per possible vCPU) after the GED, and makes the
 	// GED call CSCN on a CPU-devices-changed notification.
 	CPUHotplug *CPUHotplug
+	// MemoryHotplug, when set, adds upstream's \_SB_.MHPC last, and makes
+	// the GED call MSCN on a memory-devices-changed notification.
+	MemoryHotplug *MemoryHotplug
 }
 
 // Tables reports where Build put each table.
@@ -117,6 +120,7 @@ func DSDT(cfg Config) (*SDT, error) {
 		g := *cfg.GED
 		g.PCIHotplug = cfg.PCIHotplug != nil
 		g.CPUHotplug = cfg.CPUHotplug != nil
+		g.MemoryHotplug = cfg.MemoryHotplug != nil
 		ged, err := g.Terms()
 		if err != nil {
 			return nil, err
@@ -129,6 +133,13 @@ func DSDT(cfg Config) (*SDT, error) {
 			return nil, err
 		}
 		terms = append(terms, cpus...)
+	}
+	if m := cfg.MemoryHotplug; m != nil {
+		mhpc, err := m.Term()
+		if err != nil {
+			return nil, err
+		}
+		terms = append(terms, mhpc)
 	}
 	aml, err := Marshal(terms...)
 	if err != nil {
