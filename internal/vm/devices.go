@@ -40,6 +40,7 @@ const (
 	idGED        = "__ged"
 	idPCIHotplug = "__pci_hotplug"
 	idCPUHotplug = "__cpu_hotplug"
+	idMemHotplug = "__memory_hotplug"
 	idPCIConfig  = "__pci_config"
 )
 

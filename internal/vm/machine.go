@@ -185,6 +185,3 @@ func (m *VM) DeviceTree() map[string]*vmm.DeviceNode {
 	}
 	return out
 }
-
-// MemoryActualSize is the configured RAM (no balloon or virtio-mem yet).
-func (m *VM) MemoryActualSize() uint64 { return m.ramSize }

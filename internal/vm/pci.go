@@ -85,11 +85,9 @@ func (m *VM) setupPCI(cfg *config.VmConfig, cons console.Backend) error {
 	if err != nil {
 		return wrap(ErrKVM, err)
 	}
-	ramEnd := uint64(0)
-	for _, r := range x86.RAMRegions(m.ramSize) {
-		ramEnd = max(ramEnd, r.End())
-	}
-	w32, w64, err := pciWindows(ramEnd, guestPhysBits(supported, cfg.Cpus.MaxPhysBits))
+	// The 64-bit window starts after RAM and the memory hotplug window
+	// (upstream's start_of_device_area).
+	w32, w64, err := pciWindows(m.memhp.end, guestPhysBits(supported, cfg.Cpus.MaxPhysBits))
 	if err != nil {
 		return wrap(ErrSetup, fmt.Errorf("PCI windows: %w", err))
 	}

@@ -37,7 +37,7 @@ var fieldVerdicts = map[string]string{
 	"memory.prefault": built, "memory.reserve": built, "memory.thp": built,
 	"memory.mergeable":       `"memory":{"size":536870912,"mergeable":true}`,
 	"memory.hotplug_method":  `"memory":{"size":536870912,"hotplug_method":"VirtioMem"}`,
-	"memory.hotplug_size":    `"memory":{"size":536870912,"hotplug_size":536870912}`,
+	"memory.hotplug_size":    built, // ACPI memory hotplug (hotplug_method=acpi)
 	"memory.hotplugged_size": `"memory":{"size":536870912,"hotplug_method":"VirtioMem","hotplug_size":536870912,"hotplugged_size":0}`,
 	"memory.zones[].id":      built, "memory.zones[].size": built, "memory.zones[].shared": built,
 	"memory.zones[].hugepages": built, "memory.zones[].hugepage_size": built,

@@ -17,6 +17,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/devices/cpuhp"
 	"github.com/nimbus-vmm/nimbus/internal/devices/ged"
 	"github.com/nimbus-vmm/nimbus/internal/devices/legacy"
+	"github.com/nimbus-vmm/nimbus/internal/devices/memhp"
 	"github.com/nimbus-vmm/nimbus/internal/devices/pcihp"
 	"github.com/nimbus-vmm/nimbus/internal/devmgr"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
@@ -69,6 +70,7 @@ type VM struct {
 	tables acpi.Config    // what LoadPayload's ACPI tables describe
 	cpus   cpuSetup       // how vCPUs are configured, boot and hot-added
 	cpuhp  *cpuhp.Device  // ACPI CPU hotplug registers
+	memhp  memHotplug     // ACPI memory hotplug window and registers
 	vcpuMu sync.Mutex     // vcpus: appended by hot add, read by kickAll on vCPU threads
 	vcpus  []*vcpu
 
@@ -178,6 +180,9 @@ func Build(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.Machine
 	if err = m.setupDevices(cfg, cons); err != nil {
 		return nil, err
 	}
+	if err = m.setupMemoryHotplug(cfg.Memory); err != nil {
+		return nil, err
+	}
 	if err = m.setupPCI(cfg, cons.Console); err != nil {
 		return nil, err
 	}
@@ -195,6 +200,9 @@ func Build(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.Machine
 		PCI32: m.pci.win32, PCI64: m.pci.win64,
 		PCIHotplug: &acpi.PCIHotplug{Base: pcihp.Base},
 		CPUHotplug: &acpi.CPUHotplug{Base: cpuhp.Base, MaxCPUs: max(maxCPUs, boot)},
+	}
+	if m.memhp.regs != nil {
+		m.tables.MemoryHotplug = &acpi.MemoryHotplug{Base: memhp.Base, Slots: memhp.Slots}
 	}
 	return m, nil
 }

@@ -99,6 +99,20 @@ func DeviceManagerLeaf(category error, format string, args ...any) error {
 	return DeviceManagerError(leaf(category, format, args...))
 }
 
+// ErrMemoryManager is upstream's "Memory manager error" chain level
+// (vm::Error::MemoryManager, 500).
+var ErrMemoryManager = errors.New("Memory manager error")
+
+// MemoryManagerError puts a memory hotplug failure under upstream's
+// "Memory manager error" level.
+func MemoryManagerError(err error) error { return &causeError{category: ErrMemoryManager, err: err} }
+
+// MemoryManagerLeaf is a memory manager failure with upstream's exact
+// text as the chain's last entry (500, as every memory resize failure).
+func MemoryManagerLeaf(format string, args ...any) error {
+	return MemoryManagerError(leaf(ErrMemoryManager, format, args...))
+}
+
 // ErrCPUManager is upstream's "Error from CPU manager" chain level.
 var ErrCPUManager = errors.New("Error from CPU manager")
 

@@ -242,7 +242,8 @@ func (c *Controller) resize(r Resize) error {
 // VM already has succeeds and changes nothing, as upstream's
 // CpuManager::resize returns early on an unchanged count (Kata resizes to
 // the current count on every container start); any real change needs
-// vCPU, memory or balloon hotplug, which the machine has not yet.
+// vCPU (CPUHotplugger) or memory (MemoryHotplugger) hotplug; a balloon
+// does not exist yet.
 func (c *Controller) hotResize(r Resize) error {
 	c.emit("vm", "resizing")
 	if r.DesiredVcpus != nil && *r.DesiredVcpus != c.cfg.Cpus.BootVcpus {
@@ -255,8 +256,19 @@ func (c *Controller) hotResize(r Resize) error {
 		}
 		c.cfg.Cpus.BootVcpus = *r.DesiredVcpus
 	}
-	if r.DesiredRAM != nil && (len(c.cfg.Memory.Zones) > 0 || *r.DesiredRAM != c.cfg.Memory.Size) {
-		return fmt.Errorf("memory hotplug: %w", ErrUnsupported)
+	if r.DesiredRAM != nil {
+		hp, ok := c.machine.(MemoryHotplugger)
+		switch {
+		case ok:
+			if _, err := hp.ResizeMemory(*r.DesiredRAM); err != nil {
+				return err
+			}
+		case len(c.cfg.Memory.Zones) > 0 || *r.DesiredRAM != c.cfg.Memory.Size:
+			return fmt.Errorf("memory hotplug: %w", ErrUnsupported)
+		}
+		// As upstream, also when nothing changed (a smaller size): a
+		// reboot builds the VM with the last size asked for.
+		c.cfg.Memory.Size = *r.DesiredRAM
 	}
 	if r.DesiredBalloon != nil {
 		return fmt.Errorf("balloon resize: %w", ErrUnsupported)
@@ -271,13 +283,32 @@ func (c *Controller) resizeZone(r ResizeZone) error {
 		return ErrNotCreated
 	}
 	if c.machine != nil {
-		return fmt.Errorf("hot zone resize: %w", ErrUnsupported)
+		return c.hotResizeZone(r)
 	}
 	for i := range c.cfg.Memory.Zones {
 		if c.cfg.Memory.Zones[i].ID == r.ID {
 			c.cfg.Memory.Zones[i].Size = r.DesiredRAM
 			return nil
 		}
+	}
+	c.log.Error("Could not find the memory zone for the resize", "id", r.ID)
+	return ErrResizeZone
+}
+
+// hotResizeZone is upstream's Vm::resize_zone on a booted VM: only a
+// zone with a virtio-mem device can change, and the machine refuses
+// zone hotplug at boot, so a known zone gets upstream's answers for a
+// zone without one.
+func (c *Controller) hotResizeZone(r ResizeZone) error {
+	for _, z := range c.cfg.Memory.Zones {
+		if z.ID != r.ID {
+			continue
+		}
+		if r.DesiredRAM < z.Size {
+			return MemoryManagerLeaf("Invalid resize request: desired_size = %d below boot size = %d", r.DesiredRAM, z.Size)
+		}
+		c.log.Error("Failed resizing virtio-mem region: No virtio-mem handler")
+		return MemoryManagerLeaf("No virtio-mem resizing handler found")
 	}
 	c.log.Error("Could not find the memory zone for the resize", "id", r.ID)
 	return ErrResizeZone

@@ -3,6 +3,7 @@ package vmm_test
 import (
 	"os"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
@@ -106,4 +107,52 @@ func TestHotResizeVcpus(t *testing.T) {
 	if !slices.Contains(hm.Calls(), "ResizeVcpus(1)") || !slices.Contains(hm.Calls(), "ResizeVcpus(2)") {
 		t.Errorf("calls %q", hm.Calls())
 	}
+}
+
+// TestHotResizeMemory: a RAM size on a running VM goes to the machine and
+// then, as upstream, into memory.size and memory_actual_size; a refusal
+// comes back under "Memory manager error" (500) with the config unchanged.
+func TestHotResizeMemory(t *testing.T) {
+	h := start(t, false)
+	h.f.Hotplug = true
+	h.mustDo(vmm.CreateVM{Config: validConfig(t)})
+	h.mustDo(vmm.BootVM{})
+	hm := h.f.Hotplugs[0]
+	boot := info(h).Config.Memory.Size
+	grown := boot + 512<<20
+	h.mustDo(vmm.Resize{DesiredRAM: &grown})
+	if vi := info(h); vi.Config.Memory.Size != grown || vi.MemoryActualSize != grown {
+		t.Fatalf("after growing to %d: memory.size %d, memory_actual_size %d", grown, vi.Config.Memory.Size, vi.MemoryActualSize)
+	}
+	hm.ResizeErr = vmm.MemoryManagerLeaf("The requested hotplug memory addition is not a valid size")
+	odd := grown + 1<<20
+	h.expectErr(vmm.Resize{DesiredRAM: &odd}, vmm.ErrMemoryManager,
+		"The VM could not be resized", "Memory manager error", "The requested hotplug memory addition is not a valid size")
+	if n := info(h).Config.Memory.Size; n != grown {
+		t.Fatalf("memory.size %d after a refused resize", n)
+	}
+	if !slices.Contains(hm.Calls(), "ResizeMemory("+strconv.FormatUint(grown, 10)+")") {
+		t.Errorf("calls %q", hm.Calls())
+	}
+}
+
+// TestHotResizeZone: on a running VM, vm.resize-zone answers as upstream
+// for a VM whose zones have no virtio-mem device: an unknown zone, a size
+// below the zone's, and a known zone each with upstream's chain.
+func TestHotResizeZone(t *testing.T) {
+	h := start(t, false)
+	cfg, err := config.Decode([]byte(`{"cpus":{"boot_vcpus":1,"max_vcpus":1},"payload":{"kernel":"/k"},
+		"memory":{"size":0,"zones":[{"id":"z0","size":1073741824}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.mustDo(vmm.CreateVM{Config: cfg})
+	h.mustDo(vmm.BootVM{})
+	h.expectErr(vmm.ResizeZone{ID: "nope", DesiredRAM: 2 << 30}, vmm.ErrResizeZone,
+		"The memory zone could not be resized", "Failed resizing a memory zone")
+	h.expectErr(vmm.ResizeZone{ID: "z0", DesiredRAM: 512 << 20}, vmm.ErrMemoryManager,
+		"The memory zone could not be resized", "Memory manager error",
+		"Invalid resize request: desired_size = 536870912 below boot size = 1073741824")
+	h.expectErr(vmm.ResizeZone{ID: "z0", DesiredRAM: 2 << 30}, vmm.ErrMemoryManager,
+		"The memory zone could not be resized", "Memory manager error", "No virtio-mem resizing handler found")
 }

@@ -380,10 +380,11 @@ func (c *Controller) vmInfo() (*VmInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	// As upstream, memory_actual_size comes from the config, which a hot
+	// resize updates (a balloon or virtio-mem would adjust it once booted).
 	info := &VmInfo{Config: cfg, State: StateCreated, MemoryActualSize: memoryActualSize(cfg)}
 	if c.machine != nil {
 		info.State = c.state
-		info.MemoryActualSize = c.machine.MemoryActualSize()
 		info.DeviceTree = c.machine.DeviceTree()
 	}
 	return info, nil

@@ -36,9 +36,6 @@ type Machine interface {
 	Counters() Counters
 	// DeviceTree is vm.info's device_tree.
 	DeviceTree() map[string]*DeviceNode
-	// MemoryActualSize is vm.info's memory_actual_size for a booted VM
-	// (configured RAM minus balloon plus virtio-mem plugged).
-	MemoryActualSize() uint64
 }
 
 // Hotplugger is a Machine that adds and removes PCI devices on a running
@@ -67,6 +64,14 @@ type Hotplugger interface {
 // fails with ErrBusy (429).
 type CPUHotplugger interface {
 	ResizeVcpus(desired int) (changed bool, err error)
+}
+
+// MemoryHotplugger is a Machine that grows guest RAM on a running guest
+// (upstream's MemoryManager::resize with ACPI memory hotplug). Asking for
+// no more than the RAM it has changes nothing and succeeds, as upstream;
+// the loop then records desired as memory.size, for the next boot.
+type MemoryHotplugger interface {
+	ResizeMemory(desired uint64) (changed bool, err error)
 }
 
 // EjectedDevice is one device the guest ejected and the machine released.

@@ -138,7 +138,8 @@ func (p *vmmProc) processLog() string {
 }
 
 // start runs nimbus with the guest's kernel and initramfs, the given
-// command line, 1 vCPU (unless extra has --cpus), 256 MiB and the serial
+// command line, 1 vCPU (unless extra has --cpus), 256 MiB (unless extra
+// has --memory) and the serial
 // port in a file, plus extra options; it returns once the API socket
 // answers.
 func (g *guest) start(t *testing.T, cmdline string, extra ...string) *vmmProc {
@@ -152,9 +153,11 @@ func (g *guest) start(t *testing.T, cmdline string, extra ...string) *vmmProc {
 		"--kernel", g.assets.Kernel,
 		"--initramfs", g.initramfs,
 		"--cmdline", cmdline,
-		"--memory", "size=256M",
 		"--serial", "file=" + serial,
 		"--console", "off",
+	}
+	if !slices.Contains(extra, "--memory") {
+		args = append(args, "--memory", "size=256M")
 	}
 	if !slices.Contains(extra, "--cpus") {
 		args = append(args, "--cpus", "boot=1")

@@ -106,3 +106,13 @@ func (h *HotplugMachine) ResizeVcpus(desired int) (bool, error) {
 	}
 	return true, nil
 }
+
+// ResizeMemory implements vmm.MemoryHotplugger: it records the size and
+// returns ResizeErr.
+func (h *HotplugMachine) ResizeMemory(desired uint64) (bool, error) {
+	h.record(fmt.Sprintf("ResizeMemory(%d)", desired), nil)
+	if h.ResizeErr != nil {
+		return false, h.ResizeErr
+	}
+	return true, nil
+}

@@ -23,9 +23,8 @@ type Machine struct {
 	// Preset errors, returned by the matching method.
 	BootErr, PauseErr, ResumeErr, ShutdownErr, PowerButtonErr, NMIErr error
 	// Values returned by the query methods.
-	Tree    map[string]*vmm.DeviceNode
-	Ctrs    vmm.Counters
-	MemSize uint64
+	Tree map[string]*vmm.DeviceNode
+	Ctrs vmm.Counters
 }
 
 func (m *Machine) record(name string, err error) error {
@@ -58,9 +57,6 @@ func (m *Machine) Counters() vmm.Counters { m.record("Counters", nil); return m.
 
 // DeviceTree implements vmm.Machine.
 func (m *Machine) DeviceTree() map[string]*vmm.DeviceNode { return m.Tree }
-
-// MemoryActualSize implements vmm.Machine.
-func (m *Machine) MemoryActualSize() uint64 { return m.MemSize }
 
 // Calls returns the methods called so far, in order.
 func (m *Machine) Calls() []string {
@@ -95,7 +91,7 @@ func (f *Factory) New(cfg *config.VmConfig, cons *console.Devices, exits chan<- 
 	if f.Err != nil {
 		return nil, f.Err
 	}
-	m := &Machine{cfg: cfg, Consoles: cons, exits: exits, MemSize: cfg.Memory.Size}
+	m := &Machine{cfg: cfg, Consoles: cons, exits: exits}
 	if f.Prepare != nil {
 		f.Prepare(m)
 	}

@@ -1,0 +1,126 @@
+package vm
+
+import (
+	"fmt"
+
+	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
+	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/devices/ged"
+	"github.com/nimbus-vmm/nimbus/internal/devices/memhp"
+	"github.com/nimbus-vmm/nimbus/internal/devmgr"
+	"github.com/nimbus-vmm/nimbus/internal/memory"
+	"github.com/nimbus-vmm/nimbus/internal/vmm"
+)
+
+var _ vmm.MemoryHotplugger = (*VM)(nil)
+
+// dimmAlign is the size and alignment of hot-added RAM: upstream's 128
+// MiB "DIMM" granule (and Linux's x86-64 memory block size).
+const dimmAlign = 128 << 20
+
+// memHotplug is the machine's half of upstream's ACPI memory hotplug
+// (MemoryManager with hotplug_method=acpi): the window after boot RAM
+// where vm.resize puts new RAM, and the register block the guest reads it
+// from.
+type memHotplug struct {
+	regs *memhp.Device // nil without memory.hotplug_size
+	// end is upstream's start_of_device_area: hot-added RAM must end
+	// before it, and the 64-bit PCI window starts there.
+	end     uint64
+	opts    memory.Options // the new RAM's backing, as boot RAM's
+	zones   bool           // user-defined zones: RAM cannot be resized
+	current uint64         // upstream's current_ram
+}
+
+// hotplugStart is upstream's MemoryManager::start_addr with hotplug
+// allowed: the 128 MiB boundary after RAM ending at last (inclusive), or
+// 4 GiB while RAM ends below the 32-bit hole.
+func hotplugStart(last uint64) uint64 {
+	if last < x86.Mem32BitReservedStart {
+		return x86.RAM64BitStart
+	}
+	return (last | (dimmAlign - 1)) + 1
+}
+
+// ramEnd is the first address after the highest RAM.
+func (m *VM) ramEnd() uint64 {
+	end := uint64(0)
+	for _, r := range m.mem.Regions() {
+		end = max(end, r.End())
+	}
+	return end
+}
+
+// setupMemoryHotplug places the hotplug window after boot RAM and, with
+// hotplug_size under the ACPI method, the register block the DSDT's
+// \_SB_.MHPC reads (upstream's MemoryManager::new). Without a window a
+// resize can still ask for no more RAM.
+func (m *VM) setupMemoryHotplug(mc config.MemoryConfig) error {
+	hp := &m.memhp
+	hp.current = m.ramSize
+	hp.zones = len(mc.Zones) > 0
+	hp.opts = memory.Options{
+		Shared: mc.Shared, Hugepages: mc.Hugepages, Prefault: mc.Prefault, Reserve: mc.Reserve, THP: mc.Thp,
+	}
+	if mc.HugepageSize != nil {
+		hp.opts.HugepageSize = *mc.HugepageSize
+	}
+	last := m.ramEnd() - 1
+	hp.end = max(last+1, x86.RAM64BitStart)
+	if mc.HotplugMethod != config.HotplugACPI || mc.HotplugSize == nil || hp.zones {
+		return nil
+	}
+	size := *mc.HotplugSize
+	if size == 0 {
+		return wrap(ErrSetup, fmt.Errorf("Invalid size for resizing. Can be anything except 0"))
+	}
+	start := hotplugStart(last)
+	if start+size < start {
+		return wrap(ErrSetup, fmt.Errorf("Guest address overflow"))
+	}
+	hp.end = start + size
+	hp.regs = memhp.New(m.log)
+	return m.addDevice(idMemHotplug, devmgr.Platform, hp.regs, false, memhp.Base, memhp.Size)
+}
+
+// ResizeMemory implements vmm.MemoryHotplugger: upstream's
+// MemoryManager::resize for the ACPI method. Growth maps desired minus
+// the current RAM right after the highest RAM, registers it with KVM,
+// puts it in the next DIMM slot and notifies the guest through the GED;
+// a size not above the current RAM changes nothing. Checks and texts are
+// upstream's, in its order.
+func (m *VM) ResizeMemory(desired uint64) (bool, error) {
+	hp := &m.memhp
+	if hp.zones {
+		return false, vmm.MemoryManagerLeaf("Impossible to resize guest memory if it is backed by user defined memory regions")
+	}
+	if desired <= hp.current {
+		return false, nil
+	}
+	size := desired - hp.current
+	if hp.regs != nil && hp.regs.Free() == 0 {
+		return false, vmm.MemoryManagerLeaf("%s", memhp.ErrNoSlot)
+	}
+	if size%dimmAlign != 0 {
+		return false, vmm.MemoryManagerLeaf("The requested hotplug memory addition is not a valid size")
+	}
+	start := hotplugStart(m.ramEnd() - 1)
+	if hp.regs == nil || start+size-1 > hp.end-1 || start+size < start {
+		return false, vmm.MemoryManagerLeaf("Not enough space in the hotplug RAM region")
+	}
+	m.log.Info("Hotplugging new RAM", "size", size, "gpa", fmt.Sprintf("%#x", start))
+	slot := memhp.Slots - hp.regs.Free()
+	if _, err := m.mem.Plug(m.kvm, fmt.Sprintf("hotplug%d", slot), start, size, hp.opts); err != nil {
+		return false, vmm.MemoryManagerError(fmt.Errorf("Failed to create the user memory region: %w", err))
+	}
+	if _, err := hp.regs.Plug(start, size); err != nil {
+		// Unreachable (a free slot was checked): the RAM stays mapped
+		// and unused until shutdown, as upstream cannot unplug it either.
+		return true, vmm.MemoryManagerError(err)
+	}
+	hp.current = desired
+	if err := m.ged.Notify(ged.MemoryDevicesChanged); err != nil {
+		return true, vmm.DeviceManagerError(err)
+	}
+	return true, nil
+}
