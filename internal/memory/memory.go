@@ -72,11 +72,13 @@ type zoneMap struct {
 	id   string
 	data []byte // the whole zone's mapping
 	fd   int
+	huge bool // hugetlb pages: madvise(MADV_DONTNEED) cannot discard them
 }
 
 type region struct {
 	RegionInfo
 	data []byte // the region's part of its zone's mapping
+	huge bool   // from a hugetlb zone
 }
 
 // Memory is a guest's RAM: host mappings laid out in guest-physical
@@ -134,6 +136,7 @@ func zoneRegions(zm zoneMap, id string, regs []Region) []region {
 		out = append(out, region{
 			RegionInfo: RegionInfo{Region: r, Zone: id, HostAddr: hostAddr(data), FD: zm.fd, FileOffset: off},
 			data:       data,
+			huge:       zm.huge,
 		})
 		off += r.Size
 	}
@@ -255,7 +258,7 @@ func mapZone(z Zone) (zoneMap, error) {
 		// Best effort, as upstream: kernels without THP answer EINVAL.
 		_ = unix.Madvise(data, unix.MADV_HUGEPAGE)
 	}
-	return zoneMap{id: z.ID, data: data, fd: fd}, nil
+	return zoneMap{id: z.ID, data: data, fd: fd, huge: z.Hugepages}, nil
 }
 
 // Size returns the total RAM in bytes, hot-added RAM included.
@@ -303,6 +306,34 @@ func (m *Memory) Register(vm SlotRegistrar, firstSlot, flags uint32) (uint32, er
 	m.regions.Store(&next)
 	m.nextSlot, m.flags = slot, flags
 	return slot, nil
+}
+
+// Discard gives the host memory behind guest RAM [gpa, gpa+size) back:
+// the guest reads zeros there afterwards. It is what a virtio-mem unplug
+// does (upstream's discard_memory_range): a hole punched in a shared
+// zone's memfd, MADV_DONTNEED on the mapping unless it is hugetlb. The
+// range must lie in one region.
+func (m *Memory) Discard(gpa, size uint64) error {
+	if size == 0 {
+		return nil
+	}
+	r := m.find(gpa)
+	if r == nil || gpa-r.GPA > r.Size || size > r.Size-(gpa-r.GPA) {
+		return badAddress(gpa, int(min(size, 1<<31)))
+	}
+	off := gpa - r.GPA
+	if r.FD >= 0 {
+		err := unix.Fallocate(r.FD, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(r.FileOffset+off), int64(size))
+		if err != nil {
+			return fmt.Errorf("discard %v: punch hole: %w: %w", Region{gpa, size}, ErrMap, err)
+		}
+	}
+	if !r.huge {
+		if err := unix.Madvise(r.data[off:off+size], unix.MADV_DONTNEED); err != nil {
+			return fmt.Errorf("discard %v: madvise: %w: %w", Region{gpa, size}, ErrMap, err)
+		}
+	}
+	return nil
 }
 
 // Close unmaps the memory and closes any memfds. The caller must have

@@ -414,3 +414,36 @@ func TestClose(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 }
+
+// TestDiscard: discarded RAM reads back as zeros, private or memfd-backed,
+// and the bytes around it are kept; a range outside one region is refused.
+func TestDiscard(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		m := newMem(t, Zone{Size: 4 * mib, Options: Options{Shared: shared}})
+		for a := uint64(0); a < 4*mib; a += PageSize {
+			if err := m.WriteU32(a, 0xabcd0000|uint32(a>>12)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := m.Discard(mib, 2*mib); err != nil {
+			t.Fatalf("shared=%v: %v", shared, err)
+		}
+		for _, c := range []struct {
+			gpa  uint64
+			want uint32
+		}{{mib - PageSize, 0xabcd0000 | uint32((mib-PageSize)>>12)}, {mib, 0}, {3*mib - PageSize, 0}, {3 * mib, 0xabcd0000 | uint32(3*mib>>12)}} {
+			if v, err := m.ReadU32(c.gpa); err != nil || v != c.want {
+				t.Errorf("shared=%v: %#x reads %#x, %v; want %#x", shared, c.gpa, v, err, c.want)
+			}
+		}
+		if shared {
+			var st unix.Stat_t
+			if err := unix.Fstat(m.Regions()[0].FD, &st); err != nil || uint64(st.Blocks)*512 > 2*mib+64<<10 {
+				t.Errorf("memfd still holds %d bytes after the discard (%v)", st.Blocks*512, err)
+			}
+		}
+		if err := m.Discard(3*mib, 2*mib); !errors.Is(err, ErrBadAddress) {
+			t.Errorf("discard past the end: %v", err)
+		}
+	}
+}
