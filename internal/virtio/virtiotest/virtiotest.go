@@ -182,6 +182,13 @@ func (i *Interrupt) Count(q int) int {
 	return i.counts[q]
 }
 
+// Configs counts configuration change notifications (NeedsReset's too).
+func (i *Interrupt) Configs() int {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.configs
+}
+
 // ResetCause is the reason passed to NeedsReset, or nil.
 func (i *Interrupt) ResetCause() error {
 	i.mu.Lock()
