@@ -46,6 +46,10 @@ const (
 	IDDebugConsole = "__debug_console"
 )
 
+// DefaultMemoryZone is upstream's DEFAULT_MEMORY_ZONE: the zone the global
+// memory config makes, and the id of its virtio-mem device.
+const DefaultMemoryZone = "mem0"
+
 // AssignDeviceIDs names every multi-instance device that has no id and
 // writes the id back into the config, as upstream's device manager does
 // when it creates them: one counter shared by all prefixed kinds, in

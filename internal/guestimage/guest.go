@@ -35,6 +35,7 @@ const (
 var DefaultModules = []string{
 	"virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "virtio_rng",
 	"vmw_vsock_virtio_transport",
+	"virtio_mem", // hotplug_method=virtio-mem
 	// The ACPI power button (vm.power-button) reaches userspace as a key
 	// event through these.
 	"button", "evdev",

@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
@@ -9,6 +10,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/devices/memhp"
 	"github.com/nimbus-vmm/nimbus/internal/devmgr"
 	"github.com/nimbus-vmm/nimbus/internal/memory"
+	virtiomem "github.com/nimbus-vmm/nimbus/internal/virtio/mem"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
@@ -23,7 +25,12 @@ const dimmAlign = 128 << 20
 // where vm.resize puts new RAM, and the register block the guest reads it
 // from.
 type memHotplug struct {
-	regs *memhp.Device // nil without memory.hotplug_size
+	regs *memhp.Device // ACPI: nil without memory.hotplug_size
+	// virtio-mem: the region mapped at boot for the device, the size
+	// requested at boot (hotplugged_size), and the device once built.
+	vmemAddr, vmemSize, vmemInitial uint64
+	vmem                            *virtiomem.Device
+	virtioMem                       bool // hotplug_method=virtio-mem
 	// end is upstream's start_of_device_area: hot-added RAM must end
 	// before it, and the 64-bit PCI window starts there.
 	end     uint64
@@ -51,14 +58,19 @@ func (m *VM) ramEnd() uint64 {
 	return end
 }
 
-// setupMemoryHotplug places the hotplug window after boot RAM and, with
-// hotplug_size under the ACPI method, the register block the DSDT's
-// \_SB_.MHPC reads (upstream's MemoryManager::new). Without a window a
-// resize can still ask for no more RAM.
+// setupMemoryHotplug places the hotplug window after boot RAM (upstream's
+// MemoryManager::new): with hotplug_size under the ACPI method, the
+// register block the DSDT's \_SB_.MHPC reads; under virtio-mem, the
+// device's region, mapped now (the device comes with the other virtio
+// devices). Without a window a resize can still ask for no more RAM.
 func (m *VM) setupMemoryHotplug(mc config.MemoryConfig) error {
 	hp := &m.memhp
 	hp.current = m.ramSize
 	hp.zones = len(mc.Zones) > 0
+	hp.virtioMem = mc.HotplugMethod == config.HotplugVirtioMem
+	if err := checkHotplugConfig(mc); err != nil {
+		return err
+	}
 	hp.opts = memory.Options{
 		Shared: mc.Shared, Hugepages: mc.Hugepages, Prefault: mc.Prefault, Reserve: mc.Reserve, THP: mc.Thp,
 	}
@@ -67,20 +79,64 @@ func (m *VM) setupMemoryHotplug(mc config.MemoryConfig) error {
 	}
 	last := m.ramEnd() - 1
 	hp.end = max(last+1, x86.RAM64BitStart)
-	if mc.HotplugMethod != config.HotplugACPI || mc.HotplugSize == nil || hp.zones {
+	if mc.HotplugSize == nil || hp.zones {
 		return nil
 	}
 	size := *mc.HotplugSize
-	if size == 0 {
-		return wrap(ErrSetup, fmt.Errorf("Invalid size for resizing. Can be anything except 0"))
-	}
 	start := hotplugStart(last)
 	if start+size < start {
 		return wrap(ErrSetup, fmt.Errorf("Guest address overflow"))
 	}
 	hp.end = start + size
+	if hp.virtioMem {
+		if size%virtiomem.Align != 0 {
+			return wrap(ErrSetup, fmt.Errorf("Virtio-mem size is not aligned with %d", virtiomem.Align))
+		}
+		if _, err := m.mem.Plug(m.kvm, config.DefaultMemoryZone, start, size, hp.opts); err != nil {
+			return wrap(ErrSetup, fmt.Errorf("virtio-mem region: %w", err))
+		}
+		hp.vmemAddr, hp.vmemSize = start, size
+		if mc.HotpluggedSize != nil {
+			hp.vmemInitial = *mc.HotpluggedSize
+		}
+		return nil
+	}
 	hp.regs = memhp.New(m.log)
 	return m.addDevice(idMemHotplug, devmgr.Platform, hp.regs, false, memhp.Base, memhp.Size)
+}
+
+// checkHotplugConfig is the hotplug half of upstream's
+// validate_memory_config and MemoryManager::new checks, with its texts.
+func checkHotplugConfig(mc config.MemoryConfig) error {
+	invalid := fmt.Errorf("Memory configuration is not valid")
+	if mc.HotplugSize != nil && *mc.HotplugSize == 0 {
+		return wrap(ErrSetup, fmt.Errorf("Invalid size for resizing. Can be anything except 0"))
+	}
+	if mc.HotpluggedSize != nil {
+		switch {
+		case mc.HotplugSize == nil, *mc.HotpluggedSize > *mc.HotplugSize, mc.HotplugMethod == config.HotplugACPI:
+			return wrap(ErrSetup, invalid)
+		}
+	}
+	return nil
+}
+
+// addVirtioMem makes the virtio-mem device over the region Build mapped
+// (upstream's make_virtio_mem_devices, id mem0), after the rng.
+func (m *VM) addVirtioMem() error {
+	hp := &m.memhp
+	if hp.vmemSize == 0 {
+		return nil
+	}
+	d, err := virtiomem.New(hp.vmemAddr, hp.vmemSize, hp.vmemInitial, m.mem, m.log)
+	if err != nil {
+		return wrap(ErrSetup, fmt.Errorf("virtio-mem: %w", err))
+	}
+	if _, err := m.addVirtio(config.DefaultMemoryZone, d, config.PciCommon{ID: config.DefaultMemoryZone}); err != nil {
+		return err
+	}
+	hp.vmem = d
+	return nil
 }
 
 // ResizeMemory implements vmm.MemoryHotplugger: upstream's
@@ -93,6 +149,9 @@ func (m *VM) ResizeMemory(desired uint64) (bool, error) {
 	hp := &m.memhp
 	if hp.zones {
 		return false, vmm.MemoryManagerLeaf("Impossible to resize guest memory if it is backed by user defined memory regions")
+	}
+	if hp.virtioMem {
+		return m.resizeVirtioMem(desired)
 	}
 	if desired <= hp.current {
 		return false, nil
@@ -123,4 +182,36 @@ func (m *VM) ResizeMemory(desired uint64) (bool, error) {
 		return true, vmm.DeviceManagerError(err)
 	}
 	return true, nil
+}
+
+// errVirtioMemResize is upstream's Error::VirtioMemResizeFail level.
+var errVirtioMemResize = errors.New("Failed to virtio-mem resize")
+
+// resizeVirtioMem is upstream's MemoryManager::resize for virtio-mem:
+// the device is asked for desired minus the boot RAM, and the guest's
+// driver plugs it; asking for what is already requested is an error, as
+// upstream.
+func (m *VM) resizeVirtioMem(desired uint64) (bool, error) {
+	hp := &m.memhp
+	if desired < m.ramSize {
+		return false, vmm.MemoryManagerLeaf("Invalid resize request: desired_size = %d below boot size = %d", desired, m.ramSize)
+	}
+	if hp.vmem == nil {
+		m.log.Error("Failed resizing virtio-mem region: No virtio-mem handler")
+		return false, vmm.MemoryManagerLeaf("No virtio-mem resizing handler found")
+	}
+	if err := hp.vmem.Resize(desired - m.ramSize); err != nil {
+		return false, vmm.MemoryManagerError(wrap(errVirtioMemResize, err))
+	}
+	hp.current = desired
+	return true, nil
+}
+
+// VirtioMemPlugged implements vmm.MemoryHotplugger: what the guest's
+// virtio-mem driver has plugged.
+func (m *VM) VirtioMemPlugged() uint64 {
+	if m.memhp.vmem == nil {
+		return 0
+	}
+	return m.memhp.vmem.PluggedSize()
 }

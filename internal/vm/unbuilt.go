@@ -123,11 +123,6 @@ func refuseMemory(m *config.MemoryConfig) error {
 	switch {
 	case m.Mergeable:
 		return notBuilt("Mergeable (KSM) memory (memory.mergeable)")
-	case m.HotplugMethod == config.HotplugVirtioMem:
-		return notBuilt("virtio-mem (memory.hotplug_method=VirtioMem)")
-	case m.HotpluggedSize != nil:
-		// Only virtio-mem has it; upstream refuses it beside acpi.
-		return notBuilt("Memory hotplugged at boot (memory.hotplugged_size)")
 	}
 	for i, z := range m.Zones {
 		f := fmt.Sprintf("memory.zones[%d]", i)

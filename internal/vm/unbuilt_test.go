@@ -36,9 +36,9 @@ var fieldVerdicts = map[string]string{
 	"memory.size": built, "memory.shared": built, "memory.hugepages": built, "memory.hugepage_size": built,
 	"memory.prefault": built, "memory.reserve": built, "memory.thp": built,
 	"memory.mergeable":       `"memory":{"size":536870912,"mergeable":true}`,
-	"memory.hotplug_method":  `"memory":{"size":536870912,"hotplug_method":"VirtioMem"}`,
-	"memory.hotplug_size":    built, // ACPI memory hotplug (hotplug_method=acpi)
-	"memory.hotplugged_size": `"memory":{"size":536870912,"hotplug_method":"VirtioMem","hotplug_size":536870912,"hotplugged_size":0}`,
+	"memory.hotplug_method":  built, // acpi and virtio-mem
+	"memory.hotplug_size":    built, // ACPI memory hotplug or the virtio-mem region
+	"memory.hotplugged_size": built, // virtio-mem at boot
 	"memory.zones[].id":      built, "memory.zones[].size": built, "memory.zones[].shared": built,
 	"memory.zones[].hugepages": built, "memory.zones[].hugepage_size": built,
 	"memory.zones[].prefault": built, "memory.zones[].reserve": built,

@@ -13,8 +13,8 @@ import (
 
 // addVirtioDevices creates the virtio devices (the console on cons) in upstream's order, which
 // fixes their slots: the virtio console (add_console_devices), then
-// make_virtio_devices' block, net and rng. With default slots that gives
-// 00:01.0 console, then the disks, the nets and the rng.
+// make_virtio_devices' block, net, rng and virtio-mem. With default slots
+// that gives 00:01.0 console, then the disks, the nets, the rng and mem0.
 func (m *VM) addVirtioDevices(cfg *config.VmConfig, cons hostconsole.Backend) error {
 	if cfg.Console.Mode != config.ConsoleOff && cons != nil {
 		if _, err := m.addVirtio(config.IDConsole, console.New(cons), cfg.Console.PciCommon); err != nil {
@@ -36,8 +36,10 @@ func (m *VM) addVirtioDevices(cfg *config.VmConfig, cons hostconsole.Backend) er
 	if err != nil {
 		return wrap(ErrSetup, fmt.Errorf("rng: %w", err))
 	}
-	_, err = m.addVirtio(config.IDRng, d, cfg.Rng.PciCommon)
-	return err
+	if _, err = m.addVirtio(config.IDRng, d, cfg.Rng.PciCommon); err != nil {
+		return err
+	}
+	return m.addVirtioMem()
 }
 
 // addDisk makes the block device dc describes (its id already assigned).

@@ -268,7 +268,16 @@ func (c *Controller) hotResize(r Resize) error {
 		}
 		// As upstream, also when nothing changed (a smaller size): a
 		// reboot builds the VM with the last size asked for.
-		c.cfg.Memory.Size = *r.DesiredRAM
+		mc := &c.cfg.Memory
+		switch {
+		case mc.HotplugMethod != config.HotplugVirtioMem:
+			mc.Size = *r.DesiredRAM
+		case *r.DesiredRAM > mc.Size:
+			more := *r.DesiredRAM - mc.Size
+			mc.HotpluggedSize = &more
+		default:
+			mc.HotpluggedSize = nil
+		}
 	}
 	if r.DesiredBalloon != nil {
 		return fmt.Errorf("balloon resize: %w", ErrUnsupported)

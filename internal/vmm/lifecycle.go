@@ -381,11 +381,15 @@ func (c *Controller) vmInfo() (*VmInfo, error) {
 		return nil, err
 	}
 	// As upstream, memory_actual_size comes from the config, which a hot
-	// resize updates (a balloon or virtio-mem would adjust it once booted).
+	// resize updates, plus what virtio-mem has plugged (a balloon would
+	// take its size off).
 	info := &VmInfo{Config: cfg, State: StateCreated, MemoryActualSize: memoryActualSize(cfg)}
 	if c.machine != nil {
 		info.State = c.state
 		info.DeviceTree = c.machine.DeviceTree()
+		if hp, ok := c.machine.(MemoryHotplugger); ok {
+			info.MemoryActualSize += hp.VirtioMemPlugged()
+		}
 	}
 	return info, nil
 }

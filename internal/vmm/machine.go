@@ -66,12 +66,16 @@ type CPUHotplugger interface {
 	ResizeVcpus(desired int) (changed bool, err error)
 }
 
-// MemoryHotplugger is a Machine that grows guest RAM on a running guest
-// (upstream's MemoryManager::resize with ACPI memory hotplug). Asking for
-// no more than the RAM it has changes nothing and succeeds, as upstream;
-// the loop then records desired as memory.size, for the next boot.
+// MemoryHotplugger is a Machine that resizes guest RAM on a running guest
+// (upstream's MemoryManager::resize): ACPI memory hotplug grows it, where
+// asking for no more than the RAM it has changes nothing and succeeds;
+// virtio-mem asks the guest's driver to plug or unplug up to the size.
+// The loop then records the size for the next boot as upstream does.
 type MemoryHotplugger interface {
 	ResizeMemory(desired uint64) (changed bool, err error)
+	// VirtioMemPlugged is what the guest's virtio-mem driver has plugged
+	// (vm.info's memory_actual_size adds it).
+	VirtioMemPlugged() uint64
 }
 
 // EjectedDevice is one device the guest ejected and the machine released.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,13 +27,16 @@ const memWatch = `(last=""; while :; do
 done) &
 `
 
-// memTotal is the guest's latest "MEM <MiB>" report, or -1.
+// memTotal is the guest's latest "MEM <MiB>" report, or -1. Only whole
+// lines count: the serial file is read while the guest writes it.
 func memTotal(out string) int {
 	n := -1
-	for _, line := range strings.Split(out, "\n") {
-		var v int
-		if _, err := fmt.Sscanf(line, "MEM %d", &v); err == nil {
-			n = v
+	lines := strings.Split(out, "\n")
+	for _, line := range lines[:len(lines)-1] {
+		if v, ok := strings.CutPrefix(line, "MEM "); ok {
+			if i, err := strconv.Atoi(v); err == nil {
+				n = i
+			}
 		}
 	}
 	return n
@@ -107,4 +111,66 @@ func TestMemoryHotplug(t *testing.T) {
 	if got := memTotal(p.output()); got < base+512 {
 		t.Fatalf("MemTotal %d MiB after asking for less, want it kept at %d", got, base+512)
 	}
+}
+
+// TestVirtioMem: with hotplug_method=virtio-mem the guest's virtio_mem
+// driver plugs what vm.resize asks for and unplugs it again: MemTotal
+// follows up and down, and vm.info's memory_actual_size follows what the
+// driver plugged; memory.hotplugged_size records the request as upstream.
+func TestVirtioMem(t *testing.T) {
+	if !haveModules(t, "virtio_mem") {
+		t.Skip("the guest kernel has no virtio_mem module")
+	}
+	g := newGuest(t)
+	p := g.start(t, cmdline(true, memWatch), "--memory", "size=512M,hotplug_method=virtio-mem,hotplug_size=1G")
+	p.waitBoots(1)
+	p.waitOutput("the guest's first memory report", 0, bootTimeout, "MEM ")
+	base := memTotal(p.output())
+	resize := func(to uint64, wantMiB int, cmp func(got, want int) bool) {
+		t.Helper()
+		mark := len(p.output())
+		began := time.Now()
+		p.do(fmt.Sprintf("vm.resize to %d MiB", to>>20), func(ctx context.Context) error {
+			return p.api.Resize(ctx, client.ResizeRequest{DesiredRAM: &to})
+		})
+		p.waitFor(fmt.Sprintf("the guest's MemTotal to reach %d MiB", wantMiB), bootTimeout, func() bool {
+			got := memTotal(p.output()[mark:])
+			return got >= 0 && cmp(got, wantMiB)
+		})
+		t.Logf("vm.resize to %d MiB: guest MemTotal %d MiB after %v", to>>20, memTotal(p.output()), time.Since(began).Round(time.Millisecond))
+		p.waitFor(fmt.Sprintf("memory_actual_size %d MiB", to>>20), apiTimeout, func() bool {
+			ctx, cancel := p.ctx()
+			defer cancel()
+			vi, err := p.api.Info(ctx)
+			return err == nil && vi.MemoryActualSize == to
+		})
+		ctx, cancel := p.ctx()
+		defer cancel()
+		vi, err := p.api.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg struct {
+			Memory struct {
+				Size           uint64  `json:"size"`
+				HotpluggedSize *uint64 `json:"hotplugged_size"`
+			} `json:"memory"`
+		}
+		if err := json.Unmarshal(vi.Config, &cfg); err != nil || cfg.Memory.Size != 512<<20 ||
+			cfg.Memory.HotpluggedSize == nil || *cfg.Memory.HotpluggedSize != to-512<<20 {
+			t.Fatalf("vm.info memory after resizing to %d: %s", to, vi.Config)
+		}
+	}
+	resize(1024<<20, base+512, func(got, want int) bool { return got >= want })
+	resize(768<<20, base+256, func(got, want int) bool { return got <= want })
+	// Below the boot RAM is refused as upstream.
+	ctx, cancel := p.ctx()
+	defer cancel()
+	small := uint64(256 << 20)
+	err := p.api.Resize(ctx, client.ResizeRequest{DesiredRAM: &small})
+	var ae *client.APIError
+	if !errors.As(err, &ae) || !strings.Contains(strings.Join(ae.Messages, "|"), "Memory manager error|Invalid resize request: desired_size = 268435456 below boot size = 536870912") {
+		t.Errorf("resize below the boot RAM: %v", err)
+	}
+	p.wantState(client.StateRunning)
 }

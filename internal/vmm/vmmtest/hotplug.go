@@ -116,3 +116,6 @@ func (h *HotplugMachine) ResizeMemory(desired uint64) (bool, error) {
 	}
 	return true, nil
 }
+
+// VirtioMemPlugged implements vmm.MemoryHotplugger.
+func (h *HotplugMachine) VirtioMemPlugged() uint64 { return 0 }
