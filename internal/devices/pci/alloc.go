@@ -31,12 +31,15 @@ func ECAMBase(seg uint16) uint64 {
 	return x86.PCIMMConfigStart + ECAMSizePerSegment*uint64(seg)
 }
 
-// SplitWindows divides [start, end] among PCI segments in proportion to
-// their aperture weights, each share aligned, exactly as upstream's
-// create_mmio_allocators. weights has one entry per segment (default 1).
-// For the 32-bit window upstream passes start=0xc000_0000,
-// end=start+640 MiB and 4 KiB alignment; for the 64-bit window the memory
-// manager's device area and 4 GiB alignment.
+// SplitWindows divides [start, end] (inclusive) among PCI segments in
+// proportion to their aperture weights, each share aligned relative to
+// start, exactly as upstream's create_mmio_allocators: the last segment
+// takes everything left, so no address near the top is lost to the
+// rounding. weights has one entry per segment (default 1). For the
+// 32-bit window upstream passes Window32 and 4 KiB alignment; for the
+// 64-bit window the memory manager's device area and 4 GiB alignment.
+// Where upstream panics (a window too small for one aligned unit per
+// weight) this fails with ErrInvalid.
 func SplitWindows(start, end uint64, weights []uint32, alignment uint64) ([]x86.Region, error) {
 	var total uint64
 	for _, w := range weights {
@@ -45,19 +48,27 @@ func SplitWindows(start, end uint64, weights []uint32, alignment uint64) ([]x86.
 	if end < start || total == 0 || alignment == 0 {
 		return nil, fmt.Errorf("split MMIO window [%#x, %#x] by %v: %w", start, end, weights, ErrInvalid)
 	}
-	share := (end - start + 1) / (alignment * total) * alignment
+	unit := (end - start + 1) / (alignment * total) * alignment
 	out := make([]x86.Region, 0, len(weights))
 	var i uint64
-	for _, w := range weights {
-		out = append(out, x86.Region{Start: start + i*share, Size: share * uint64(w)})
+	for k, w := range weights {
+		r := x86.Region{Start: start + i*unit, Size: unit * uint64(w)}
+		if k == len(weights)-1 {
+			r.Size = end - r.Start + 1
+		}
+		if r.Size == 0 {
+			return nil, fmt.Errorf("split MMIO window [%#x, %#x] by %v: segment %d gets nothing: %w", start, end, weights, k, ErrInvalid)
+		}
+		out = append(out, r)
 		i += uint64(w)
 	}
 	return out, nil
 }
 
-// Window32 returns the 32-bit device window upstream splits between segments.
+// Window32 returns the 32-bit device window upstream splits between
+// segments, [start, end] inclusive: the 640 MiB below MMCONFIG.
 func Window32() (start, end uint64) {
-	return x86.Mem32BitReservedStart, x86.Mem32BitReservedStart + x86.Mem32BitDevicesSize
+	return x86.Mem32BitReservedStart, x86.Mem32BitReservedStart + x86.Mem32BitDevicesSize - 1
 }
 
 // Allocator hands out aligned ranges of one MMIO window top-down, like

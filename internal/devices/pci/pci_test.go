@@ -371,6 +371,28 @@ func TestSplitWindows(t *testing.T) {
 	if !reflect.DeepEqual(got, []x86.Region{{Start: 0xc000_0000, Size: 160 << 20}, {Start: 0xca00_0000, Size: 480 << 20}}) {
 		t.Errorf("weights 1,3 %+v", got)
 	}
+	// Upstream's test_create_mmio_allocators values, and the 64-bit
+	// window of a 46-bit guest split in two (the last takes the rest).
+	for _, c := range []struct {
+		start, end uint64
+		weights    []uint32
+		align      uint64
+		want       []x86.Region
+	}{
+		{0x100000, 0x3fffff, []uint32{1}, 4 << 10, []x86.Region{{Start: 0x100000, Size: 0x300000}}},
+		{0x100000, 0x3fffff, []uint32{1, 1}, 4 << 10, []x86.Region{{Start: 0x100000, Size: 0x180000}, {Start: 0x280000, Size: 0x180000}}},
+		{0x100000, 0x3fffff, []uint32{2, 1}, 4 << 10, []x86.Region{{Start: 0x100000, Size: 0x200000}, {Start: 0x300000, Size: 0x100000}}},
+		{0x1_0000_0000, 0x3fff_ffee_ffff, []uint32{1, 1}, Mem64Alignment,
+			[]x86.Region{{Start: 0x1_0000_0000, Size: 0x1fff_0000_0000}, {Start: 0x2000_0000_0000, Size: 0x1fff_ffef_0000}}},
+	} {
+		got, err := SplitWindows(c.start, c.end, c.weights, c.align)
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("SplitWindows(%#x, %#x, %v) = %+v, %v; want %+v", c.start, c.end, c.weights, got, err, c.want)
+		}
+	}
+	if _, err := SplitWindows(0x1_0000_0000, 0x1_ffff_ffff, []uint32{1, 1}, Mem64Alignment); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a 4 GiB window split in two 4 GiB-aligned parts: %v", err)
+	}
 	if ECAMBase(2) != 0xe820_0000 {
 		t.Errorf("ECAM base %#x", ECAMBase(2))
 	}
