@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
+	"github.com/nimbus-vmm/nimbus/internal/devices/pci"
 )
 
 // Platform addresses the tables describe.
@@ -30,14 +31,15 @@ type Config struct {
 	// Serial adds COM1 (PNP0501) at 0x3f8 with SerialIRQ (default 4).
 	Serial    bool
 	SerialIRQ uint32
-	// PCI32 and PCI64 are the host bridge's MMIO windows for BARs; a zero
-	// PCI32 means the 32-bit device area below MMCONFIG, a zero PCI64 none.
-	PCI32, PCI64 x86.Region
+	// PCISegments are the PCI segments, by id, each a host bridge
+	// \_SB_.PCnn (nn its id in hex) with its own ECAM MiB; none means one
+	// segment with the 32-bit device area below MMCONFIG as its window.
+	PCISegments []PCISegment
 	// GED, when set, adds the power button and the Generic Event Device
 	// (see GED) after the other DSDT devices, as upstream.
 	GED *GED
 	// PCIHotplug, when set, adds upstream's PCI hotplug controller
-	// (\_SB_.PHPR) and the slot objects in \_SB_.PCI0, and makes the GED
+	// (\_SB_.PHPR) and the slot objects in \_SB_.PC00, and makes the GED
 	// call PSCN on a PCI-devices-changed notification.
 	PCIHotplug *PCIHotplug
 	// CPUHotplug, when set, adds upstream's \_SB_.PRES and \_SB_.CPUS
@@ -47,6 +49,48 @@ type Config struct {
 	// MemoryHotplug, when set, adds upstream's \_SB_.MHPC last, and makes
 	// the GED call MSCN on a memory-devices-changed notification.
 	MemoryHotplug *MemoryHotplug
+}
+
+// PCISegment is one PCI segment's host bridge: its BAR windows.
+type PCISegment struct {
+	Win32, Win64 x86.Region // a zero Win64 means none
+}
+
+// segmentName is upstream's host bridge name for segment id: _SB_.PCnn.
+func segmentName(id int) string { return fmt.Sprintf("_SB_.PC%02X", id) }
+
+// term is the host bridge of segment id, as upstream's PciSegment AML
+// writes the parts Nimbus builds (pci_segment.rs): _HID, _CID, _ADR,
+// _SEG, _UID, then _CRS with bus 0, for segment 0 the 0xcf8 ports, the
+// segment's ECAM MiB, its 32-bit and 64-bit windows, for segment 0 the
+// other I/O ports; then the hotplug slot objects. (Upstream also has
+// _CCA, SUPP, _PXM, _DSM and a _PRT for INTx; Nimbus's devices use MSI-X.)
+func (seg PCISegment) term(id int, bridge []Term) (Term, error) {
+	if seg.Win32.Size == 0 || seg.Win32.End() > 1<<32 {
+		return nil, fmt.Errorf("%w: PCI segment %d: 32-bit window %+v", ErrTables, id, seg.Win32)
+	}
+	crs := []Resource{WordBusNumber(0, 0)}
+	if id == 0 {
+		crs = append(crs, IO{Min: 0xcf8, Max: 0xcf8, Align: 1, Length: 8})
+	}
+	crs = append(crs,
+		Memory32Fixed{true, uint32(pci.ECAMBase(uint16(id))), ECAMSize},
+		QWordMemory(NotCacheable, true, seg.Win32.Start, seg.Win32.End()-1),
+	)
+	if seg.Win64.Size > 0 {
+		crs = append(crs, QWordMemory(NotCacheable, true, seg.Win64.Start, seg.Win64.End()-1))
+	}
+	if id == 0 {
+		crs = append(crs, WordIO(0, 0xcf7), WordIO(0xd00, 0xffff))
+	}
+	return Device(segmentName(id), append([]Term{
+		Name("_HID", EISAID("PNP0A08")),
+		Name("_CID", EISAID("PNP0A03")),
+		Name("_ADR", Int(0)),
+		Name("_SEG", Int(uint64(id))),
+		Name("_UID", Int(uint64(id))),
+		Name("_CRS", ResourceTemplate(crs...)),
+	}, bridge...)...), nil
 }
 
 // Tables reports where Build put each table.
@@ -75,47 +119,38 @@ func DSDT(cfg Config) (*SDT, error) {
 			)),
 		))
 	}
-	pci32 := cfg.PCI32
-	if pci32.Size == 0 {
-		pci32 = x86.Region{Start: x86.Mem32BitReservedStart, Size: x86.Mem32BitDevicesSize}
-	}
-	if pci32.End() > 1<<32 {
-		return nil, fmt.Errorf("%w: 32-bit PCI window ends above 4 GiB", ErrTables)
-	}
-	crs := []Resource{
-		WordBusNumber(0, 0), // bus 0 only, as upstream
-		IO{Min: 0xcf8, Max: 0xcf8, Align: 1, Length: 8},
-		WordIO(0, 0xcf7),
-		WordIO(0xd00, 0xffff),
-		DWordMemory(NotCacheable, true, uint32(pci32.Start), uint32(pci32.End()-1)),
-	}
-	if cfg.PCI64.Size > 0 {
-		crs = append(crs, QWordMemory(NotCacheable, true, cfg.PCI64.Start, cfg.PCI64.End()-1))
+	segs := cfg.PCISegments
+	if len(segs) == 0 {
+		segs = []PCISegment{{Win32: x86.Region{Start: x86.Mem32BitReservedStart, Size: x86.Mem32BitDevicesSize}}}
 	}
 	var bridge []Term
 	if cfg.PCIHotplug != nil {
-		phpr, br, err := cfg.PCIHotplug.Terms()
+		h := *cfg.PCIHotplug
+		if len(h.Buses) == 0 {
+			for i := range segs {
+				h.Buses = append(h.Buses, `\`+segmentName(i))
+			}
+		}
+		phpr, br, err := h.Terms()
 		if err != nil {
 			return nil, err
 		}
 		terms, bridge = append(terms, phpr), br
 	}
-	pci0 := append([]Term{
-		Name("_HID", EISAID("PNP0A08")),
-		Name("_CID", EISAID("PNP0A03")),
-		Name("_ADR", Int(0)),
-		Name("_SEG", Int(0)),
+	var mbrd []Resource
+	for i, seg := range segs {
+		t, err := seg.term(i, bridge)
+		if err != nil {
+			return nil, err
+		}
+		terms = append(terms, t)
+		mbrd = append(mbrd, Memory32Fixed{true, uint32(pci.ECAMBase(uint16(i))), ECAMSize})
+	}
+	terms = append(terms, Device("_SB_.MBRD",
+		Name("_HID", EISAID("PNP0C02")),
 		Name("_UID", Int(0)),
-		Name("_CRS", ResourceTemplate(crs...)),
-	}, bridge...)
-	terms = append(terms,
-		Device("_SB_.PCI0", pci0...),
-		Device("_SB_.MBRD",
-			Name("_HID", EISAID("PNP0C02")),
-			Name("_UID", Int(0)),
-			Name("_CRS", ResourceTemplate(Memory32Fixed{true, x86.PCIMMConfigStart, ECAMSize})),
-		),
-	)
+		Name("_CRS", ResourceTemplate(mbrd...)),
+	))
 	if cfg.GED != nil {
 		g := *cfg.GED
 		g.PCIHotplug = cfg.PCIHotplug != nil
@@ -186,7 +221,7 @@ func Build(mem io.WriterAt, cfg Config) (Tables, error) {
 	if t.MADT, err = place(madt); err != nil {
 		return Tables{}, err
 	}
-	if t.MCFG, err = place(MCFG(x86.PCIMMConfigStart, ECAMSize)); err != nil {
+	if t.MCFG, err = place(MCFG(max(len(cfg.PCISegments), 1))); err != nil {
 		return Tables{}, err
 	}
 	if t.XSDT, err = place(XSDT([]uint64{t.FADT, t.MADT, t.MCFG})); err != nil {

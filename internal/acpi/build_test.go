@@ -46,7 +46,8 @@ func readTable(t *testing.T, mem []byte, addr uint64, sig string) []byte {
 
 func TestBuildParsesBack(t *testing.T) {
 	mem := make(flatMem, 1<<20)
-	tabs, err := Build(mem, Config{BootCPUs: 2, MaxCPUs: 3, Serial: true, PCI64: x86.Region{Start: 1 << 40, Size: 1 << 30}})
+	tabs, err := Build(mem, Config{BootCPUs: 2, MaxCPUs: 3, Serial: true, PCISegments: []PCISegment{{
+		Win32: x86.Region{Start: 0xc000_0000, Size: 640 << 20}, Win64: x86.Region{Start: 1 << 40, Size: 1 << 30}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +115,7 @@ func TestBuildParsesBack(t *testing.T) {
 	}
 	for _, want := range [][]byte{
 		[]byte("COM1"), {0x41, 0xd0, 0x05, 0x01}, // PNP0501
-		[]byte("PCI0"), {0x41, 0xd0, 0x0a, 0x08}, {0x41, 0xd0, 0x0a, 0x03},
+		[]byte("PC00"), {0x41, 0xd0, 0x0a, 0x08}, {0x41, 0xd0, 0x0a, 0x03},
 		{0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0xe8, 0x00, 0x00, 0x10, 0x00}, // MMCONFIG Memory32Fixed, 1 MiB (bus 0)
 		{0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08},                         // IO 0xcf8
 		{0x8a, 0x2b, 0x00, 0x00, 0x0c, 0x01},                                     // QWordMemory header
@@ -161,6 +162,49 @@ func TestBuildVariants(t *testing.T) {
 	}
 	if _, err := Build(make(flatMem, 0xa0000), Config{BootCPUs: 1}); !errors.Is(err, ErrTables) {
 		t.Errorf("short memory: %v", err)
+	}
+}
+
+// TestTwoPCISegments: each segment is a host bridge \_SB_.PCnn with its
+// _SEG and its own ECAM MiB (in its _CRS, in MBRD and in MCFG), only
+// segment 0 decodes I/O ports, and the hotplug scan visits both.
+func TestTwoPCISegments(t *testing.T) {
+	mem := make(flatMem, 1<<20)
+	segs := []PCISegment{
+		{Win32: x86.Region{Start: 0xc000_0000, Size: 320 << 20}, Win64: x86.Region{Start: 1 << 32, Size: 1 << 40}},
+		{Win32: x86.Region{Start: 0xd400_0000, Size: 320 << 20}, Win64: x86.Region{Start: 1<<32 + 1<<40, Size: 1 << 40}},
+	}
+	tabs, err := Build(mem, Config{BootCPUs: 1, PCISegments: segs, PCIHotplug: &PCIHotplug{Base: 0xfeb01000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mcfg := readTable(t, mem, tabs.MCFG, "MCFG")
+	want := []byte{0, 0, 0, 0, 0, 0, 0, 0,
+		0, 0, 0, 0xe8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+		0, 0, 0x10, 0xe8, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}
+	if !bytes.Equal(mcfg[36:], want) {
+		t.Errorf("MCFG body\n got % x\nwant % x", mcfg[36:], want)
+	}
+	body := readTable(t, mem, tabs.DSDT, "DSDT")[36:]
+	pc01 := bytes.Index(body, []byte("\x2e_SB_PC01")) // the Device's DualNamePath, not PSCN's call
+	if pc01 < 0 || !bytes.Contains(body, []byte("_SB_PC00")) {
+		t.Fatal("DSDT lacks \\_SB_.PC00 or \\_SB_.PC01")
+	}
+	seg1 := body[pc01:]
+	ecam1 := []byte{0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0x10, 0xe8, 0x00, 0x00, 0x10, 0x00}
+	for _, w := range [][]byte{{0x08, '_', 'S', 'E', 'G', 0x01}, ecam1} {
+		if !bytes.Contains(seg1[:400], w) {
+			t.Errorf("PC01 lacks % x", w)
+		}
+	}
+	if crs := seg1[:bytes.Index(seg1, []byte("S000"))]; bytes.Contains(crs, []byte{0x47, 0x01, 0xf8, 0x0c}) || bytes.Contains(crs, []byte{0x88, 0x0d, 0x00, 0x01}) {
+		t.Error("PC01 decodes I/O ports")
+	}
+	if bytes.Count(body, ecam1) != 2 { // PC01's _CRS and MBRD
+		t.Errorf("segment 1's ECAM appears %d times, want 2", bytes.Count(body, ecam1))
+	}
+	if !bytes.Contains(body, []byte("PC01PCNT")) {
+		t.Error("PSCN does not scan PC01")
 	}
 }
 

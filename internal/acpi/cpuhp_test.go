@@ -177,7 +177,7 @@ func TestCPUHotplugIASL(t *testing.T) {
 		Name("_SEG", Int(0)),
 		Name("_UID", Int(0)),
 	}, bridge...)
-	terms := append([]Term{Name("_S5_", Package(Int(5))), phpr, Device("_SB_.PCI0", pci0...)}, ged...)
+	terms := append([]Term{Name("_S5_", Package(Int(5))), phpr, Device("_SB_.PC00", pci0...)}, ged...)
 	terms = append(terms, cpus...)
 	table, err := (&SDT{Signature: "DSDT", Revision: 6, OEMTableID: "CHDSDT", Body: mustMarshal(t, terms...)}).MarshalBinary()
 	if err != nil {

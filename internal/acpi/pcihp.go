@@ -16,7 +16,7 @@ import "fmt"
 //	    Method (PCEJ, 2, Serialized) {
 //	        Acquire (BLCK, 0xFFFF)  PSEG = Arg1  B0EJ = One << Arg0  Release (BLCK)  Return (Zero)
 //	    }
-//	    Method (PSCN, 0, Serialized) { \_SB.PCI0.PCNT () … one call per bus }
+//	    Method (PSCN, 0, Serialized) { \_SB.PC00.PCNT () … one call per bus }
 //	}
 //
 // and, inside each PCI host bridge (next to its _SEG, which they read):
@@ -43,7 +43,7 @@ type PCIHotplug struct {
 	Base uint64 // the register block (pcihp.Base); its size is PCIHotplugSize
 
 	// Buses are the absolute paths of the host bridges, in segment order,
-	// whose PCNT method PSCN calls; empty means `\_SB_.PCI0`, the one bridge
+	// whose PCNT method PSCN calls; empty means `\_SB_.PC00`, the one bridge
 	// DSDT builds. (Upstream names its bridges \_SB_.PCnn, nn the segment
 	// in hex.) Each of them must contain BridgeTerms.
 	Buses []string
@@ -64,7 +64,7 @@ func (h PCIHotplug) Terms() (controller Term, bridge []Term, err error) {
 	}
 	buses := h.Buses
 	if len(buses) == 0 {
-		buses = []string{`\_SB_.PCI0`}
+		buses = []string{`\_SB_.PC00`}
 	}
 	var pscn []Term
 	for _, bus := range buses {

@@ -146,7 +146,7 @@ func TestPCIHotplugFragments(t *testing.T) {
 			0x5b, 0x27, 'B', 'L', 'C', 'K', // Release (BLCK)
 			0xa4, 0x00}}, // Return (Zero)
 		// PkgLength 1 + name 4 + flags 1 + the 15-byte call = 0x15
-		{`Method (PSCN) { \_SB.PCI0.PCNT () }`, c, cat([]byte{0x14, 0x15, 'P', 'S', 'C', 'N', 0x08}, sb("PCI0", "PCNT"))},
+		{`Method (PSCN) { \_SB.PC00.PCNT () }`, c, cat([]byte{0x14, 0x15, 'P', 'S', 'C', 'N', 0x08}, sb("PC00", "PCNT"))},
 		{"Device (S001)", b, cat([]byte{0x5b, 0x82, 0x33, 'S', '0', '0', '1',
 			0x08, '_', 'S', 'U', 'N', 0x01,
 			0x08, '_', 'A', 'D', 'R', 0x0c, 0x00, 0x00, 0x01, 0x00,
@@ -193,7 +193,7 @@ func TestPCIHotplugRejectsBadConfig(t *testing.T) {
 
 // hotplugDSDT is a DSDT with PCI hotplug spliced in the way the
 // integration does it: PHPR before the bridge, the bridge terms at the end
-// of \_SB_.PCI0, and GED.PCIHotplug set.
+// of \_SB_.PC00, and GED.PCIHotplug set.
 func hotplugDSDT(t *testing.T) []byte {
 	t.Helper()
 	phpr, bridge, err := PCIHotplug{Base: 0xfeb01000}.Terms()
@@ -212,7 +212,7 @@ func hotplugDSDT(t *testing.T) []byte {
 		Name("_UID", Int(0)),
 		Name("_CRS", ResourceTemplate(WordBusNumber(0, 0))),
 	}, bridge...)
-	terms := append([]Term{Name("_S5_", Package(Int(5))), phpr, Device("_SB_.PCI0", pci0...)}, ged...)
+	terms := append([]Term{Name("_S5_", Package(Int(5))), phpr, Device("_SB_.PC00", pci0...)}, ged...)
 	b, err := (&SDT{Signature: "DSDT", Revision: 6, OEMTableID: "CHDSDT", Body: mustMarshal(t, terms...)}).MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -266,13 +266,13 @@ func TestPCIHotplugIASL(t *testing.T) {
 		`OperationRegion (PCST, SystemMemory, 0xFEB01000, 0x10)`,
 		`Field (PCST, DWordAcc, NoLock, WriteAsZeros)`,
 		`B0EJ = (One << Arg0)`,
-		`\_SB.PCI0.PCNT ()`,
+		`\_SB.PC00.PCNT ()`,
 		`Device (S031)`,
 		`Name (_ADR, 0x001F0000)`,
 		`\_SB.PHPR.PCEJ (_SUN, _SEG)`,
 		`Local0 = (Arg0 & 0x40000000)`,
 		`Notify (S030, Arg1)`,
-		`\_SB.PHPR.PSEG = _SEG /* \_SB_.PCI0._SEG */`,
+		`\_SB.PHPR.PSEG = _SEG /* \_SB_.PC00._SEG */`,
 		`DVNT (\_SB.PHPR.PCIU, One)`,
 		`DVNT (\_SB.PHPR.PCID, 0x03)`,
 		`\_SB.PHPR.PSCN ()`,

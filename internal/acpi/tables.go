@@ -3,6 +3,8 @@ package acpi
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/nimbus-vmm/nimbus/internal/devices/pci"
 )
 
 // Table identity, as upstream writes it (OEM "CLOUDH", creator from the
@@ -183,14 +185,17 @@ func MADT(bootCPUs, maxCPUs int, x2apic bool) (*SDT, error) {
 	return &SDT{Signature: "APIC", Revision: 5, OEMTableID: "CHMADT", Body: body}, nil
 }
 
-// MCFG describes PCI segment 0's ECAM window: buses 0 to the last one
-// size covers, 1 MiB each (PCI Firmware spec 3.2, 4.1.2).
-func MCFG(base, size uint64) *SDT {
+// MCFG describes the ECAM of segments 0 to n-1, bus 0 each, at
+// consecutive MiBs of MMCONFIG, as upstream's create_mcfg_table (PCI
+// Firmware spec 3.2, 4.1.2).
+func MCFG(n int) *SDT {
 	le := binary.LittleEndian
 	body := make([]byte, 8) // reserved
-	body = le.AppendUint64(body, base)
-	body = le.AppendUint16(body, 0) // segment
-	body = append(body, 0, byte((size-1)>>20))
-	body = le.AppendUint32(body, 0)
+	for seg := range n {
+		body = le.AppendUint64(body, pci.ECAMBase(uint16(seg)))
+		body = le.AppendUint16(body, uint16(seg))
+		body = append(body, 0, 0) // start and end bus
+		body = le.AppendUint32(body, 0)
+	}
 	return &SDT{Signature: "MCFG", Revision: 1, OEMTableID: "CHMCFG", Body: body}
 }

@@ -149,7 +149,10 @@ func (m *VM) setupDevices(cfg *config.VmConfig, cons *console.Devices) error {
 	}
 	// Upstream's DeviceManager registers (PCIU/PCID/B0EJ/PSEG) that the
 	// DSDT's PHPR device drives; ejects come back through hp.
-	m.hp.regs = pcihp.New(m.guestEjected)
+	var err error
+	if m.hp.regs, err = pcihp.NewSegments(numPCISegments(cfg), m.guestEjected); err != nil {
+		return wrap(ErrSetup, err)
+	}
 	if err := m.addDevice(idPCIHotplug, devmgr.Platform, m.hp.regs, false, pcihp.Base, pcihp.Size); err != nil {
 		return err
 	}

@@ -27,18 +27,21 @@ type hotplug struct {
 	notify chan struct{} // capacity 1, coalesced: the guest ejected a slot
 
 	mu          sync.Mutex
-	ejected     []int // slots, in eject order
-	ejectedCPUs []int // vCPU ids, in eject order
+	ejected     []ejectedSlot // in eject order
+	ejectedCPUs []int         // vCPU ids, in eject order
+}
+
+// ejectedSlot is a PCI slot the guest ejected.
+type ejectedSlot struct {
+	segment uint16
+	slot    int
 }
 
 // guestEjected is the B0EJ callback, on a vCPU thread: it only records
 // the slot; the control loop takes the device apart.
 func (m *VM) guestEjected(segment uint16, slot int) {
-	if segment != 0 {
-		return
-	}
 	m.hp.mu.Lock()
-	m.hp.ejected = append(m.hp.ejected, slot)
+	m.hp.ejected = append(m.hp.ejected, ejectedSlot{segment, slot})
 	m.hp.mu.Unlock()
 	select {
 	case m.hp.notify <- struct{}{}:
@@ -61,10 +64,10 @@ func (m *VM) ReleaseEjected() []vmm.EjectedDevice {
 		m.releaseVcpu(id)
 	}
 	var out []vmm.EjectedDevice
-	for _, slot := range slots {
-		n, ok := m.dm.BySlot(0, slot)
+	for _, e := range slots {
+		n, ok := m.dm.BySlot(e.segment, e.slot)
 		if !ok {
-			m.log.Warn("guest ejected an empty PCI slot", "slot", slot)
+			m.log.Warn("guest ejected an empty PCI slot", "segment", e.segment, "slot", e.slot)
 			continue
 		}
 		id := n.ID
@@ -77,7 +80,7 @@ func (m *VM) ReleaseEjected() []vmm.EjectedDevice {
 			m.log.Error("releasing an ejected device failed", "id", id, "err", err)
 		}
 		// gsis_in_use lets a test see that a removal gives its GSIs back.
-		m.log.Info("guest ejected device", "id", id, "bdf", ev.BDF, "gsis_in_use", m.pci.routes.gsis.InUse())
+		m.log.Info("guest ejected device", "id", id, "bdf", ev.BDF, "gsis_in_use", m.routes.gsis.InUse())
 		out = append(out, ev)
 	}
 	return out

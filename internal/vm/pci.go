@@ -24,39 +24,69 @@ const virtioPCIPrefix = "_virtio-pci"
 // PLATFORM_DEVICE_AREA_SIZE); the 64-bit PCI window ends below it.
 const platformDeviceAreaSize = 1 << 20
 
-// pciSegment is PCI segment 0 (upstream builds one unless
-// --platform num_pci_segments asks for more) with its virtio-pci
-// functions.
+// pciSegment is one PCI segment (upstream builds segment 0 and, with
+// --platform num_pci_segments, more): its root bus, BAR windows and
+// virtio-pci functions. MSI routes are the VM's, shared by every segment.
 type pciSegment struct {
-	root   *pci.Root
-	win32  x86.Region
-	win64  x86.Region
-	routes *msiRoutes
-	kvm    *kvm.VM
-	log    func(msg string, args ...any)
+	id    uint16
+	root  *pci.Root
+	win32 x86.Region
+	win64 x86.Region
+	kvm   *kvm.VM
+	log   func(msg string, args ...any)
 }
 
-// pciWindows returns segment 0's 32-bit and 64-bit BAR windows as
-// upstream's create_mmio_allocators splits them: the 640 MiB below
-// MMCONFIG, and the device area from the end of RAM (at least 4 GiB) to
-// the top of the guest's physical address space minus the platform area.
-func pciWindows(ramEnd uint64, physBits uint8) (w32, w64 x86.Region, err error) {
+// pciWindows returns each segment's 32-bit and 64-bit BAR windows as
+// upstream's create_mmio_allocators splits them by the aperture weights:
+// the 640 MiB below MMCONFIG, and the device area from deviceStart (the
+// end of RAM and of the memory hotplug window, at least 4 GiB) to the top
+// of the guest's physical address space less 64 KiB and the platform area
+// (upstream's mmio_address_space_size and end_of_device_area).
+func pciWindows(deviceStart uint64, physBits uint8, weights32, weights64 []uint32) (w32, w64 []x86.Region, err error) {
 	s32, e32 := pci.Window32()
-	r32, err := pci.SplitWindows(s32, e32, []uint32{1}, pci.Mem32Alignment)
-	if err != nil {
-		return w32, w64, err
+	if w32, err = pci.SplitWindows(s32, e32, weights32, pci.Mem32Alignment); err != nil {
+		return nil, nil, err
 	}
-	start := max(ramEnd, uint64(x86.RAM64BitStart))
-	start = (start + pci.Mem32Alignment - 1) &^ (pci.Mem32Alignment - 1)
-	end := uint64(1)<<physBits - platformDeviceAreaSize - 1
+	start := max(deviceStart, uint64(x86.RAM64BitStart))
+	end := uint64(1)<<physBits - 64<<10 - platformDeviceAreaSize - 1
 	if end <= start {
-		return w32, w64, fmt.Errorf("no 64-bit PCI window: RAM ends at %#x with %d physical address bits", ramEnd, physBits)
+		return nil, nil, fmt.Errorf("no 64-bit PCI window: the device area starts at %#x with %d physical address bits", start, physBits)
 	}
-	r64, err := pci.SplitWindows(start, end, []uint32{1}, pci.Mem64Alignment)
-	if err != nil {
-		return w32, w64, err
+	if w64, err = pci.SplitWindows(start, end, weights64, pci.Mem64Alignment); err != nil {
+		return nil, nil, err
 	}
-	return r32[0], r64[0], nil
+	return w32, w64, nil
+}
+
+// apertureWeights are the segments' 32-bit and 64-bit window weights:
+// 1 unless pci_segments says otherwise (a later entry wins, as upstream).
+func apertureWeights(cfg *config.VmConfig, n int) (w32, w64 []uint32) {
+	w32, w64 = make([]uint32, n), make([]uint32, n)
+	for i := range n {
+		w32[i], w64[i] = 1, 1
+	}
+	for _, s := range cfg.PciSegments {
+		if int(s.PciSegment) < n {
+			w32[s.PciSegment], w64[s.PciSegment] = s.Mmio32ApertureWeight, s.Mmio64ApertureWeight
+		}
+	}
+	return w32, w64
+}
+
+// numPCISegments is platform.num_pci_segments (1 without a platform).
+func numPCISegments(cfg *config.VmConfig) int {
+	if cfg.Platform == nil || cfg.Platform.NumPciSegments == 0 {
+		return 1
+	}
+	return int(cfg.Platform.NumPciSegments)
+}
+
+// segment returns PCI segment id, or an error naming the device.
+func (m *VM) segment(id string, seg uint16) (*pciSegment, error) {
+	if int(seg) >= len(m.pci) {
+		return nil, wrap(ErrSetup, fmt.Errorf("%s: pci_segment %d: the VM has %d PCI segments: %w", id, seg, len(m.pci), vmm.ErrBadConfig))
+	}
+	return m.pci[seg], nil
 }
 
 // guestPhysBits is the guest's physical address width: the host's
@@ -75,55 +105,78 @@ func guestPhysBits(supported kvm.CPUID, max uint8) uint8 {
 	return bits
 }
 
-// setupPCI puts segment 0 on the buses (0xcf8 and ECAM) and adds the
+// setupPCI puts the PCI segments on the buses (segment 0 also on
+// 0xcf8; every segment's ECAM at its own MiB of MMCONFIG) and adds the
 // virtio devices in upstream's order: the virtio console, then
-// make_virtio_devices (disks, nets, rng). Device ids come from
-// AssignDeviceIDs; runtime values (pty path, tap name, MAC) are written
-// back into cfg.
+// make_virtio_devices (disks, nets, rng, virtio-mem). Device ids come
+// from AssignDeviceIDs; runtime values (pty path, tap name, MAC) are
+// written back into cfg.
 func (m *VM) setupPCI(cfg *config.VmConfig, cons console.Backend) error {
 	supported, err := m.sys.SupportedCPUID()
 	if err != nil {
 		return wrap(ErrKVM, err)
 	}
-	// The 64-bit window starts after RAM and the memory hotplug window
+	n := numPCISegments(cfg)
+	weights32, weights64 := apertureWeights(cfg, n)
+	// The 64-bit windows start after RAM and the memory hotplug window
 	// (upstream's start_of_device_area).
-	w32, w64, err := pciWindows(m.memhp.end, guestPhysBits(supported, cfg.Cpus.MaxPhysBits))
+	w32, w64, err := pciWindows(m.memhp.end, guestPhysBits(supported, cfg.Cpus.MaxPhysBits), weights32, weights64)
 	if err != nil {
 		return wrap(ErrSetup, fmt.Errorf("PCI windows: %w", err))
 	}
-	p := &pciSegment{win32: w32, win64: w64, routes: newMSIRoutes(m.kvm), kvm: m.kvm, log: m.log.Warn}
+	m.routes = newMSIRoutes(m.kvm)
+	for i := range n {
+		if err := m.addPCISegment(uint16(i), w32[i], w64[i]); err != nil {
+			return err
+		}
+	}
+	// Routes for the legacy GSIs exactly as KVM set them up, so that a
+	// later partial table never differs from the default.
+	m.routes.mu.Lock()
+	err = m.routes.commit()
+	m.routes.mu.Unlock()
+	if err != nil {
+		return wrap(ErrKVM, err)
+	}
+	cfg.AssignDeviceIDs()
+	return m.addVirtioDevices(cfg, cons)
+}
+
+// addPCISegment makes segment id's root bus over its windows and puts its
+// configuration space on the buses: ECAM, and 0xcf8 for segment 0 only,
+// as upstream's new_default_segment.
+func (m *VM) addPCISegment(id uint16, w32, w64 x86.Region) error {
+	p := &pciSegment{id: id, win32: w32, win64: w64, kvm: m.kvm, log: m.log.Warn}
+	var err error
 	p.root, err = pci.NewRoot(pci.RootConfig{
-		Segment: 0, MMIO: m.dm.MMIO(),
+		Segment: id, MMIO: m.dm.MMIO(),
 		Window32: pci.NewAllocator(w32), Window64: pci.NewAllocator(w64),
 		BARMoved: p.barMoved,
 	})
 	if err != nil {
 		return wrap(ErrSetup, err)
 	}
-	m.pci = p
-	tx, err := m.dm.Begin(idPCIConfig, devmgr.Platform)
+	m.pci = append(m.pci, p)
+	nodeID := idPCIConfig
+	if id != 0 {
+		nodeID = fmt.Sprintf("%s%d", idPCIConfig, id)
+	}
+	tx, err := m.dm.Begin(nodeID, devmgr.Platform)
 	if err != nil {
 		return wrap(ErrSetup, err)
 	}
-	if err := tx.PIO(p.root.ConfigIO(), pci.ConfigIOPort, pci.ConfigIOSize); err != nil {
-		return wrap(ErrSetup, errors.Join(err, tx.Abort()))
+	if id == 0 {
+		if err := tx.PIO(p.root.ConfigIO(), pci.ConfigIOPort, pci.ConfigIOSize); err != nil {
+			return wrap(ErrSetup, errors.Join(err, tx.Abort()))
+		}
 	}
-	if err := tx.MMIO(p.root.ConfigMMIO(), pci.ECAMBase(0), pci.ECAMSizePerSegment); err != nil {
+	if err := tx.MMIO(p.root.ConfigMMIO(), pci.ECAMBase(id), pci.ECAMSizePerSegment); err != nil {
 		return wrap(ErrSetup, errors.Join(err, tx.Abort()))
 	}
 	if err := tx.Commit(nil); err != nil {
 		return wrap(ErrSetup, err)
 	}
-	// Routes for the legacy GSIs exactly as KVM set them up, so that a
-	// later partial table never differs from the default.
-	p.routes.mu.Lock()
-	err = p.routes.commit()
-	p.routes.mu.Unlock()
-	if err != nil {
-		return wrap(ErrKVM, err)
-	}
-	cfg.AssignDeviceIDs()
-	return m.addVirtioDevices(cfg, cons)
+	return nil
 }
 
 // addVirtio puts dev on a virtio-pci transport at slot (pci_device_id, or
@@ -132,10 +185,10 @@ func (m *VM) setupPCI(cfg *config.VmConfig, cons console.Backend) error {
 // resource taken so far given back, by the same release functions
 // hot removal and shutdown run.
 func (m *VM) addVirtio(id string, dev virtio.Device, common config.PciCommon) (_ pci.BDF, err error) {
-	p := m.pci
-	if common.PciSegment != 0 {
+	p, err := m.segment(id, common.PciSegment)
+	if err != nil {
 		dev.Close()
-		return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("%s: pci_segment %d: only segment 0 exists: %w", id, common.PciSegment, vmm.ErrUnsupported))
+		return pci.BDF{}, err
 	}
 	tid := virtioPCIPrefix + "-" + id
 	tx, err := m.dm.Begin(tid, devmgr.PCI)
@@ -167,12 +220,14 @@ func (m *VM) addVirtio(id string, dev virtio.Device, common config.PciCommon) (_
 		}
 		return dev.Close()
 	})
-	if vectors, err = newMSIXVectors(m.kvm, p.routes, len(dev.QueueSizes())+1); err != nil {
+	if vectors, err = newMSIXVectors(m.kvm, m.routes, len(dev.QueueSizes())+1); err != nil {
 		return pci.BDF{}, wrap(ErrKVM, fmt.Errorf("%s: %w", id, err))
 	}
-	// Upstream gives block devices a 32-bit BAR on segment 0 so firmware
-	// reaches them without identity-mapping high memory; others get 64-bit.
-	t, err = vpci.New(vpci.Config{Device: dev, Memory: m.mem, Router: vectors, BAR32: dev.Type() == virtio.TypeBlock, Log: m.log})
+	// Upstream gives cold-plugged block devices on segment 0 a 32-bit BAR
+	// so firmware reaches them without identity-mapping high memory;
+	// everything else gets 64-bit (use_64bit_bar_for_virtio_device).
+	bar32 := dev.Type() == virtio.TypeBlock && p.id == 0 && !m.booted
+	t, err = vpci.New(vpci.Config{Device: dev, Memory: m.mem, Router: vectors, BAR32: bar32, Log: m.log})
 	if err != nil {
 		return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("%s: %w", id, err))
 	}

@@ -109,8 +109,6 @@ func refuseUnbuilt(cfg *config.VmConfig) error {
 		return notBuilt("The watchdog device (watchdog)")
 	case cfg.Rtc != nil:
 		return notBuilt("virtio-rtc (rtc)")
-	case len(cfg.PciSegments) > 0:
-		return notBuilt("PCI segment aperture weights (pci_segments)")
 	case cfg.Tpm != nil:
 		return notBuilt("The TPM (tpm)")
 	case cfg.LandlockEnable || len(cfg.LandlockRules) > 0:
@@ -148,8 +146,6 @@ func refusePlatform(p *config.PlatformConfig) error {
 	smbios := []string{p.SystemSerialNumber, p.SystemUUID, p.SystemManufacturer, p.SystemProductName,
 		p.SystemVersion, p.SystemFamily, p.SystemSkuNumber, p.ChassisAssetTag}
 	switch {
-	case p.NumPciSegments > 1:
-		return notBuilt("More than one PCI segment (platform.num_pci_segments=%d)", p.NumPciSegments)
 	case len(p.IommuSegments) > 0 || p.IommuAddressWidthBits != d.IommuAddressWidthBits:
 		return notBuilt("The virtual IOMMU (platform.iommu_segments, iommu_address_width_bits)")
 	case len(p.OemStrings) > 0 || slices.ContainsFunc(smbios, func(s string) bool { return s != "" }):

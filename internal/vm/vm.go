@@ -64,7 +64,8 @@ type VM struct {
 	mmio   *bus.Bus
 	post   *legacy.PostPort
 	ged    *ged.Device    // ACPI notifications: power button, hotplug
-	pci    *pciSegment    // PCI segment 0: root, windows, MSI routes
+	pci    []*pciSegment  // the PCI segments, by id: roots and windows
+	routes *msiRoutes     // the VM's MSI routes, over every segment
 	hp     hotplug        // PCI hotplug controller and pending ejects
 	clock  *kvm.ClockData // kvmclock saved at Pause, restored at Resume
 	tables acpi.Config    // what LoadPayload's ACPI tables describe
@@ -196,10 +197,12 @@ func Build(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.Machine
 	m.tables = acpi.Config{
 		BootCPUs: boot, MaxCPUs: max(maxCPUs, boot),
 		Serial: cfg.Serial.Mode != config.ConsoleOff, SerialIRQ: serialIRQ,
-		GED:   &acpi.GED{Base: ged.Base, IRQ: ged.IRQ},
-		PCI32: m.pci.win32, PCI64: m.pci.win64,
+		GED:        &acpi.GED{Base: ged.Base, IRQ: ged.IRQ},
 		PCIHotplug: &acpi.PCIHotplug{Base: pcihp.Base},
 		CPUHotplug: &acpi.CPUHotplug{Base: cpuhp.Base, MaxCPUs: max(maxCPUs, boot)},
+	}
+	for _, p := range m.pci {
+		m.tables.PCISegments = append(m.tables.PCISegments, acpi.PCISegment{Win32: p.win32, Win64: p.win64})
 	}
 	if m.memhp.regs != nil {
 		m.tables.MemoryHotplug = &acpi.MemoryHotplug{Base: memhp.Base, Slots: memhp.Slots}

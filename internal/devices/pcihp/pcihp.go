@@ -78,8 +78,7 @@ type Device struct {
 	selected uint32 // upstream's selected_segment
 }
 
-// New returns the block for one PCI segment (segment 0, the only one
-// Nimbus's DSDT describes). eject is called, on the vCPU thread that wrote
+// New returns the block for one PCI segment. eject is called, on the vCPU thread that wrote
 // B0EJ and with no lock of the Device held, once per set bit of the
 // written value, lowest slot first, with the segment selected at the time
 // of the write: upstream's DeviceManager::eject_device. It must not block
