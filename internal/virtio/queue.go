@@ -57,6 +57,7 @@ type Queue struct {
 	signalledUsed  uint16
 	signalledValid bool
 	broken         error
+	closed         bool // Close ran
 	fenceWord      uint32
 	// descBuf is readDesc's scratch: a local array passed to the
 	// GuestMemory interface escapes, costing an allocation per descriptor.
@@ -80,17 +81,18 @@ func NewQueue(maxSize uint16) (*Queue, error) {
 // Reset returns the queue to its post-reset state, keeping MaxSize and
 // Notify. The transport calls it after Device.Reset.
 func (q *Queue) Reset() {
-	*q = Queue{MaxSize: q.MaxSize, Size: q.MaxSize, Notify: q.Notify}
+	*q = Queue{MaxSize: q.MaxSize, Size: q.MaxSize, Notify: q.Notify, closed: q.closed}
 }
 
-// Close releases the notify eventfd.
+// Close releases the notify eventfd. Notify stays set (a closed eventfd
+// fails Signal with os.ErrClosed): a vCPU may still be in the transport's
+// notify handler of a device being removed. Close is idempotent.
 func (q *Queue) Close() error {
-	if q.Notify == nil {
+	if q.Notify == nil || q.closed {
 		return nil
 	}
-	err := q.Notify.Close()
-	q.Notify = nil
-	return err
+	q.closed = true
+	return q.Notify.Close()
 }
 
 // QueueState is the device-side position of a queue, for pause/snapshot.

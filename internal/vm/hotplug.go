@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"errors"
 	"strings"
 	"sync"
 
@@ -37,9 +38,17 @@ type ejectedSlot struct {
 	slot    int
 }
 
-// guestEjected is the B0EJ callback, on a vCPU thread: it only records
-// the slot; the control loop takes the device apart.
+// guestEjected is the B0EJ callback, on a vCPU thread: the function
+// leaves config space and its BARs the bus at once, as in upstream's
+// eject_device (a rescan the guest runs next must not find it again),
+// and the slot is recorded; the control loop takes the device apart.
 func (m *VM) guestEjected(segment uint16, slot int) {
+	if int(segment) < len(m.pci) {
+		if err := m.pci[segment].root.Hide(slot); err != nil {
+			m.log.Warn("guest ejected an empty PCI slot", "segment", segment, "slot", slot, "err", err)
+			return
+		}
+	}
 	m.hp.mu.Lock()
 	m.hp.ejected = append(m.hp.ejected, ejectedSlot{segment, slot})
 	m.hp.mu.Unlock()
@@ -75,6 +84,9 @@ func (m *VM) ReleaseEjected() []vmm.EjectedDevice {
 			id = n.Children[0]
 		}
 		ev := vmm.EjectedDevice{ID: id, BDF: n.BDF.String()}
+		if id == config.DefaultMemoryZone {
+			m.memhp.vmem = nil // resizes now find no virtio-mem device, as after a failed build
+		}
 		if _, err := m.dm.Remove(n.ID); err != nil {
 			ev.Err = wrap(ErrSetup, err)
 			m.log.Error("releasing an ejected device failed", "id", id, "err", err)
@@ -121,10 +133,17 @@ func (m *VM) plugged(id string) func(pci.BDF, error) (*vmm.PciDeviceInfo, error)
 		if err != nil {
 			return nil, vmm.DeviceManagerError(err)
 		}
-		if err := m.hp.regs.Plug(bdf.Segment, int(bdf.Device)); err != nil {
-			return nil, vmm.DeviceManagerError(err)
+		// The device is built; if the guest cannot be told, take it apart
+		// again, so that the machine and the config (which the loop leaves
+		// as it was) agree that it does not exist.
+		err = m.hp.regs.Plug(bdf.Segment, int(bdf.Device))
+		if err == nil {
+			err = m.ged.Notify(ged.PCIDevicesChanged)
 		}
-		if err := m.ged.Notify(ged.PCIDevicesChanged); err != nil {
+		if err != nil {
+			if _, rerr := m.dm.Remove(id); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
 			return nil, vmm.DeviceManagerError(err)
 		}
 		return &vmm.PciDeviceInfo{ID: id, BDF: bdf.String()}, nil
@@ -226,32 +245,49 @@ func (m *VM) ResizeVcpus(desired int) (changed bool, err error) {
 	if desired > m.cpuhp.Max() {
 		return false, vmm.CPUManagerLeaf(vmm.ErrBadConfig, "Requested vCPUs exceed maximum")
 	}
+	// The guest may have ejected any vCPU on its own, so the running ones
+	// need not be 0..present-1: add the lowest ids not running, remove
+	// the highest running ones (upstream's are contiguous because its
+	// ejects are synchronous).
 	if desired > present {
-		for id := present; id < desired; id++ {
-			if id >= len(m.vcpus) {
-				if err := m.createVcpu(id); err != nil {
-					return id > present, vmm.CPUManagerError(err)
+		for id, need := 0, desired-present; need > 0 && err == nil; id++ {
+			if id < len(vcpus) && vcpus[id].running.Load() {
+				continue
+			}
+			if id >= len(m.vcpuList()) {
+				if err = m.createVcpu(id); err != nil {
+					err = vmm.CPUManagerError(err)
+					break
 				}
 			}
 			c := m.vcpuList()[id]
 			c.removing = false
 			m.startVcpu(c)
-			if err := m.cpuhp.Insert(id); err != nil {
-				return true, vmm.CPUManagerError(err)
+			changed, need = true, need-1
+			if err = m.cpuhp.Insert(id); err != nil {
+				err = vmm.CPUManagerError(err)
 			}
 		}
 	} else {
-		for id := desired; id < present; id++ {
+		for id, extra := len(vcpus)-1, present-desired; extra > 0 && id >= 0 && err == nil; id-- {
+			if !vcpus[id].running.Load() {
+				continue
+			}
 			vcpus[id].removing = true
-			if err := m.cpuhp.Remove(id); err != nil {
-				return true, vmm.CPUManagerError(err)
+			changed, extra = true, extra-1
+			if err = m.cpuhp.Remove(id); err != nil {
+				err = vmm.CPUManagerError(err)
 			}
 		}
 	}
-	if err := m.ged.Notify(ged.CPUDevicesChanged); err != nil {
-		return true, vmm.DeviceManagerError(err)
+	if !changed {
+		return false, err
 	}
-	return true, nil
+	// Tell the guest about whatever changed, even after a partial failure.
+	if nerr := m.ged.Notify(ged.CPUDevicesChanged); nerr != nil && err == nil {
+		err = vmm.DeviceManagerError(nerr)
+	}
+	return true, err
 }
 
 // releaseVcpu stops an ejected vCPU's goroutine and waits for it; the KVM
@@ -263,7 +299,12 @@ func (m *VM) releaseVcpu(id int) {
 		return
 	}
 	c := vcpus[id]
+	// Under m.mu with a broadcast: a vCPU parked by a pause or a guest
+	// reset/poweroff waits on m.cond, where a kick does not reach it.
+	m.mu.Lock()
 	c.stop.Store(true)
+	m.cond.Broadcast()
+	m.mu.Unlock()
 	if err := c.v.Kick(); err != nil {
 		m.log.Warn("kicking an ejected vCPU failed", "vcpu", id, "err", err)
 	}

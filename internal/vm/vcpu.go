@@ -81,9 +81,6 @@ func (m *VM) createVcpu(id int) error {
 	if err != nil {
 		return wrap(ErrKVM, err)
 	}
-	m.vcpuMu.Lock()
-	m.vcpus = append(m.vcpus, &vcpu{id: id, v: v})
-	m.vcpuMu.Unlock()
 	if id == 0 {
 		// The guest learns the TSC frequency from leaf 0x40000010 and
 		// kvm-clock instead of calibrating (which stalls when nested).
@@ -97,8 +94,13 @@ func (m *VM) createVcpu(id int) error {
 		ID: uint32(id), Topology: m.cpus.topo, TSCKHz: m.cpus.tscKHz, PhysBits: m.cpus.physBits, TSCDeadline: m.cpus.deadline,
 	})}
 	if err := x86.ConfigureVcpu(v, setup); err != nil {
-		return wrap(ErrKVM, err)
+		// Not listed: a half-configured vCPU must never run. KVM keeps
+		// the id (a retry gets EEXIST), which is what it is.
+		return wrap(ErrKVM, errors.Join(err, v.Close()))
 	}
+	m.vcpuMu.Lock()
+	m.vcpus = append(m.vcpus, &vcpu{id: id, v: v})
+	m.vcpuMu.Unlock()
 	return nil
 }
 
@@ -122,17 +124,18 @@ func (m *VM) vcpuList() []*vcpu {
 }
 
 // park blocks while the machine is paused; it returns false when the
-// vCPU must stop.
-func (m *VM) park() bool {
+// vCPU must stop: the machine is stopping, or c was ejected (releaseVcpu
+// sets c.stop and broadcasts, so a parked vCPU hears it too).
+func (m *VM) park(c *vcpu) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for (m.paused || m.halted) && !m.stopping {
+	for (m.paused || m.halted) && !m.stopping && !c.stop.Load() {
 		m.parked++
 		m.cond.Broadcast()
 		m.cond.Wait()
 		m.parked--
 	}
-	return !m.stopping
+	return !m.stopping && !c.stop.Load()
 }
 
 func (m *VM) stopping_() bool {
@@ -159,10 +162,7 @@ func (m *VM) runVcpu(c *vcpu) {
 	if err := kvm.SetThreadName(fmt.Sprintf("vcpu%d", c.id)); err != nil {
 		m.log.Debug("naming the vCPU thread failed", "vcpu", c.id, "err", err)
 	}
-	for m.park() {
-		if c.stop.Load() {
-			return // ejected by the guest (releaseVcpu)
-		}
+	for m.park(c) { // false also when ejected by the guest (releaseVcpu)
 		if c.id == 0 {
 			m.entered.Do(m.logFirstEntry)
 		}

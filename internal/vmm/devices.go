@@ -246,13 +246,18 @@ func (c *Controller) resize(r Resize) error {
 // does not exist yet.
 func (c *Controller) hotResize(r Resize) error {
 	c.emit("vm", "resizing")
-	if r.DesiredVcpus != nil && *r.DesiredVcpus != c.cfg.Cpus.BootVcpus {
+	if r.DesiredVcpus != nil {
+		// The machine compares with the vCPUs it runs, as upstream's
+		// CpuManager::resize: the config may say otherwise after a guest
+		// ejected a vCPU on its own.
 		hp, ok := c.machine.(CPUHotplugger)
-		if !ok {
+		switch {
+		case ok:
+			if _, err := hp.ResizeVcpus(int(*r.DesiredVcpus)); err != nil {
+				return err
+			}
+		case *r.DesiredVcpus != c.cfg.Cpus.BootVcpus:
 			return fmt.Errorf("vCPU hotplug (%d to %d): %w", c.cfg.Cpus.BootVcpus, *r.DesiredVcpus, ErrUnsupported)
-		}
-		if _, err := hp.ResizeVcpus(int(*r.DesiredVcpus)); err != nil {
-			return err
 		}
 		c.cfg.Cpus.BootVcpus = *r.DesiredVcpus
 	}
@@ -360,17 +365,16 @@ func (c *Controller) forgetDevice(id string) {
 
 // releaseEjected takes apart what the guest ejected and reports each
 // device as upstream's eject_device does (event vm device-removed with
-// id and bdf). A device the guest ejected on its own also leaves the
-// config.
+// id and bdf).
 func (c *Controller) releaseEjected() {
 	hp, ok := c.machine.(Hotplugger)
 	if !ok {
 		return
 	}
+	// The config is not touched, as upstream: vm.remove-device already
+	// dropped what the API removed, and a device the guest ejected on its
+	// own comes back at the next boot.
 	for _, d := range hp.ReleaseEjected() {
-		if c.cfg != nil {
-			c.forgetDevice(d.ID)
-		}
 		c.opts.Events.Emit("vm", "device-removed", map[string]string{"id": d.ID, "bdf": d.BDF})
 	}
 }

@@ -218,7 +218,23 @@ func TestAddAllocatesAndMapsBARs(t *testing.T) {
 	if string(js) != wantJS {
 		t.Errorf("resources %s\nwant %s", js, wantJS)
 	}
-	// Remove unmaps and frees; the next device gets the same addresses and slot.
+	// Hide (the guest's eject): absent in config space, BARs unmapped, the
+	// slot still taken; then Remove unmaps and frees, and the next device
+	// gets the same addresses and slot.
+	if err := r.root.Hide(1); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.ioRead(1, 0, 0, 4); got != 0xffff_ffff {
+		t.Errorf("hidden function's ID %#x", got)
+	}
+	if r.mmio.Read(want[0].Base, d) {
+		t.Error("hidden function's BAR0 still mapped")
+	}
+	if bdf, err := r.root.Add(newTestFn(t), AnySlot); err != nil || bdf.Device == 1 {
+		t.Errorf("add while slot 1 is hidden: %v, %v", bdf, err)
+	} else if _, err := r.root.Remove(int(bdf.Device)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := r.root.Remove(1); err != nil {
 		t.Fatal(err)
 	}

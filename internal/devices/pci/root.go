@@ -79,6 +79,7 @@ type Root struct {
 	mu       sync.Mutex
 	slots    [NumSlots]Function
 	reserved [NumSlots]bool // taken by AllocateSlot or Add
+	hidden   [NumSlots]bool // ejected by the guest, not yet removed (Hide)
 	latch    uint32         // CONFIG_ADDRESS at 0xcf8
 	moveErr  error
 }
@@ -188,7 +189,7 @@ func (r *Root) Remove(slot int) (Function, error) {
 	}
 	fn := r.slots[slot]
 	for _, b := range fn.BARs() {
-		if r.cfg.MMIO != nil && b.Type != BARIO {
+		if r.cfg.MMIO != nil && b.Type != BARIO && !r.hidden[slot] {
 			_, _ = r.cfg.MMIO.Remove(b.Base)
 		}
 		if a := r.window(b.Type); a != nil {
@@ -197,7 +198,31 @@ func (r *Root) Remove(slot int) (Function, error) {
 	}
 	r.slots[slot] = nil
 	r.reserved[slot] = false
+	r.hidden[slot] = false
 	return fn, nil
+}
+
+// Hide takes the function at slot off the bus at once, as upstream's
+// eject_device does inside the guest's eject write: config space reads
+// as absent and its BARs are unmapped, so a bus rescan the guest runs
+// before Remove neither finds it again nor reaches it. The slot stays
+// taken, and its BAR addresses allocated, until Remove.
+func (r *Root) Hide(slot int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if slot <= 0 || slot >= NumSlots || r.slots[slot] == nil {
+		return fmt.Errorf("hide PCI device %d: %w", slot, ErrNotFound)
+	}
+	if r.hidden[slot] {
+		return nil
+	}
+	for _, b := range r.slots[slot].BARs() {
+		if r.cfg.MMIO != nil && b.Type != BARIO {
+			_, _ = r.cfg.MMIO.Remove(b.Base)
+		}
+	}
+	r.hidden[slot] = true
+	return nil
 }
 
 // Function returns the function at slot, or nil.
@@ -220,7 +245,7 @@ func (r *Root) MoveError() error {
 // readConfig is the dword at (bus, dev, fn, reg); absent functions read
 // all-ones, as a master abort does. Lock held.
 func (r *Root) readConfig(busNum, dev, fn, reg int) uint32 {
-	if busNum != 0 || fn != 0 || r.slots[dev] == nil {
+	if busNum != 0 || fn != 0 || r.slots[dev] == nil || r.hidden[dev] {
 		return allOnes32
 	}
 	return r.slots[dev].ReadConfig(reg)
@@ -228,7 +253,7 @@ func (r *Root) readConfig(busNum, dev, fn, reg int) uint32 {
 
 // writeConfig forwards a write and carries out BAR moves. Lock held.
 func (r *Root) writeConfig(busNum, dev, fn, reg, off int, data []byte) {
-	if busNum != 0 || fn != 0 || r.slots[dev] == nil || off+len(data) > 4 {
+	if busNum != 0 || fn != 0 || r.slots[dev] == nil || r.hidden[dev] || off+len(data) > 4 {
 		return
 	}
 	f := r.slots[dev]

@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"net"
 	"sync/atomic"
@@ -49,6 +50,13 @@ type Device struct {
 
 var _ virtio.Device = (*Device)(nil)
 
+// closeFds closes fds New owns but did not wrap.
+func closeFds(fds []int32) {
+	for _, fd := range fds {
+		unix.Close(int(fd))
+	}
+}
+
 // New opens the tap of cfg: the given fds (one per queue pair, from the
 // CLI fd=[…] or SCM_RIGHTS; the device takes ownership), or the
 // interface cfg.Tap, created if missing (vmtap%d when empty) and
@@ -59,6 +67,7 @@ func New(cfg config.NetConfig) (*Device, error) {
 		nq = 2
 	}
 	if nq < 2 || nq%2 != 0 {
+		closeFds(cfg.Fds)
 		return nil, fmt.Errorf("num_queues %d must be an even number >= 2: %w", nq, virtio.ErrInvalid)
 	}
 	pairs := nq / 2
@@ -66,12 +75,14 @@ func New(cfg config.NetConfig) (*Device, error) {
 	name := cfg.Tap
 	if len(cfg.Fds) > 0 {
 		if len(cfg.Fds) != pairs {
+			closeFds(cfg.Fds)
 			return nil, fmt.Errorf("%d fds for %d queue pairs: %w", len(cfg.Fds), pairs, virtio.ErrInvalid)
 		}
-		for _, fd := range cfg.Fds {
-			t, err := newTap(int(fd))
+		for i, fd := range cfg.Fds {
+			t, err := newTap(int(fd)) // closes fd on error
 			if err != nil {
 				closeTaps(taps)
+				closeFds(cfg.Fds[i+1:])
 				return nil, fmt.Errorf("tap fd %d: %w: %w", fd, virtio.ErrBackend, err)
 			}
 			taps = append(taps, t)

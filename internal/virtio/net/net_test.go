@@ -270,3 +270,26 @@ func activateNoCleanup(t *testing.T, dev *vnet.Device) *rig {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// TestNewClosesFdsOnFailure: New owns the fds it is given, so a failure
+// on one of them closes the others too (a failed vm.add-net with several
+// fds leaked the later ones).
+func TestNewClosesFdsOnFailure(t *testing.T) {
+	var fds []int32
+	for range 2 {
+		p := make([]int, 2)
+		if err := unix.Pipe2(p, unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(p[1])
+		fds = append(fds, int32(p[0]))
+	}
+	if _, err := vnet.New(config.NetConfig{NumQueues: 4, Fds: fds}); err == nil {
+		t.Fatal("New took pipes for taps")
+	}
+	for _, fd := range fds {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
+			t.Errorf("fd %d still open after the failure (%v)", fd, err)
+		}
+	}
+}
