@@ -2,7 +2,6 @@ package lifecycle
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -41,19 +40,13 @@ func TestVcpuHotplug(t *testing.T) {
 			return p.api.Resize(ctx, client.ResizeRequest{DesiredVcpus: &n})
 		})
 		p.waitOutput(fmt.Sprintf("the guest with %d vCPUs", n), mark, bootTimeout, fmt.Sprintf("CPUS %s %d\n", online, n))
-		ctx, cancel := p.ctx()
-		defer cancel()
-		vi, err := p.api.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var cfg struct {
 			Cpus struct {
 				BootVcpus uint32 `json:"boot_vcpus"`
 			} `json:"cpus"`
 		}
-		if err := json.Unmarshal(vi.Config, &cfg); err != nil || cfg.Cpus.BootVcpus != n {
-			t.Fatalf("vm.info boot_vcpus %d (%v), want %d", cfg.Cpus.BootVcpus, err, n)
+		if p.infoConfig(&cfg); cfg.Cpus.BootVcpus != n {
+			t.Fatalf("vm.info boot_vcpus %d, want %d", cfg.Cpus.BootVcpus, n)
 		}
 	}
 	resize(4, "0-3")

@@ -530,3 +530,19 @@ func nmiCount(out string) int {
 	}
 	return n
 }
+
+// infoConfig reads vm.info and decodes its config into cfg (a struct with
+// the fields the test checks).
+func (p *vmmProc) infoConfig(cfg any) *client.VmInfo {
+	p.t.Helper()
+	ctx, cancel := p.ctx()
+	defer cancel()
+	vi, err := p.api.Info(ctx)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if err := json.Unmarshal(vi.Config, cfg); err != nil {
+		p.t.Fatalf("vm.info config: %v", err)
+	}
+	return vi
+}

@@ -2,7 +2,6 @@ package lifecycle
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -26,6 +25,14 @@ const memWatch = `(last=""; while :; do
   sleep 0.2 2>/dev/null || usleep 200000
 done) &
 `
+
+// memoryConfig is the part of vm.info's config the memory tests check.
+type memoryConfig struct {
+	Memory struct {
+		Size           uint64  `json:"size"`
+		HotpluggedSize *uint64 `json:"hotplugged_size"`
+	} `json:"memory"`
+}
 
 // memTotal is the guest's latest "MEM <MiB>" report, or -1. Only whole
 // lines count: the serial file is read while the guest writes it.
@@ -69,19 +76,9 @@ func TestMemoryHotplug(t *testing.T) {
 		// A figure for the issue's benchmark, not an assertion.
 		t.Logf("vm.resize to %d MiB: guest MemTotal %d -> %d MiB in %v (the guest polls every 0.2 s)",
 			to>>20, base, memTotal(p.output()), time.Since(began).Round(time.Millisecond))
-		ctx, cancel := p.ctx()
-		defer cancel()
-		vi, err := p.api.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var cfg struct {
-			Memory struct {
-				Size uint64 `json:"size"`
-			} `json:"memory"`
-		}
-		if err := json.Unmarshal(vi.Config, &cfg); err != nil || cfg.Memory.Size != to || vi.MemoryActualSize != to {
-			t.Fatalf("vm.info after resizing to %d: memory.size %d (%v), memory_actual_size %d", to, cfg.Memory.Size, err, vi.MemoryActualSize)
+		var cfg memoryConfig
+		if vi := p.infoConfig(&cfg); cfg.Memory.Size != to || vi.MemoryActualSize != to {
+			t.Fatalf("vm.info after resizing to %d: memory %+v, memory_actual_size %d", to, cfg.Memory, vi.MemoryActualSize)
 		}
 	}
 	grow(768<<20, 256)
@@ -144,20 +141,8 @@ func TestVirtioMem(t *testing.T) {
 			vi, err := p.api.Info(ctx)
 			return err == nil && vi.MemoryActualSize == to
 		})
-		ctx, cancel := p.ctx()
-		defer cancel()
-		vi, err := p.api.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var cfg struct {
-			Memory struct {
-				Size           uint64  `json:"size"`
-				HotpluggedSize *uint64 `json:"hotplugged_size"`
-			} `json:"memory"`
-		}
-		if err := json.Unmarshal(vi.Config, &cfg); err != nil || cfg.Memory.Size != 512<<20 ||
-			cfg.Memory.HotpluggedSize == nil || *cfg.Memory.HotpluggedSize != to-512<<20 {
+		var cfg memoryConfig
+		if vi := p.infoConfig(&cfg); cfg.Memory.Size != 512<<20 || cfg.Memory.HotpluggedSize == nil || *cfg.Memory.HotpluggedSize != to-512<<20 {
 			t.Fatalf("vm.info memory after resizing to %d: %s", to, vi.Config)
 		}
 	}
