@@ -47,7 +47,7 @@ var gsisInUse = regexp.MustCompile(`guest ejected device.* gsis_in_use=(\d+)`)
 // pattern from; vm.remove-device makes the guest eject it (_EJ0 → B0EJ)
 // and it leaves /sys/block; upstream's reply, event and vm.info follow.
 // 20 cycles: the same slot every time, and no growth in the VMM's GSIs,
-// fds, threads or RSS after the first.
+// fds, threads (but for the Go runtime's own) or RSS after the first.
 func TestDiskHotplugCycles(t *testing.T) {
 	g := newGuest(t)
 	p := g.start(t, cmdline(true, fmt.Sprintf(hotplugScript, hotplugCycles)))
@@ -120,7 +120,11 @@ func TestDiskHotplugCycles(t *testing.T) {
 		if got := ms[i][1]; got != firstGSIs {
 			t.Errorf("cycle %d: %s GSIs in use, %s after the first", i, got, firstGSIs)
 		}
-		if u.fds > first.fds || u.threads > first.threads {
+		// Go starts an OS thread now and then when goroutines block in
+		// syscalls and never ends it, so one or two more threads than after
+		// the first cycle are the runtime's; a device leaking its threads
+		// would add some every cycle.
+		if u.fds > first.fds || u.threads > first.threads+2 {
 			t.Errorf("cycle %d: %+v, after the first %+v", i, u, first)
 		}
 	}
