@@ -90,8 +90,9 @@ func (c *VmConfig) AssignDeviceIDs() int {
 
 // Id prefixes of generated device ids (device_manager.rs *_DEVICE_NAME_PREFIX).
 const (
-	PrefixDisk = "_disk"
-	PrefixNet  = "_net"
+	PrefixDisk  = "_disk"
+	PrefixNet   = "_net"
+	PrefixVsock = "_vsock"
 )
 
 // NextDeviceID is upstream's next_device_name: prefix plus the shared
@@ -128,7 +129,7 @@ func (c *VmConfig) deviceIDs() []idKind {
 		{PrefixNet, idsOf(c.Net, func(n *NetConfig) *string { return &n.ID })},
 		{"_fs", idsOf(c.Fs, func(f *FsConfig) *string { return &f.ID })},
 		{"_pmem", idsOf(c.Pmem, func(p *PmemConfig) *string { return &p.ID })},
-		{"_vsock", vsock},
+		{PrefixVsock, vsock},
 		{"_vdpa", idsOf(c.Vdpa, func(d *VdpaConfig) *string { return &d.ID })},
 		{"_generic_vhost_user", idsOf(c.GenericVhostUser, func(d *GenericVhostUserConfig) *string { return &d.ID })},
 		{"_vfio", idsOf(c.Devices, func(d *DeviceConfig) *string { return &d.ID })},

@@ -126,6 +126,14 @@ func (m *VM) AddNet(nc *config.NetConfig) (*vmm.PciDeviceInfo, error) {
 	return m.plugged(nc.ID)(m.addNet(nc))
 }
 
+// AddVsock implements vmm.Hotplugger (upstream DeviceManager::add_vsock).
+func (m *VM) AddVsock(vc *config.VsockConfig) (*vmm.PciDeviceInfo, error) {
+	if err := m.checkHotID(vc.ID); err != nil {
+		return nil, err
+	}
+	return m.plugged(vc.ID)(m.addVsock(vc))
+}
+
 // plugged finishes a hot add: the slot's PCIU bit, then the GED's PCI
 // notification, which makes the guest rescan the bus.
 func (m *VM) plugged(id string) func(pci.BDF, error) (*vmm.PciDeviceInfo, error) {
@@ -154,7 +162,7 @@ func (m *VM) plugged(id string) func(pci.BDF, error) (*vmm.PciDeviceInfo, error)
 // lose; the others answer RemovalNotAllowed.
 func removable(t virtio.DeviceType) bool {
 	switch t {
-	case virtio.TypeBlock, virtio.TypeNet:
+	case virtio.TypeBlock, virtio.TypeNet, virtio.TypeVsock:
 		return true
 	}
 	return false

@@ -79,6 +79,9 @@ func refuseUnbuilt(cfg *config.VmConfig) error {
 			return notBuilt("The virtual IOMMU (%s.iommu)", f)
 		}
 	}
+	if cfg.Vsock != nil && cfg.Vsock.IOMMU {
+		return notBuilt("The virtual IOMMU (vsock.iommu)")
+	}
 	if cfg.Rng.IOMMU || cfg.Console.IOMMU {
 		return notBuilt("The virtual IOMMU (rng.iommu, console.iommu)")
 	}
@@ -97,8 +100,6 @@ func refuseUnbuilt(cfg *config.VmConfig) error {
 		return notBuilt("vfio-user devices (user_devices)")
 	case len(cfg.Vdpa) > 0:
 		return notBuilt("vDPA devices (vdpa)")
-	case cfg.Vsock != nil:
-		return notBuilt("virtio-vsock (vsock)")
 	case cfg.Pvpanic:
 		return notBuilt("The pvpanic device (pvpanic)")
 	case cfg.IOMMU:

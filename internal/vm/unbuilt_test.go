@@ -115,9 +115,8 @@ var fieldVerdicts = map[string]string{
 	"console.iommu":      `"console":{"mode":"Null","iommu":true}`,
 	"debug_console.file": built, "debug_console.mode": built, "debug_console.iobase": built,
 
-	"vsock.cid": `"vsock":{"cid":3,"socket":"/v"}`, "vsock.socket": `"vsock":{"cid":3,"socket":"/v"}`,
-	"vsock.id": `"vsock":{"cid":3,"socket":"/v"}`, "vsock.iommu": `"vsock":{"cid":3,"socket":"/v"}`,
-	"vsock.pci_segment": `"vsock":{"cid":3,"socket":"/v"}`, "vsock.pci_device_id": `"vsock":{"cid":3,"socket":"/v"}`,
+	"vsock.cid": built, "vsock.socket": built, "vsock.id": built, "vsock.pci_segment": built, "vsock.pci_device_id": built,
+	"vsock.iommu": `"vsock":{"cid":3,"socket":"/v","iommu":true}`,
 
 	"pvpanic":  `"pvpanic":true`,
 	"iommu":    `"iommu":true`,

@@ -9,12 +9,14 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/virtio/blk"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/console"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/rng"
+	"github.com/nimbus-vmm/nimbus/internal/virtio/vsock"
 )
 
 // addVirtioDevices creates the virtio devices (the console on cons) in upstream's order, which
 // fixes their slots: the virtio console (add_console_devices), then
-// make_virtio_devices' block, net, rng and virtio-mem. With default slots
-// that gives 00:01.0 console, then the disks, the nets, the rng and mem0.
+// make_virtio_devices' block, net, rng, vsock and virtio-mem. With default
+// slots that gives 00:01.0 console, then the disks, the nets, the rng, the
+// vsock device and mem0.
 func (m *VM) addVirtioDevices(cfg *config.VmConfig, cons hostconsole.Backend) error {
 	if cfg.Console.Mode != config.ConsoleOff && cons != nil {
 		if _, err := m.addVirtio(config.IDConsole, console.New(cons), cfg.Console.PciCommon); err != nil {
@@ -39,7 +41,22 @@ func (m *VM) addVirtioDevices(cfg *config.VmConfig, cons hostconsole.Backend) er
 	if _, err = m.addVirtio(config.IDRng, d, cfg.Rng.PciCommon); err != nil {
 		return err
 	}
+	if cfg.Vsock != nil {
+		if _, err := m.addVsock(cfg.Vsock); err != nil {
+			return err
+		}
+	}
 	return m.addVirtioMem()
+}
+
+// addVsock makes the virtio-vsock device vc describes (its id assigned)
+// with its Unix-socket backend.
+func (m *VM) addVsock(vc *config.VsockConfig) (pci.BDF, error) {
+	d, err := vsock.New(*vc, m.log)
+	if err != nil {
+		return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("vsock %s: %w", vc.ID, err))
+	}
+	return m.addVirtio(vc.ID, d, vc.PciCommon)
 }
 
 // addDisk makes the block device dc describes (its id already assigned).

@@ -71,14 +71,17 @@ func (c *Controller) handleDevice(cmd Command) (value any, err error, ok bool) {
 			return nil
 		}), true
 	case AddVsock:
-		return nil, c.coldAdd("The vsock device could not be added to the VM", nil, func(cfg *config.VmConfig) error {
+		return c.hotAdd("The vsock device could not be added to the VM", nil, func(cfg *config.VmConfig) error {
 			if cfg.Vsock != nil {
 				return ErrTooManyVsock
 			}
 			vs := v.Config
 			cfg.Vsock = &vs
 			return nil
-		}), true
+		}, func(cfg *config.VmConfig, hp Hotplugger) (*PciDeviceInfo, error) {
+			c.assignHotID(&cfg.Vsock.ID, config.PrefixVsock)
+			return hp.AddVsock(cfg.Vsock)
+		})
 	case AddGenericVhostUser:
 		return nil, c.coldAdd("The generic vhost-user device could not be added to the VM", nil, func(cfg *config.VmConfig) error {
 			cfg.GenericVhostUser = append(cfg.GenericVhostUser, v.Config)

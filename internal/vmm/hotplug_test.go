@@ -157,3 +157,22 @@ func TestHotResizeZone(t *testing.T) {
 	h.expectErr(vmm.ResizeZone{ID: "z0", DesiredRAM: 2 << 30}, vmm.ErrMemoryManager,
 		"The memory zone could not be resized", "Memory manager error", "No virtio-mem resizing handler found")
 }
+
+// TestHotAddVsock: vm.add-vsock on a running VM reaches the machine with
+// upstream's generated id and replies with its PciDeviceInfo; a second
+// one is refused as upstream (one vsock device per VM).
+func TestHotAddVsock(t *testing.T) {
+	h := start(t, false)
+	h.f.Hotplug = true
+	h.mustDo(vmm.CreateVM{Config: validConfig(t)})
+	h.mustDo(vmm.BootVM{})
+	got := h.mustDo(vmm.AddVsock{Config: config.VsockConfig{Cid: 3, Socket: "/v.sock"}})
+	if info, ok := got.(*vmm.PciDeviceInfo); !ok || info.ID != "_vsock2" {
+		t.Fatalf("add-vsock reply %#v, want _vsock2 (boot used _disk0, _net1)", got)
+	}
+	if c := info(h).Config; c.Vsock == nil || c.Vsock.ID != "_vsock2" || c.Vsock.Cid != 3 {
+		t.Fatalf("config vsock %+v", c.Vsock)
+	}
+	h.expectErr(vmm.AddVsock{Config: config.VsockConfig{Cid: 4, Socket: "/w.sock"}}, vmm.ErrTooManyVsock,
+		"The vsock device could not be added to the VM", "Too many virtio-vsock devices")
+}

@@ -48,6 +48,8 @@ type Hotplugger interface {
 	// name and MAC it used.
 	AddDisk(*config.DiskConfig) (*PciDeviceInfo, error)
 	AddNet(*config.NetConfig) (*PciDeviceInfo, error)
+	// AddVsock builds the virtio-vsock device and its Unix-socket backend.
+	AddVsock(*config.VsockConfig) (*PciDeviceInfo, error)
 	// RemoveDevice asks the guest to eject id's PCI device; the device
 	// stays until the guest does.
 	RemoveDevice(id string) error

@@ -56,6 +56,12 @@ func (h *HotplugMachine) AddNet(n *config.NetConfig) (*vmm.PciDeviceInfo, error)
 	return h.plug(n.ID)
 }
 
+// AddVsock implements vmm.Hotplugger.
+func (h *HotplugMachine) AddVsock(v *config.VsockConfig) (*vmm.PciDeviceInfo, error) {
+	h.record("AddVsock", nil)
+	return h.plug(v.ID)
+}
+
 // RemoveDevice implements vmm.Hotplugger.
 func (h *HotplugMachine) RemoveDevice(id string) error {
 	h.record("RemoveDevice", nil)
