@@ -146,8 +146,10 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	}
 
 	// 2. Binaries and guest assets for end-to-end tests.
-	if out, err := goCmd(ctx, tc.Root, "build", "-o", filepath.Join(work, "bin")+"/", "./cmd/..."); err != nil {
-		return sum, fmt.Errorf("%w: building ./cmd/... failed:\n%s", ErrBoot, out)
+	// The guest-side test programs (test/guestbin) go beside nimbus: the
+	// end-to-end tests put them in their guest images.
+	if out, err := goCmd(ctx, tc.Root, "build", "-o", filepath.Join(work, "bin")+"/", "./cmd/...", "./test/guestbin/..."); err != nil {
+		return sum, fmt.Errorf("%w: building ./cmd/... and ./test/guestbin/... failed:\n%s", ErrBoot, out)
 	}
 	k, err := EnsureKernel(ctx, tc.CacheDir)
 	if err != nil {

@@ -45,6 +45,14 @@ var inputModules = []string{"button", "evdev"}
 // guest image from the default modules plus extra.
 func newGuest(t *testing.T, extra ...string) *guest {
 	t.Helper()
+	a := guestAssets(t)
+	mods := append(append([]string{}, guestimage.DefaultModules...), extra...)
+	return &guest{assets: a, initramfs: a.ImageFile(t, guestimage.Options{ModuleNames: mods})}
+}
+
+// guestAssets skips without KVM or without the nimbus binary.
+func guestAssets(t *testing.T) *guesttest.Assets {
+	t.Helper()
 	a := guesttest.Require(t)
 	if a.BinDir == "" {
 		t.Skip("no nimbus binary: set NIMBUS_BIN_DIR or run `make build`")
@@ -52,8 +60,7 @@ func newGuest(t *testing.T, extra ...string) *guest {
 	if _, err := os.Stat(filepath.Join(a.BinDir, "nimbus")); err != nil {
 		t.Skipf("no nimbus binary in %s: %v", a.BinDir, err)
 	}
-	mods := append(append([]string{}, guestimage.DefaultModules...), extra...)
-	return &guest{assets: a, initramfs: a.ImageFile(t, guestimage.Options{ModuleNames: mods})}
+	return a
 }
 
 // haveModules reports whether the guest modules directory holds names.
