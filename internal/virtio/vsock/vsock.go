@@ -141,15 +141,17 @@ func (d *Device) tx(c *virtio.Chain) uint32 {
 // it, waking on the RX queue's eventfd, which both the driver (new
 // buffers) and the backend (new packets) signal.
 func (d *Device) serveRx(r *virtio.Runner, q *virtio.Queue, irq virtio.Interrupt) {
+	broken := false
 	for !r.Stopping() {
-		pushed, err := d.fillRx(r, q)
-		if pushed && q.NeedsInterrupt() {
-			_ = irq.Signal(rxQueue)
-		}
-		if err != nil {
-			irq.NeedsReset(err)
-			_, _ = q.Notify.Wait() // until the reset stops us
-			continue
+		if !broken {
+			pushed, err := d.fillRx(r, q)
+			if pushed && q.NeedsInterrupt() {
+				_ = irq.Signal(rxQueue)
+			}
+			if err != nil {
+				broken = true // left alone until the driver resets the device
+				irq.NeedsReset(err)
+			}
 		}
 		if _, err := q.Notify.Wait(); err != nil {
 			return
