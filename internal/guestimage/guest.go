@@ -35,7 +35,8 @@ const (
 var DefaultModules = []string{
 	"virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "virtio_rng",
 	"vmw_vsock_virtio_transport",
-	"virtio_mem", // hotplug_method=virtio-mem
+	"virtio_mem",     // hotplug_method=virtio-mem
+	"virtio_balloon", // --balloon
 	// The ACPI power button (vm.power-button) reaches userspace as a key
 	// event through these.
 	"button", "evdev",

@@ -215,3 +215,27 @@ func (m *VM) VirtioMemPlugged() uint64 {
 	}
 	return m.memhp.vmem.PluggedSize()
 }
+
+var _ vmm.BalloonResizer = (*VM)(nil)
+
+// ResizeBalloon implements vmm.BalloonResizer (upstream's
+// DeviceManager::resize_balloon).
+func (m *VM) ResizeBalloon(size uint64) error {
+	if m.balloon == nil {
+		m.log.Warn("No balloon setup: Can't resize the balloon")
+		return vmm.DeviceManagerLeaf(vmm.ErrDeviceManager, "Missing virtio-balloon, can't proceed as expected")
+	}
+	if err := m.balloon.Resize(size); err != nil {
+		return vmm.DeviceManagerError(fmt.Errorf("Failed to resize virtio-balloon: %w", err))
+	}
+	return nil
+}
+
+// BalloonActual implements vmm.BalloonResizer: what the guest holds in
+// the balloon.
+func (m *VM) BalloonActual() uint64 {
+	if m.balloon == nil {
+		return 0
+	}
+	return m.balloon.Actual()
+}

@@ -79,6 +79,9 @@ func refuseUnbuilt(cfg *config.VmConfig) error {
 			return notBuilt("The virtual IOMMU (%s.iommu)", f)
 		}
 	}
+	if cfg.Balloon != nil && cfg.Balloon.IOMMU {
+		return notBuilt("The virtual IOMMU (balloon.iommu)")
+	}
 	if cfg.Vsock != nil && cfg.Vsock.IOMMU {
 		return notBuilt("The virtual IOMMU (vsock.iommu)")
 	}
@@ -86,8 +89,6 @@ func refuseUnbuilt(cfg *config.VmConfig) error {
 		return notBuilt("The virtual IOMMU (rng.iommu, console.iommu)")
 	}
 	switch {
-	case cfg.Balloon != nil:
-		return notBuilt("virtio-balloon (balloon)")
 	case len(cfg.GenericVhostUser) > 0:
 		return notBuilt("Generic vhost-user devices (generic_vhost_user)")
 	case len(cfg.Fs) > 0:

@@ -104,10 +104,9 @@ var fieldVerdicts = map[string]string{
 	"rng.src": built, "rng.id": built, "rng.pci_segment": built, "rng.pci_device_id": built,
 	"rng.iommu": `"rng":{"src":"/dev/urandom","iommu":true}`,
 
-	"balloon.size": `"balloon":{"size":0}`, "balloon.deflate_on_oom": `"balloon":{"size":0}`,
-	"balloon.free_page_reporting": `"balloon":{"size":0}`, "balloon.id": `"balloon":{"size":0}`,
-	"balloon.iommu": `"balloon":{"size":0}`, "balloon.pci_segment": `"balloon":{"size":0}`,
-	"balloon.pci_device_id": `"balloon":{"size":0}`,
+	"balloon.size": built, "balloon.deflate_on_oom": built, "balloon.free_page_reporting": built,
+	"balloon.id": built, "balloon.pci_segment": built, "balloon.pci_device_id": built,
+	"balloon.iommu": `"balloon":{"size":0,"iommu":true}`,
 
 	"serial.file": built, "serial.mode": built, "serial.socket": built,
 	"console.file": built, "console.mode": built, "console.socket": built,

@@ -6,6 +6,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	hostconsole "github.com/nimbus-vmm/nimbus/internal/devices/console"
 	"github.com/nimbus-vmm/nimbus/internal/devices/pci"
+	"github.com/nimbus-vmm/nimbus/internal/virtio/balloon"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/blk"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/console"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/rng"
@@ -14,9 +15,9 @@ import (
 
 // addVirtioDevices creates the virtio devices (the console on cons) in upstream's order, which
 // fixes their slots: the virtio console (add_console_devices), then
-// make_virtio_devices' block, net, rng, vsock and virtio-mem. With default
-// slots that gives 00:01.0 console, then the disks, the nets, the rng, the
-// vsock device and mem0.
+// make_virtio_devices' block, net, rng, vsock, virtio-mem and balloon.
+// With default slots that gives 00:01.0 console, then the disks, the
+// nets, the rng, the vsock device, mem0 and the balloon.
 func (m *VM) addVirtioDevices(cfg *config.VmConfig, cons hostconsole.Backend) error {
 	if cfg.Console.Mode != config.ConsoleOff && cons != nil {
 		if _, err := m.addVirtio(config.IDConsole, console.New(cons), cfg.Console.PciCommon); err != nil {
@@ -46,7 +47,17 @@ func (m *VM) addVirtioDevices(cfg *config.VmConfig, cons hostconsole.Backend) er
 			return err
 		}
 	}
-	return m.addVirtioMem()
+	if err := m.addVirtioMem(); err != nil {
+		return err
+	}
+	if bc := cfg.Balloon; bc != nil {
+		b := balloon.New(*bc, m.mem, m.log)
+		if _, err := m.addVirtio(config.IDBalloon, b, bc.PciCommon); err != nil {
+			return err
+		}
+		m.balloon = b
+	}
+	return nil
 }
 
 // addVsock makes the virtio-vsock device vc describes (its id assigned)

@@ -22,6 +22,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/devmgr"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
 	"github.com/nimbus-vmm/nimbus/internal/memory"
+	"github.com/nimbus-vmm/nimbus/internal/virtio/balloon"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
@@ -56,24 +57,25 @@ type VM struct {
 	exits   chan<- vmm.MachineExit
 	ramSize uint64
 
-	sys    *kvm.System
-	kvm    *kvm.VM
-	mem    *memory.Memory
-	dm     *devmgr.Manager // every device and the resources it holds
-	io     *bus.Bus        // the manager's buses, for the vCPU exit path
-	mmio   *bus.Bus
-	post   *legacy.PostPort
-	ged    *ged.Device    // ACPI notifications: power button, hotplug
-	pci    []*pciSegment  // the PCI segments, by id: roots and windows
-	routes *msiRoutes     // the VM's MSI routes, over every segment
-	hp     hotplug        // PCI hotplug controller and pending ejects
-	clock  *kvm.ClockData // kvmclock saved at Pause, restored at Resume
-	tables acpi.Config    // what LoadPayload's ACPI tables describe
-	cpus   cpuSetup       // how vCPUs are configured, boot and hot-added
-	cpuhp  *cpuhp.Device  // ACPI CPU hotplug registers
-	memhp  memHotplug     // ACPI memory hotplug window and registers
-	vcpuMu sync.Mutex     // vcpus: appended by hot add, read by kickAll on vCPU threads
-	vcpus  []*vcpu
+	sys     *kvm.System
+	kvm     *kvm.VM
+	mem     *memory.Memory
+	dm      *devmgr.Manager // every device and the resources it holds
+	io      *bus.Bus        // the manager's buses, for the vCPU exit path
+	mmio    *bus.Bus
+	post    *legacy.PostPort
+	ged     *ged.Device     // ACPI notifications: power button, hotplug
+	pci     []*pciSegment   // the PCI segments, by id: roots and windows
+	routes  *msiRoutes      // the VM's MSI routes, over every segment
+	hp      hotplug         // PCI hotplug controller and pending ejects
+	clock   *kvm.ClockData  // kvmclock saved at Pause, restored at Resume
+	tables  acpi.Config     // what LoadPayload's ACPI tables describe
+	cpus    cpuSetup        // how vCPUs are configured, boot and hot-added
+	cpuhp   *cpuhp.Device   // ACPI CPU hotplug registers
+	memhp   memHotplug      // ACPI memory hotplug window and registers
+	balloon *balloon.Device // --balloon, or nil
+	vcpuMu  sync.Mutex      // vcpus: appended by hot add, read by kickAll on vCPU threads
+	vcpus   []*vcpu
 
 	// run state shared with the vCPU goroutines
 	mu       sync.Mutex

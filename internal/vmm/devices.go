@@ -245,8 +245,8 @@ func (c *Controller) resize(r Resize) error {
 // VM already has succeeds and changes nothing, as upstream's
 // CpuManager::resize returns early on an unchanged count (Kata resizes to
 // the current count on every container start); any real change needs
-// vCPU (CPUHotplugger) or memory (MemoryHotplugger) hotplug; a balloon
-// does not exist yet.
+// vCPU (CPUHotplugger) or memory (MemoryHotplugger) hotplug, or the
+// balloon (BalloonResizer).
 func (c *Controller) hotResize(r Resize) error {
 	c.emit("vm", "resizing")
 	if r.DesiredVcpus != nil {
@@ -288,7 +288,17 @@ func (c *Controller) hotResize(r Resize) error {
 		}
 	}
 	if r.DesiredBalloon != nil {
-		return fmt.Errorf("balloon resize: %w", ErrUnsupported)
+		br, ok := c.machine.(BalloonResizer)
+		if !ok {
+			return fmt.Errorf("balloon resize: %w", ErrUnsupported)
+		}
+		if err := br.ResizeBalloon(*r.DesiredBalloon); err != nil {
+			return err
+		}
+		// As upstream: a reboot makes the balloon this size.
+		if c.cfg.Balloon != nil {
+			c.cfg.Balloon.Size = *r.DesiredBalloon
+		}
 	}
 	c.emit("vm", "resized")
 	return nil

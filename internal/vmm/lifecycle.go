@@ -381,12 +381,14 @@ func (c *Controller) vmInfo() (*VmInfo, error) {
 		return nil, err
 	}
 	// As upstream, memory_actual_size comes from the config, which a hot
-	// resize updates, plus what virtio-mem has plugged (a balloon would
-	// take its size off).
+	// resize updates, less the balloon, plus what virtio-mem has plugged.
 	info := &VmInfo{Config: cfg, State: StateCreated, MemoryActualSize: memoryActualSize(cfg)}
 	if c.machine != nil {
 		info.State = c.state
 		info.DeviceTree = c.machine.DeviceTree()
+		if br, ok := c.machine.(BalloonResizer); ok {
+			info.MemoryActualSize -= min(info.MemoryActualSize, br.BalloonActual())
+		}
 		if hp, ok := c.machine.(MemoryHotplugger); ok {
 			info.MemoryActualSize += hp.VirtioMemPlugged()
 		}

@@ -80,6 +80,13 @@ type MemoryHotplugger interface {
 	VirtioMemPlugged() uint64
 }
 
+// BalloonResizer is a Machine with a virtio-balloon: vm.resize's
+// desired_balloon, and the balloon's size for memory_actual_size.
+type BalloonResizer interface {
+	ResizeBalloon(size uint64) error
+	BalloonActual() uint64
+}
+
 // EjectedDevice is one device the guest ejected and the machine released.
 type EjectedDevice struct {
 	ID, BDF string

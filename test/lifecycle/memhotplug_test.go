@@ -159,3 +159,40 @@ func TestVirtioMem(t *testing.T) {
 	}
 	p.wantState(client.StateRunning)
 }
+
+// TestBalloon: vm.resize with desired_balloon inflates the guest's
+// virtio-balloon (its MemTotal drops by the size, as Linux takes
+// ballooned pages off the managed count without deflate_on_oom) and
+// memory_actual_size follows what the driver reports; a size of 0
+// deflates it again. balloon.size records the request, as upstream.
+func TestBalloon(t *testing.T) {
+	g := newGuest(t)
+	p := g.start(t, cmdline(true, memWatch), "--memory", "size=512M", "--balloon", "size=0")
+	p.waitBoots(1)
+	p.waitOutput("the guest's first memory report", 0, bootTimeout, "MEM ")
+	base := memTotal(p.output())
+	resize := func(size uint64, wantMiB int, cmp func(got, want int) bool) {
+		t.Helper()
+		mark := len(p.output())
+		began := time.Now()
+		p.do(fmt.Sprintf("vm.resize desired_balloon %d MiB", size>>20), func(ctx context.Context) error {
+			return p.api.Resize(ctx, client.ResizeRequest{DesiredBalloon: &size})
+		})
+		p.waitFor(fmt.Sprintf("the guest's MemTotal to reach %d MiB", wantMiB), bootTimeout, func() bool {
+			got := memTotal(p.output()[mark:])
+			return got >= 0 && cmp(got, wantMiB)
+		})
+		t.Logf("balloon %d MiB: guest MemTotal %d MiB after %v", size>>20, memTotal(p.output()), time.Since(began).Round(time.Millisecond))
+		p.waitFor(fmt.Sprintf("memory_actual_size %d MiB", (512<<20-size)>>20), apiTimeout, func() bool {
+			var cfg struct {
+				Balloon struct {
+					Size uint64 `json:"size"`
+				} `json:"balloon"`
+			}
+			vi := p.infoConfig(&cfg)
+			return vi.MemoryActualSize == 512<<20-size && cfg.Balloon.Size == size
+		})
+	}
+	resize(128<<20, base-128, func(got, want int) bool { return got <= want })
+	resize(0, base, func(got, want int) bool { return got >= want })
+}
