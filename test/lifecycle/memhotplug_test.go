@@ -26,6 +26,13 @@ const memWatch = `(last=""; while :; do
 done) &
 `
 
+// firstMemTotal waits for the guest's first whole "MEM <MiB>" line.
+func (p *vmmProc) firstMemTotal() int {
+	p.t.Helper()
+	p.waitFor("the guest's first memory report", bootTimeout, func() bool { return memTotal(p.output()) >= 0 })
+	return memTotal(p.output())
+}
+
 // memoryConfig is the part of vm.info's config the memory tests check.
 type memoryConfig struct {
 	Memory struct {
@@ -60,8 +67,7 @@ func TestMemoryHotplug(t *testing.T) {
 	g := newGuest(t)
 	p := g.start(t, cmdline(true, memWatch), "--memory", "size=512M,hotplug_size=1G")
 	p.waitBoots(1)
-	p.waitOutput("the guest's first memory report", 0, bootTimeout, "MEM ")
-	base := memTotal(p.output())
+	base := p.firstMemTotal()
 	grow := func(to uint64, step int) {
 		t.Helper()
 		mark := len(p.output())
@@ -121,8 +127,7 @@ func TestVirtioMem(t *testing.T) {
 	g := newGuest(t)
 	p := g.start(t, cmdline(true, memWatch), "--memory", "size=512M,hotplug_method=virtio-mem,hotplug_size=1G")
 	p.waitBoots(1)
-	p.waitOutput("the guest's first memory report", 0, bootTimeout, "MEM ")
-	base := memTotal(p.output())
+	base := p.firstMemTotal()
 	resize := func(to uint64, wantMiB int, cmp func(got, want int) bool) {
 		t.Helper()
 		mark := len(p.output())
@@ -169,8 +174,7 @@ func TestBalloon(t *testing.T) {
 	g := newGuest(t)
 	p := g.start(t, cmdline(true, memWatch), "--memory", "size=512M", "--balloon", "size=0")
 	p.waitBoots(1)
-	p.waitOutput("the guest's first memory report", 0, bootTimeout, "MEM ")
-	base := memTotal(p.output())
+	base := p.firstMemTotal()
 	resize := func(size uint64, wantMiB int, cmp func(got, want int) bool) {
 		t.Helper()
 		mark := len(p.output())
