@@ -29,7 +29,7 @@ const (
 	// upTimeout bounds a guest's boot to user space. Nested guests now and
 	// then stay silent from their first instruction; giving up on them
 	// sooner keeps the package inside its time budget for the rerun.
-	upTimeout = 90 * time.Second
+	upTimeout   = 90 * time.Second
 	apiTimeout  = 30 * time.Second
 	exitTimeout = time.Minute
 	pollEvery   = 100 * time.Millisecond
