@@ -84,9 +84,6 @@ func (m *VM) ReleaseEjected() []vmm.EjectedDevice {
 			id = n.Children[0]
 		}
 		ev := vmm.EjectedDevice{ID: id, BDF: n.BDF.String()}
-		if id == config.DefaultMemoryZone {
-			m.memhp.vmem = nil // resizes now find no virtio-mem device, as after a failed build
-		}
 		if _, err := m.dm.Remove(n.ID); err != nil {
 			ev.Err = wrap(ErrSetup, err)
 			m.log.Error("releasing an ejected device failed", "id", id, "err", err)

@@ -10,6 +10,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/devices/memhp"
 	"github.com/nimbus-vmm/nimbus/internal/devmgr"
 	"github.com/nimbus-vmm/nimbus/internal/memory"
+	"github.com/nimbus-vmm/nimbus/internal/virtio/balloon"
 	virtiomem "github.com/nimbus-vmm/nimbus/internal/virtio/mem"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
@@ -25,18 +26,16 @@ const dimmAlign = 128 << 20
 // where vm.resize puts new RAM, and the register block the guest reads it
 // from.
 type memHotplug struct {
-	regs *memhp.Device // ACPI: nil without memory.hotplug_size
-	// virtio-mem: the region mapped at boot for the device, the size
-	// requested at boot (hotplugged_size), and the device once built.
-	vmemAddr, vmemSize, vmemInitial uint64
-	vmem                            *virtiomem.Device
-	virtioMem                       bool // hotplug_method=virtio-mem
-	// end is upstream's start_of_device_area: hot-added RAM must end
-	// before it, and the 64-bit PCI window starts there.
-	end     uint64
-	opts    memory.Options // the new RAM's backing, as boot RAM's
-	zones   bool           // user-defined zones: RAM cannot be resized
-	current uint64         // upstream's current_ram
+	regs      *memhp.Device     // ACPI: nil without memory.hotplug_size
+	vmem      *virtiomem.Device // virtio-mem over [start, end), once built
+	virtioMem bool              // hotplug_method=virtio-mem
+	// [start, end) is the hotplug window; end is upstream's
+	// start_of_device_area: hot-added RAM must end before it, and the
+	// 64-bit PCI window starts there. Without hotplug_size it is empty.
+	start, end uint64
+	opts       memory.Options // the new RAM's backing, as boot RAM's
+	zones      bool           // user-defined zones: RAM cannot be resized
+	current    uint64         // upstream's current_ram
 }
 
 // hotplugStart is upstream's MemoryManager::start_addr with hotplug
@@ -78,26 +77,23 @@ func (m *VM) setupMemoryHotplug(mc config.MemoryConfig) error {
 		hp.opts.HugepageSize = *mc.HugepageSize
 	}
 	last := m.ramEnd() - 1
-	hp.end = max(last+1, x86.RAM64BitStart)
-	if mc.HotplugSize == nil || hp.zones {
+	hp.start = max(last+1, x86.RAM64BitStart)
+	hp.end = hp.start
+	if mc.HotplugSize == nil {
 		return nil
 	}
 	size := *mc.HotplugSize
-	start := hotplugStart(last)
-	if start+size < start {
+	hp.start = hotplugStart(last)
+	if hp.start+size < hp.start {
 		return wrap(ErrSetup, fmt.Errorf("Guest address overflow"))
 	}
-	hp.end = start + size
+	hp.end = hp.start + size
 	if hp.virtioMem {
 		if size%virtiomem.Align != 0 {
 			return wrap(ErrSetup, fmt.Errorf("Virtio-mem size is not aligned with %d", virtiomem.Align))
 		}
-		if _, err := m.mem.Plug(m.kvm, config.DefaultMemoryZone, start, size, hp.opts); err != nil {
+		if _, err := m.mem.Plug(m.kvm, config.DefaultMemoryZone, hp.start, size, hp.opts); err != nil {
 			return wrap(ErrSetup, fmt.Errorf("virtio-mem region: %w", err))
-		}
-		hp.vmemAddr, hp.vmemSize = start, size
-		if mc.HotpluggedSize != nil {
-			hp.vmemInitial = *mc.HotpluggedSize
 		}
 		return nil
 	}
@@ -121,14 +117,19 @@ func checkHotplugConfig(mc config.MemoryConfig) error {
 	return nil
 }
 
-// addVirtioMem makes the virtio-mem device over the region Build mapped
-// (upstream's make_virtio_mem_devices, id mem0), after the rng.
-func (m *VM) addVirtioMem() error {
+// addVirtioMem makes the virtio-mem device over the window Build mapped
+// (upstream's make_virtio_mem_devices, id mem0), with hotplugged_size
+// requested at once.
+func (m *VM) addVirtioMem(mc config.MemoryConfig) error {
 	hp := &m.memhp
-	if hp.vmemSize == 0 {
+	if !hp.virtioMem || hp.end == hp.start {
 		return nil
 	}
-	d, err := virtiomem.New(hp.vmemAddr, hp.vmemSize, hp.vmemInitial, m.mem, m.log)
+	var initial uint64
+	if mc.HotpluggedSize != nil {
+		initial = *mc.HotpluggedSize
+	}
+	d, err := virtiomem.New(hp.start, hp.end-hp.start, initial, m.mem, m.log)
 	if err != nil {
 		return wrap(ErrSetup, fmt.Errorf("virtio-mem: %w", err))
 	}
@@ -164,7 +165,7 @@ func (m *VM) ResizeMemory(desired uint64) (bool, error) {
 		return false, vmm.MemoryManagerLeaf("The requested hotplug memory addition is not a valid size")
 	}
 	start := hotplugStart(m.ramEnd() - 1)
-	if hp.regs == nil || start+size-1 > hp.end-1 || start+size < start {
+	if hp.regs == nil || start+size < start || start+size > hp.end {
 		return false, vmm.MemoryManagerLeaf("Not enough space in the hotplug RAM region")
 	}
 	m.log.Info("Hotplugging new RAM", "size", size, "gpa", fmt.Sprintf("%#x", start))
@@ -196,11 +197,12 @@ func (m *VM) resizeVirtioMem(desired uint64) (bool, error) {
 	if desired < m.ramSize {
 		return false, vmm.MemoryManagerLeaf("Invalid resize request: desired_size = %d below boot size = %d", desired, m.ramSize)
 	}
-	if hp.vmem == nil {
+	vmem := m.virtioMemDevice()
+	if vmem == nil {
 		m.log.Error("Failed resizing virtio-mem region: No virtio-mem handler")
 		return false, vmm.MemoryManagerLeaf("No virtio-mem resizing handler found")
 	}
-	if err := hp.vmem.Resize(desired - m.ramSize); err != nil {
+	if err := vmem.Resize(desired - m.ramSize); err != nil {
 		return false, vmm.MemoryManagerError(wrap(errVirtioMemResize, err))
 	}
 	hp.current = desired
@@ -210,10 +212,27 @@ func (m *VM) resizeVirtioMem(desired uint64) (bool, error) {
 // VirtioMemPlugged implements vmm.MemoryHotplugger: what the guest's
 // virtio-mem driver has plugged.
 func (m *VM) VirtioMemPlugged() uint64 {
-	if m.memhp.vmem == nil {
-		return 0
+	if d := m.virtioMemDevice(); d != nil {
+		return d.PluggedSize()
 	}
-	return m.memhp.vmem.PluggedSize()
+	return 0
+}
+
+// virtioMemDevice and balloonDevice are the devices while the device
+// manager holds them: nil before they are built and after the guest
+// ejected them.
+func (m *VM) virtioMemDevice() *virtiomem.Device {
+	if m.memhp.vmem == nil || !m.dm.Has(config.DefaultMemoryZone) {
+		return nil
+	}
+	return m.memhp.vmem
+}
+
+func (m *VM) balloonDevice() *balloon.Device {
+	if m.balloon == nil || !m.dm.Has(config.IDBalloon) {
+		return nil
+	}
+	return m.balloon
 }
 
 var _ vmm.BalloonResizer = (*VM)(nil)
@@ -221,11 +240,12 @@ var _ vmm.BalloonResizer = (*VM)(nil)
 // ResizeBalloon implements vmm.BalloonResizer (upstream's
 // DeviceManager::resize_balloon).
 func (m *VM) ResizeBalloon(size uint64) error {
-	if m.balloon == nil {
+	b := m.balloonDevice()
+	if b == nil {
 		m.log.Warn("No balloon setup: Can't resize the balloon")
 		return vmm.DeviceManagerLeaf(vmm.ErrDeviceManager, "Missing virtio-balloon, can't proceed as expected")
 	}
-	if err := m.balloon.Resize(size); err != nil {
+	if err := b.Resize(size); err != nil {
 		return vmm.DeviceManagerError(fmt.Errorf("Failed to resize virtio-balloon: %w", err))
 	}
 	return nil
@@ -234,8 +254,8 @@ func (m *VM) ResizeBalloon(size uint64) error {
 // BalloonActual implements vmm.BalloonResizer: what the guest holds in
 // the balloon.
 func (m *VM) BalloonActual() uint64 {
-	if m.balloon == nil {
-		return 0
+	if b := m.balloonDevice(); b != nil {
+		return b.Actual()
 	}
-	return m.balloon.Actual()
+	return 0
 }

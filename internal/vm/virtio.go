@@ -47,7 +47,7 @@ func (m *VM) addVirtioDevices(cfg *config.VmConfig, cons hostconsole.Backend) er
 			return err
 		}
 	}
-	if err := m.addVirtioMem(); err != nil {
+	if err := m.addVirtioMem(cfg.Memory); err != nil {
 		return err
 	}
 	if bc := cfg.Balloon; bc != nil {
