@@ -123,6 +123,10 @@ func refuseMemory(m *config.MemoryConfig) error {
 	switch {
 	case m.Mergeable:
 		return notBuilt("Mergeable (KSM) memory (memory.mergeable)")
+	case len(m.Zones) > 0 && m.HotplugSize != nil:
+		// Upstream builds the window and then refuses every resize of a
+		// VM with zones; a window nothing can use is refused here.
+		return notBuilt("Memory hotplug beside memory zones (memory.hotplug_size)")
 	}
 	for i, z := range m.Zones {
 		f := fmt.Sprintf("memory.zones[%d]", i)

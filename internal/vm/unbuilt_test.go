@@ -255,3 +255,17 @@ func TestDefaultConfigIsBuilt(t *testing.T) {
 		}
 	}
 }
+
+// TestHotplugSizeBesideZonesRefused: hotplug_size is built for the global
+// memory, but beside zones no resize could ever use the window, so it is
+// refused rather than accepted and dropped.
+func TestHotplugSizeBesideZonesRefused(t *testing.T) {
+	cfg, err := config.Decode([]byte(`{"payload":{"kernel":"/k"},
+		"memory":{"size":0,"hotplug_size":1073741824,"zones":[{"id":"z","size":536870912}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := refuseUnbuilt(cfg); !errors.Is(err, vmm.ErrUnsupported) || !strings.Contains(err.Error(), "memory.hotplug_size") {
+		t.Fatalf("refuseUnbuilt = %v", err)
+	}
+}
