@@ -310,28 +310,32 @@ func (m *Memory) Register(vm SlotRegistrar, firstSlot, flags uint32) (uint32, er
 
 // Discard gives the host memory behind guest RAM [gpa, gpa+size) back:
 // the guest reads zeros there afterwards. It is what a virtio-mem unplug
-// does (upstream's discard_memory_range): a hole punched in a shared
-// zone's memfd, MADV_DONTNEED on the mapping unless it is hugetlb. The
-// range must lie in one region.
+// or a balloon inflation does (upstream's discard_memory_range): a hole
+// punched in a shared zone's memfd, MADV_DONTNEED on the mapping unless
+// it is hugetlb. The range may span adjacent regions, not a gap.
 func (m *Memory) Discard(gpa, size uint64) error {
-	if size == 0 {
-		return nil
-	}
-	r := m.find(gpa)
-	if r == nil || gpa-r.GPA > r.Size || size > r.Size-(gpa-r.GPA) {
+	end := gpa + size
+	if end < gpa {
 		return badAddress(gpa, int(min(size, 1<<31)))
 	}
-	off := gpa - r.GPA
-	if r.FD >= 0 {
-		err := unix.Fallocate(r.FD, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(r.FileOffset+off), int64(size))
-		if err != nil {
-			return fmt.Errorf("discard %v: punch hole: %w: %w", Region{gpa, size}, ErrMap, err)
+	for cur := gpa; cur < end; {
+		r := m.find(cur) // cur is inside r, if any
+		if r == nil {
+			return badAddress(cur, int(min(end-cur, 1<<31)))
 		}
-	}
-	if !r.huge {
-		if err := unix.Madvise(r.data[off:off+size], unix.MADV_DONTNEED); err != nil {
-			return fmt.Errorf("discard %v: madvise: %w: %w", Region{gpa, size}, ErrMap, err)
+		off, n := cur-r.GPA, min(end, r.End())-cur
+		if r.FD >= 0 {
+			err := unix.Fallocate(r.FD, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(r.FileOffset+off), int64(n))
+			if err != nil {
+				return fmt.Errorf("discard %v: punch hole: %w: %w", Region{cur, n}, ErrMap, err)
+			}
 		}
+		if !r.huge {
+			if err := unix.Madvise(r.data[off:off+n], unix.MADV_DONTNEED); err != nil {
+				return fmt.Errorf("discard %v: madvise: %w: %w", Region{cur, n}, ErrMap, err)
+			}
+		}
+		cur += n
 	}
 	return nil
 }

@@ -447,3 +447,26 @@ func TestDiscard(t *testing.T) {
 		}
 	}
 }
+
+// TestDiscardAcrossRegions: a range over two adjacent regions (two zones
+// back to back, or hot-added RAM right after boot RAM) is discarded in
+// both; one reaching into a gap is refused.
+func TestDiscardAcrossRegions(t *testing.T) {
+	m := newMem(t, Zone{ID: "a", Size: mib}, Zone{ID: "b", Size: mib, Options: Options{Shared: true}})
+	for _, a := range []uint64{mib - PageSize, mib} {
+		if err := m.WriteU32(a, 0xdeadbeef); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Discard(mib-PageSize, 2*PageSize); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []uint64{mib - PageSize, mib} {
+		if v, err := m.ReadU32(a); err != nil || v != 0 {
+			t.Errorf("%#x reads %#x, %v after the discard", a, v, err)
+		}
+	}
+	if err := m.Discard(2*mib-PageSize, 2*PageSize); !errors.Is(err, ErrBadAddress) {
+		t.Errorf("discard into the end of RAM: %v", err)
+	}
+}

@@ -169,22 +169,36 @@ func (d *Device) pfns(inflate bool) virtio.Handler {
 			return 0
 		}
 		mem := d.life.Mem()
+		// Runs of consecutive PFNs (the driver hands them out in order)
+		// are discarded with one call instead of one per page.
+		var run, n uint64
+		flush := func() {
+			if n > 0 {
+				if err := d.ram.Discard(run<<pfnShift, n<<pfnShift); err != nil {
+					d.log.Warn("balloon: failed to release memory", "pfn", run, "pages", n, "err", err)
+				}
+			}
+			n = 0
+		}
 		for _, b := range c.Readable {
 			if b.Len%4 != 0 || b.Len > maxPFNBytes {
 				d.log.Warn("balloon: skipping a malformed PFN buffer", "len", b.Len)
 				continue
 			}
 			for off := uint64(0); off < uint64(b.Len); off += 4 {
-				pfn, err := mem.ReadU32(b.Addr + off)
+				v, err := mem.ReadU32(b.Addr + off)
 				if err != nil {
 					d.log.Warn("balloon: failed to read a PFN", "err", err)
 					break
 				}
-				if err := d.ram.Discard(uint64(pfn)<<pfnShift, 1<<pfnShift); err != nil {
-					d.log.Warn("balloon: failed to release memory", "pfn", pfn, "err", err)
+				if pfn := uint64(v); n == 0 || pfn != run+n {
+					flush()
+					run = pfn
 				}
+				n++
 			}
 		}
+		flush()
 		return 0
 	}
 }
