@@ -414,7 +414,8 @@ func (m *muxer) writer(c *conn) {
 	}
 }
 
-// fromGuest routes one packet the guest sent (upstream's send_pkt).
+// fromGuest routes one packet the guest sent (upstream's send_pkt). It
+// does not keep payload, which the caller reuses.
 func (m *muxer) fromGuest(h Header, payload []byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

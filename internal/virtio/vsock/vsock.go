@@ -39,6 +39,10 @@ type Device struct {
 
 	heldMu sync.Mutex
 	held   *virtio.Chain // an RX buffer taken when the packet for it went away
+
+	// txBuf is the TX goroutine's payload scratch: the backend copies
+	// what it keeps, so no packet allocates.
+	txBuf [MaxPayload]byte
 }
 
 var _ virtio.Device = (*Device)(nil)
@@ -127,7 +131,7 @@ func (d *Device) tx(c *virtio.Chain) uint32 {
 	}
 	var payload []byte
 	if h.Op == OpRW && h.Len > 0 {
-		payload = make([]byte, h.Len)
+		payload = d.txBuf[:h.Len]
 		if _, err := r.Read(payload); err != nil {
 			d.log.Warn("vsock: error reading TX packet", "err", err)
 			return 0
@@ -202,8 +206,8 @@ func (d *Device) fillRx(r *virtio.Runner, q *virtio.Queue) (pushed bool, err err
 			break
 		}
 		w := virtio.NewWriter(mem, c.Writable)
-		hb, _ := h.MarshalBinary()
-		if _, err := w.Write(hb); err == nil {
+		var hb [HeaderSize]byte
+		if _, err := w.Write(h.append(hb[:0])); err == nil {
 			_, _ = w.Write(data)
 		}
 		if err = q.Push(c.Head, w.Written()); err != nil {
