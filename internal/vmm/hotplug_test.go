@@ -8,6 +8,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
+	"github.com/nimbus-vmm/nimbus/internal/vmm/vmmtest"
 )
 
 // TestHotplugThroughTheLoop: on a running VM, vm.add-disk and vm.add-net
@@ -17,11 +18,7 @@ import (
 // received fds) at once, and the guest's eject ends in upstream's
 // device-removed event.
 func TestHotplugThroughTheLoop(t *testing.T) {
-	h := start(t, false)
-	h.f.Hotplug = true
-	h.mustDo(vmm.CreateVM{Config: validConfig(t)})
-	h.mustDo(vmm.BootVM{})
-	hm := h.f.Hotplugs[0]
+	h, hm := bootHotplug(t)
 
 	got := h.mustDo(vmm.AddDisk{Config: disk(t, `{"path":"/b.img"}`)})
 	if info, ok := got.(*vmm.PciDeviceInfo); !ok || info.ID != "_disk2" || info.BDF != "0000:00:05.0" {
@@ -88,11 +85,7 @@ func netCfg(t *testing.T, body string) config.NetConfig {
 // machine and, on success, into boot_vcpus; a pending removal comes back
 // as upstream's 429 chain and leaves the config alone.
 func TestHotResizeVcpus(t *testing.T) {
-	h := start(t, false)
-	h.f.Hotplug = true
-	h.mustDo(vmm.CreateVM{Config: validConfig(t)})
-	h.mustDo(vmm.BootVM{})
-	hm := h.f.Hotplugs[0]
+	h, hm := bootHotplug(t)
 	one := uint32(1)
 	h.mustDo(vmm.Resize{DesiredVcpus: &one})
 	if n := info(h).Config.Cpus.BootVcpus; n != 1 {
@@ -114,11 +107,7 @@ func TestHotResizeVcpus(t *testing.T) {
 // then, as upstream, into memory.size and memory_actual_size; a refusal
 // comes back under "Memory manager error" (500) with the config unchanged.
 func TestHotResizeMemory(t *testing.T) {
-	h := start(t, false)
-	h.f.Hotplug = true
-	h.mustDo(vmm.CreateVM{Config: validConfig(t)})
-	h.mustDo(vmm.BootVM{})
-	hm := h.f.Hotplugs[0]
+	h, hm := bootHotplug(t)
 	boot := info(h).Config.Memory.Size
 	grown := boot + 512<<20
 	h.mustDo(vmm.Resize{DesiredRAM: &grown})
@@ -162,10 +151,7 @@ func TestHotResizeZone(t *testing.T) {
 // upstream's generated id and replies with its PciDeviceInfo; a second
 // one is refused as upstream (one vsock device per VM).
 func TestHotAddVsock(t *testing.T) {
-	h := start(t, false)
-	h.f.Hotplug = true
-	h.mustDo(vmm.CreateVM{Config: validConfig(t)})
-	h.mustDo(vmm.BootVM{})
+	h, _ := bootHotplug(t)
 	got := h.mustDo(vmm.AddVsock{Config: config.VsockConfig{Cid: 3, Socket: "/v.sock"}})
 	if info, ok := got.(*vmm.PciDeviceInfo); !ok || info.ID != "_vsock2" {
 		t.Fatalf("add-vsock reply %#v, want _vsock2 (boot used _disk0, _net1)", got)
@@ -175,4 +161,14 @@ func TestHotAddVsock(t *testing.T) {
 	}
 	h.expectErr(vmm.AddVsock{Config: config.VsockConfig{Cid: 4, Socket: "/w.sock"}}, vmm.ErrTooManyVsock,
 		"The vsock device could not be added to the VM", "Too many virtio-vsock devices")
+}
+
+// bootHotplug is a running VM on the hotplug test double.
+func bootHotplug(t *testing.T) (*harness, *vmmtest.HotplugMachine) {
+	t.Helper()
+	h := start(t, false)
+	h.f.Hotplug = true
+	h.mustDo(vmm.CreateVM{Config: validConfig(t)})
+	h.mustDo(vmm.BootVM{})
+	return h, h.f.Hotplugs[0]
 }

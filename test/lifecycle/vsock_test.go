@@ -15,24 +15,12 @@ import (
 	"time"
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
+	"github.com/nimbus-vmm/nimbus/test/guestbin/pattern"
 )
-
-// vsockPattern is test/guestbin/vsockprobe's byte stream (xorshift64).
-type vsockPattern struct{ x uint64 }
-
-func (p *vsockPattern) Read(b []byte) (int, error) {
-	for i := range b {
-		p.x ^= p.x << 13
-		p.x ^= p.x >> 7
-		p.x ^= p.x << 17
-		b[i] = byte(p.x)
-	}
-	return len(b), nil
-}
 
 func patternSum(n int64) string {
 	h := sha256.New()
-	io.Copy(h, io.LimitReader(&vsockPattern{x: 88172645463325252}, n))
+	io.Copy(h, pattern.N(n))
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -171,7 +159,7 @@ func hostStream(sock, want string, i int) error {
 	if _, err := fmt.Fprintf(c, "SUM\n"); err != nil {
 		return err
 	}
-	if _, err := io.Copy(c, io.LimitReader(&vsockPattern{x: 88172645463325252}, vsockBytes)); err != nil {
+	if _, err := io.Copy(c, pattern.N(vsockBytes)); err != nil {
 		return fmt.Errorf("stream %d: send: %w", i, err)
 	}
 	c.(*net.UnixConn).CloseWrite()

@@ -29,6 +29,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nimbus-vmm/nimbus/test/guestbin/pattern"
 )
 
 func main() {
@@ -87,19 +89,6 @@ func (s stream) Write(p []byte) (int, error) {
 	return done, nil
 }
 
-// pattern is the byte stream both sides expect: a xorshift sequence.
-type pattern struct{ x uint64 }
-
-func (p *pattern) Read(b []byte) (int, error) {
-	for i := range b {
-		p.x ^= p.x << 13
-		p.x ^= p.x >> 7
-		p.x ^= p.x << 17
-		b[i] = byte(p.x)
-	}
-	return len(b), nil
-}
-
 func listen(port uint32) {
 	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -135,7 +124,7 @@ func serve(s stream) {
 		if err != nil {
 			return
 		}
-		io.Copy(s, io.LimitReader(&pattern{x: 88172645463325252}, n))
+		io.Copy(s, pattern.N(n))
 	case len(f) == 1 && f[0] == "SUM":
 		h := sha256.New()
 		n, _ := io.Copy(h, r)
@@ -176,7 +165,7 @@ func oneStream(cid, port uint32, n uint64) (string, error) {
 		return "", fmt.Errorf("connect: %w", err)
 	}
 	s := stream{fd}
-	if _, err := io.Copy(s, io.LimitReader(&pattern{x: 88172645463325252}, int64(n))); err != nil {
+	if _, err := io.Copy(s, pattern.N(int64(n))); err != nil {
 		return "", fmt.Errorf("send: %w", err)
 	}
 	if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
