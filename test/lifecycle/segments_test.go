@@ -48,10 +48,18 @@ func TestTwoPCISegments(t *testing.T) {
 	p := g.start(t, cmdline(true, segmentScript), "--platform", "num_pci_segments=2",
 		"--disk", "path="+cold+",serial=seg1cold,pci_segment=1,readonly=on")
 	p.waitBoots(1)
-	p.waitOutput("the guest's PCI devices", 0, bootTimeout, "SEG-PCI ")
-	out := p.output()
-	pciLine := out[strings.Index(out, "SEG-PCI "):]
-	pciLine = pciLine[:strings.Index(pciLine, "\n")]
+	// The whole line: the serial file is read while the guest writes it.
+	var pciLine string
+	p.waitFor("the guest's PCI devices", bootTimeout, func() bool {
+		out := p.output()
+		i := strings.Index(out, "SEG-PCI ")
+		j := strings.Index(out[max(i, 0):], "\n")
+		if i < 0 || j < 0 {
+			return false
+		}
+		pciLine = out[i : i+j]
+		return true
+	})
 	for _, want := range []string{"0000:00:00.0", "0001:00:00.0", "0001:00:01.0"} {
 		if !strings.Contains(pciLine, want) {
 			t.Fatalf("guest PCI devices %q lack %s", pciLine, want)
