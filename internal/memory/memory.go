@@ -90,11 +90,12 @@ type Memory struct {
 	// read guest memory without a lock while RAM is hot-added.
 	regions atomic.Pointer[[]region]
 
-	mu       sync.Mutex // Plug, Register and Close
-	zones    []zoneMap
-	size     uint64
-	nextSlot uint32 // the KVM slot after the last registered one
-	flags    uint32 // slot flags of Register, for plugged regions too
+	mu        sync.Mutex // Plug, Register and Close
+	zones     []zoneMap
+	size      uint64
+	nextSlot  uint32   // the KVM slot after the last registered one
+	freeSlots []uint32 // slots device mappings gave back
+	flags     uint32   // slot flags of Register, for plugged regions too
 }
 
 // New maps size bytes of guest RAM with the upstream layout (one zone).
@@ -152,7 +153,7 @@ func (m *Memory) list() []region {
 }
 
 // Plug maps size bytes of new RAM with opts at guest address gpa, which
-// must not overlap RAM, registers it with vm as the next KVM slot (with
+// must not overlap RAM, registers it with vm in a free KVM slot (with
 // Register's flags), and only then makes it visible to the accessors:
 // upstream's MemoryManager::add_ram_region for ACPI memory hotplug. id
 // names the mapping (memfd name, RegionInfo.Zone). Nothing stays mapped
@@ -174,15 +175,15 @@ func (m *Memory) Plug(vm SlotRegistrar, id string, gpa, size uint64, opts Option
 		return RegionInfo{}, err
 	}
 	r := zoneRegions(zm, id, []Region{{GPA: gpa, Size: size}})[0]
-	r.Slot = m.nextSlot
+	r.Slot = m.allocSlot()
 	err = vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{
 		Slot: r.Slot, Flags: m.flags, GuestPhysAddr: r.GPA, MemorySize: r.Size, UserspaceAddr: r.HostAddr,
 	})
 	if err != nil {
+		m.freeSlots = append(m.freeSlots, r.Slot)
 		zm.unmap()
 		return RegionInfo{}, fmt.Errorf("register hot-added RAM %v: %w", r.Region, err)
 	}
-	m.nextSlot++
 	m.zones = append(m.zones, zm)
 	m.size += size
 	next := append(append(make([]region, 0, len(cur)+1), cur...), r)
