@@ -111,6 +111,9 @@ func (m *VM) AddDisk(dc *config.DiskConfig) (*vmm.PciDeviceInfo, error) {
 	if err := m.checkHotID(dc.ID); err != nil {
 		return nil, err
 	}
+	if err := refuseDisk("disk", dc); err != nil {
+		return nil, vmm.DeviceManagerError(err)
+	}
 	return m.plugged(dc.ID)(m.addDisk(dc))
 }
 
@@ -120,6 +123,9 @@ func (m *VM) AddNet(nc *config.NetConfig) (*vmm.PciDeviceInfo, error) {
 	if err := m.checkHotID(nc.ID); err != nil {
 		return nil, err
 	}
+	if err := refuseNet("net", nc); err != nil {
+		return nil, vmm.DeviceManagerError(err)
+	}
 	return m.plugged(nc.ID)(m.addNet(nc))
 }
 
@@ -127,6 +133,9 @@ func (m *VM) AddNet(nc *config.NetConfig) (*vmm.PciDeviceInfo, error) {
 func (m *VM) AddVsock(vc *config.VsockConfig) (*vmm.PciDeviceInfo, error) {
 	if err := m.checkHotID(vc.ID); err != nil {
 		return nil, err
+	}
+	if err := refuseVsock(vc); err != nil {
+		return nil, vmm.DeviceManagerError(err)
 	}
 	return m.plugged(vc.ID)(m.addVsock(vc))
 }
@@ -159,7 +168,7 @@ func (m *VM) plugged(id string) func(pci.BDF, error) (*vmm.PciDeviceInfo, error)
 // lose; the others answer RemovalNotAllowed.
 func removable(t virtio.DeviceType) bool {
 	switch t {
-	case virtio.TypeBlock, virtio.TypeNet, virtio.TypeVsock:
+	case virtio.TypeBlock, virtio.TypeNet, virtio.TypePmem, virtio.TypeVsock:
 		return true
 	}
 	return false

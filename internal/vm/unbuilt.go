@@ -55,35 +55,28 @@ func refuseUnbuilt(cfg *config.VmConfig) error {
 	if len(cfg.RateLimitGroups) > 0 {
 		return notBuilt("Rate limiter groups (rate_limit_groups)")
 	}
-	for i, d := range cfg.Disks {
-		f := fmt.Sprintf("disks[%d]", i)
-		switch {
-		case d.VhostUser:
-			return notBuilt("vhost-user-blk (%s.vhost_user)", f)
-		case d.RateLimitGroup != "" || d.RateLimiterConfig != nil:
-			return notBuilt("Disk rate limiting (%s.rate_limiter_config, rate_limit_group)", f)
-		case len(d.QueueAffinity) > 0:
-			return notBuilt("Virtqueue affinity (%s.queue_affinity)", f)
-		case d.IOMMU:
-			return notBuilt("The virtual IOMMU (%s.iommu)", f)
+	for i := range cfg.Disks {
+		if err := refuseDisk(fmt.Sprintf("disks[%d]", i), &cfg.Disks[i]); err != nil {
+			return err
 		}
 	}
-	for i, n := range cfg.Net {
-		f := fmt.Sprintf("net[%d]", i)
-		switch {
-		case n.VhostUser:
-			return notBuilt("vhost-user-net (%s.vhost_user)", f)
-		case n.RateLimiterConfig != nil:
-			return notBuilt("Network rate limiting (%s.rate_limiter_config)", f)
-		case n.IOMMU:
-			return notBuilt("The virtual IOMMU (%s.iommu)", f)
+	for i := range cfg.Net {
+		if err := refuseNet(fmt.Sprintf("net[%d]", i), &cfg.Net[i]); err != nil {
+			return err
+		}
+	}
+	for i := range cfg.Pmem {
+		if err := refusePmem(fmt.Sprintf("pmem[%d]", i), &cfg.Pmem[i]); err != nil {
+			return err
 		}
 	}
 	if cfg.Balloon != nil && cfg.Balloon.IOMMU {
 		return notBuilt("The virtual IOMMU (balloon.iommu)")
 	}
-	if cfg.Vsock != nil && cfg.Vsock.IOMMU {
-		return notBuilt("The virtual IOMMU (vsock.iommu)")
+	if cfg.Vsock != nil {
+		if err := refuseVsock(cfg.Vsock); err != nil {
+			return err
+		}
 	}
 	if cfg.Rng.IOMMU || cfg.Console.IOMMU {
 		return notBuilt("The virtual IOMMU (rng.iommu, console.iommu)")
@@ -93,8 +86,6 @@ func refuseUnbuilt(cfg *config.VmConfig) error {
 		return notBuilt("Generic vhost-user devices (generic_vhost_user)")
 	case len(cfg.Fs) > 0:
 		return notBuilt("virtio-fs (fs)")
-	case len(cfg.Pmem) > 0:
-		return notBuilt("virtio-pmem (pmem)")
 	case len(cfg.Devices) > 0:
 		return notBuilt("VFIO devices (devices)")
 	case len(cfg.UserDevices) > 0:
@@ -117,6 +108,48 @@ func refuseUnbuilt(cfg *config.VmConfig) error {
 		return notBuilt("Landlock (landlock_enable, landlock_rules)")
 	}
 	return refusePlatform(cfg.Platform)
+}
+
+// refuseDisk, refuseNet, refusePmem and refuseVsock are refuseUnbuilt
+// for one device, also run on hot add; f names the device in the text.
+func refuseDisk(f string, d *config.DiskConfig) error {
+	switch {
+	case d.VhostUser:
+		return notBuilt("vhost-user-blk (%s.vhost_user)", f)
+	case d.RateLimitGroup != "" || d.RateLimiterConfig != nil:
+		return notBuilt("Disk rate limiting (%s.rate_limiter_config, rate_limit_group)", f)
+	case len(d.QueueAffinity) > 0:
+		return notBuilt("Virtqueue affinity (%s.queue_affinity)", f)
+	case d.IOMMU:
+		return notBuilt("The virtual IOMMU (%s.iommu)", f)
+	}
+	return nil
+}
+
+func refuseNet(f string, n *config.NetConfig) error {
+	switch {
+	case n.VhostUser:
+		return notBuilt("vhost-user-net (%s.vhost_user)", f)
+	case n.RateLimiterConfig != nil:
+		return notBuilt("Network rate limiting (%s.rate_limiter_config)", f)
+	case n.IOMMU:
+		return notBuilt("The virtual IOMMU (%s.iommu)", f)
+	}
+	return nil
+}
+
+func refusePmem(f string, p *config.PmemConfig) error {
+	if p.IOMMU {
+		return notBuilt("The virtual IOMMU (%s.iommu)", f)
+	}
+	return nil
+}
+
+func refuseVsock(v *config.VsockConfig) error {
+	if v.IOMMU {
+		return notBuilt("The virtual IOMMU (vsock.iommu)")
+	}
+	return nil
 }
 
 func refuseMemory(m *config.MemoryConfig) error {

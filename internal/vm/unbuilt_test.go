@@ -116,6 +116,9 @@ var fieldVerdicts = map[string]string{
 
 	"vsock.cid": built, "vsock.socket": built, "vsock.id": built, "vsock.pci_segment": built, "vsock.pci_device_id": built,
 	"vsock.iommu": `"vsock":{"cid":3,"socket":"/v","iommu":true}`,
+	"pmem[].file": built, "pmem[].size": built, "pmem[].discard_writes": built,
+	"pmem[].id": built, "pmem[].pci_segment": built, "pmem[].pci_device_id": built,
+	"pmem[].iommu": `"pmem":[{"file":"/p","iommu":true}]`,
 
 	"pvpanic":  `"pvpanic":true`,
 	"iommu":    `"iommu":true`,
@@ -152,7 +155,6 @@ var fieldVerdicts = map[string]string{
 var sectionVerdicts = map[string]string{
 	"generic_vhost_user[].": `"generic_vhost_user":[{"socket":"/s","queue_sizes":[256],"device_type":1}]`,
 	"fs[].":                 `"fs":[{"tag":"t","socket":"/s"}]`,
-	"pmem[].":               `"pmem":[{"file":"/p"}]`,
 	"devices[].":            `"devices":[{"path":"/sys/bus/pci/devices/0000:00:01.0"}]`,
 	"user_devices[].":       `"user_devices":[{"socket":"/s"}]`,
 	"vdpa[].":               `"vdpa":[{"path":"/dev/vhost-vdpa-0"}]`,
