@@ -10,6 +10,7 @@
 #                    warning, where no backports suite answers.
 #   busybox-static   the userland of the sandbox and of test guest images
 #   curl             scripts/api-smoke.sh (curl --unix-socket)
+#   e2fsprogs        ext4 images for the virtio-pmem test (mkfs.ext4, debugfs)
 # The guest/sandbox kernel is NOT installed: internal/sandbox.EnsureKernel
 # fetches the package linux-image-amd64 depends on with `apt-get download`
 # and unpacks it under build/cache. That needs fresh apt lists, hence the
@@ -19,7 +20,7 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 # Wait for other apt/dpkg runs instead of failing on their lock.
 APT=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(busybox-static curl)
+pkgs=(busybox-static curl e2fsprogs)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 

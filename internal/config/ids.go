@@ -93,6 +93,7 @@ const (
 	PrefixDisk  = "_disk"
 	PrefixNet   = "_net"
 	PrefixVsock = "_vsock"
+	PrefixPmem  = "_pmem"
 )
 
 // NextDeviceID is upstream's next_device_name: prefix plus the shared
@@ -128,7 +129,7 @@ func (c *VmConfig) deviceIDs() []idKind {
 		{PrefixDisk, idsOf(c.Disks, func(d *DiskConfig) *string { return &d.ID })},
 		{PrefixNet, idsOf(c.Net, func(n *NetConfig) *string { return &n.ID })},
 		{"_fs", idsOf(c.Fs, func(f *FsConfig) *string { return &f.ID })},
-		{"_pmem", idsOf(c.Pmem, func(p *PmemConfig) *string { return &p.ID })},
+		{PrefixPmem, idsOf(c.Pmem, func(p *PmemConfig) *string { return &p.ID })},
 		{PrefixVsock, vsock},
 		{"_vdpa", idsOf(c.Vdpa, func(d *VdpaConfig) *string { return &d.ID })},
 		{"_generic_vhost_user", idsOf(c.GenericVhostUser, func(d *GenericVhostUserConfig) *string { return &d.ID })},

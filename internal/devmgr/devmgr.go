@@ -186,10 +186,12 @@ func (t *Tx) PCI(bdf pci.BDF, bars []pci.PciBarResource) {
 }
 
 // Child registers a child node (the virtio device under its transport)
-// with the device; it holds no resources of its own.
-func (t *Tx) Child(id string, kind Kind, dev any) {
+// with the device. mmio lists guest-physical ranges the child occupies
+// outside its BARs (virtio-pmem's memory, upstream's MmioAddressRange
+// resource on the child); the parent's releases give them back.
+func (t *Tx) Child(id string, kind Kind, dev any, mmio ...Range) {
 	t.node.Children = append(t.node.Children, id)
-	t.children = append(t.children, &Node{ID: id, Kind: kind, Parent: t.node.ID, Device: dev})
+	t.children = append(t.children, &Node{ID: id, Kind: kind, Parent: t.node.ID, Device: dev, MMIO: mmio})
 }
 
 // Commit registers the device (dev may be nil); on error (an id taken

@@ -42,6 +42,13 @@ var DefaultModules = []string{
 	"button", "evdev",
 }
 
+// OptionalModules are guest drivers the sandbox exports beside
+// DefaultModules for the tests that add them to their images.
+var OptionalModules = []string{
+	"virtio_pmem", "nd_pmem", "ext4", "crc32c_generic", // --pmem, mounted with DAX (ext4 asks for crc32c)
+	"virtiofs", // --fs
+}
+
 // File is a host file (or directory tree) copied into an image.
 type File struct {
 	Host  string

@@ -12,7 +12,7 @@
 //	/nimbus/src/<import path>    (holding the package's testdata/)
 //	/nimbus/bin                  $NIMBUS_BIN_DIR: nimbus, nimbus-remote, ...
 //	/nimbus/guest/vmlinuz        $NIMBUS_GUEST_KERNEL
-//	/nimbus/guest/modules        $NIMBUS_GUEST_MODULES (guestimage.DefaultModules + deps)
+//	/nimbus/guest/modules        $NIMBUS_GUEST_MODULES (guestimage.DefaultModules, OptionalModules + deps)
 //	/nimbus/guest/busybox        $NIMBUS_BUSYBOX
 //	/usr/bin/qemu-system-x86_64  $NIMBUS_QEMU (with -qemu)
 //

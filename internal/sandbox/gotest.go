@@ -160,7 +160,7 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 		return sum, fmt.Errorf("%w: %w", ErrKernel, err)
 	}
 	guestMods := filepath.Join(work, "guest-modules")
-	if err := ix.ExportModules(guestMods, guestimage.DefaultModules...); err != nil {
+	if err := ix.ExportModules(guestMods, slices.Concat(guestimage.DefaultModules, guestimage.OptionalModules)...); err != nil {
 		return sum, fmt.Errorf("%w: %w", ErrKernel, err)
 	}
 	const busybox = "/bin/busybox"
@@ -190,6 +190,13 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 		if files, env, err = addQEMU(mode, files, env); err != nil {
 			return sum, err
 		}
+	}
+	if mode != Host {
+		tools, err := HostToolFiles(TestTools...)
+		if err != nil {
+			return sum, err
+		}
+		files = append(files, tools...)
 	}
 	// Ship every binary, testdata and the script once; each attempt below
 	// only rewrites the script.

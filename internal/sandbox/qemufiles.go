@@ -22,18 +22,10 @@ func QEMUFiles(qemu string) ([]File, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: %s not found: install Debian package qemu-system-x86: %w", ErrMissingTool, qemu, err)
 	}
-	out, err := exec.Command("ldd", bin).Output()
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: ldd %s: %w", ErrMissingTool, bin, err)
-	}
 	const guestBin = "/usr/bin/qemu-system-x86_64"
-	files := []File{{Host: bin, Guest: guestBin}}
-	libs, err := parseLdd(out)
+	files, err := binaryFiles(bin, guestBin)
 	if err != nil {
 		return nil, "", err
-	}
-	for _, l := range libs {
-		files = append(files, File{Host: l, Guest: l})
 	}
 	for _, d := range []string{"/usr/share/qemu", "/usr/share/seabios"} {
 		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
@@ -41,6 +33,49 @@ func QEMUFiles(qemu string) ([]File, string, error) {
 		}
 	}
 	return files, guestBin, nil
+}
+
+// binaryFiles is a dynamically linked program at guest path guest and the
+// shared libraries ldd reports, at their host paths.
+func binaryFiles(bin, guest string) ([]File, error) {
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		return nil, fmt.Errorf("%w: ldd %s: %w", ErrMissingTool, bin, err)
+	}
+	files := []File{{Host: bin, Guest: guest}}
+	libs, err := parseLdd(out)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range libs {
+		files = append(files, File{Host: l, Guest: l})
+	}
+	return files, nil
+}
+
+// TestTools are host programs the end-to-end tests run inside the
+// sandbox (tests that need one say so when it is missing): e2fsprogs for
+// virtio-pmem's ext4 images, Debian's virtiofsd (outside PATH) for
+// virtio-fs.
+var TestTools = []string{"mkfs.ext4", "debugfs", "/usr/libexec/virtiofsd"}
+
+// HostToolFiles ships each of tools the host has (a name on PATH or an
+// absolute path) with its libraries, at the same path in the guest; the
+// ones it lacks are skipped.
+func HostToolFiles(tools ...string) ([]File, error) {
+	var files []File
+	for _, t := range tools {
+		bin, err := exec.LookPath(t)
+		if err != nil {
+			continue
+		}
+		f, err := binaryFiles(bin, bin)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f...)
+	}
+	return files, nil
 }
 
 // addQEMU makes a QEMU available to the command as $NIMBUS_QEMU: the

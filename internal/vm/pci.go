@@ -32,6 +32,9 @@ type pciSegment struct {
 	root  *pci.Root
 	win32 x86.Region
 	win64 x86.Region
+	// mem64 is the 64-bit window's allocator, shared with the root's
+	// BARs: virtio-pmem's memory comes from it too.
+	mem64 *pci.Allocator
 	kvm   *kvm.VM
 	log   func(msg string, args ...any)
 }
@@ -156,11 +159,11 @@ func (m *VM) setupPCI(cfg *config.VmConfig, cons console.Backend) error {
 // configuration space on the buses: ECAM, and 0xcf8 for segment 0 only,
 // as upstream's new_default_segment.
 func (m *VM) addPCISegment(id uint16, w32, w64 x86.Region) error {
-	p := &pciSegment{id: id, win32: w32, win64: w64, kvm: m.kvm, log: m.log.Warn}
+	p := &pciSegment{id: id, win32: w32, win64: w64, mem64: pci.NewAllocator(w64), kvm: m.kvm, log: m.log.Warn}
 	var err error
 	p.root, err = pci.NewRoot(pci.RootConfig{
 		Segment: id, MMIO: m.dm.MMIO(),
-		Window32: pci.NewAllocator(w32), Window64: pci.NewAllocator(w64),
+		Window32: pci.NewAllocator(w32), Window64: p.mem64,
 		BARMoved: p.barMoved,
 	})
 	if err != nil {
@@ -194,7 +197,19 @@ func (m *VM) addPCISegment(id uint16, w32, w64 x86.Region) error {
 // with dev as its child. It owns dev: on error dev is closed and every
 // resource taken so far given back, by the same release functions
 // hot removal and shutdown run.
-func (m *VM) addVirtio(id string, dev virtio.Device, common config.PciCommon) (_ pci.BDF, err error) {
+func (m *VM) addVirtio(id string, dev virtio.Device, common config.PciCommon) (pci.BDF, error) {
+	return m.addVirtioWith(id, dev, common, nil)
+}
+
+// placeFunc places a device's resources outside its BARs (virtio-pmem's
+// memory) on segment p before the guest can see the device. What it
+// takes it gives back through tx's releases, which run before the device
+// is closed; it returns the ranges to record on the device's node.
+type placeFunc func(tx *devmgr.Tx, p *pciSegment) ([]devmgr.Range, error)
+
+// addVirtioWith is addVirtio with place, when not nil, run once the
+// device's own resources are taken.
+func (m *VM) addVirtioWith(id string, dev virtio.Device, common config.PciCommon, place placeFunc) (_ pci.BDF, err error) {
 	p, err := m.segment(id, common.PciSegment)
 	if err != nil {
 		dev.Close()
@@ -232,6 +247,12 @@ func (m *VM) addVirtio(id string, dev virtio.Device, common config.PciCommon) (_
 	})
 	if vectors, err = newMSIXVectors(m.kvm, m.routes, len(dev.QueueSizes())+1); err != nil {
 		return pci.BDF{}, wrap(ErrKVM, fmt.Errorf("%s: %w", id, err))
+	}
+	var placed []devmgr.Range
+	if place != nil {
+		if placed, err = place(tx, p); err != nil {
+			return pci.BDF{}, err
+		}
 	}
 	// Upstream gives cold-plugged block devices on segment 0 a 32-bit BAR
 	// so firmware reaches them without identity-mapping high memory;
@@ -277,7 +298,7 @@ func (m *VM) addVirtio(id string, dev virtio.Device, common config.PciCommon) (_
 		bars = append(bars, *r.PciBar)
 	}
 	tx.PCI(bdf, bars)
-	tx.Child(id, devmgr.Virtio, nil)
+	tx.Child(id, devmgr.Virtio, nil, placed...)
 	if err := tx.Commit(dev); err != nil {
 		return pci.BDF{}, wrap(ErrSetup, err)
 	}

@@ -15,9 +15,10 @@ import (
 
 // addVirtioDevices creates the virtio devices (the console on cons) in upstream's order, which
 // fixes their slots: the virtio console (add_console_devices), then
-// make_virtio_devices' block, net, rng, vsock, virtio-mem and balloon.
-// With default slots that gives 00:01.0 console, then the disks, the
-// nets, the rng, the vsock device, mem0 and the balloon.
+// make_virtio_devices' block, net, rng, pmem, vsock, virtio-mem and
+// balloon. With default slots that gives 00:01.0 console, then the disks,
+// the nets, the rng, the pmem devices, the vsock device, mem0 and the
+// balloon.
 func (m *VM) addVirtioDevices(cfg *config.VmConfig, cons hostconsole.Backend) error {
 	if cfg.Console.Mode != config.ConsoleOff && cons != nil {
 		if _, err := m.addVirtio(config.IDConsole, console.New(cons), cfg.Console.PciCommon); err != nil {
@@ -41,6 +42,11 @@ func (m *VM) addVirtioDevices(cfg *config.VmConfig, cons hostconsole.Backend) er
 	}
 	if _, err = m.addVirtio(config.IDRng, d, cfg.Rng.PciCommon); err != nil {
 		return err
+	}
+	for i := range cfg.Pmem {
+		if _, err := m.addPmem(&cfg.Pmem[i]); err != nil {
+			return err
+		}
 	}
 	if cfg.Vsock != nil {
 		if _, err := m.addVsock(cfg.Vsock); err != nil {

@@ -43,10 +43,14 @@ func (c *Controller) handleDevice(cmd Command) (value any, err error, ok bool) {
 			return nil
 		}), true
 	case AddPmem:
-		return nil, c.coldAdd("The pmem device could not be added to the VM", nil, func(cfg *config.VmConfig) error {
+		return c.hotAdd("The pmem device could not be added to the VM", nil, func(cfg *config.VmConfig) error {
 			cfg.Pmem = append(cfg.Pmem, v.Config)
 			return nil
-		}), true
+		}, func(cfg *config.VmConfig, hp Hotplugger) (*PciDeviceInfo, error) {
+			p := &cfg.Pmem[len(cfg.Pmem)-1]
+			c.assignHotID(&p.ID, config.PrefixPmem)
+			return hp.AddPmem(p)
+		})
 	case AddDevice:
 		return nil, c.coldAdd("The device could not be added to the VM", v.Fds, func(cfg *config.VmConfig) error {
 			d := v.Config

@@ -172,3 +172,16 @@ func bootHotplug(t *testing.T) (*harness, *vmmtest.HotplugMachine) {
 	h.mustDo(vmm.BootVM{})
 	return h, h.f.Hotplugs[0]
 }
+
+// TestHotAddPmem: vm.add-pmem on a running VM reaches the machine with
+// upstream's generated id, and the config keeps the device.
+func TestHotAddPmem(t *testing.T) {
+	h, _ := bootHotplug(t)
+	got := h.mustDo(vmm.AddPmem{Config: config.PmemConfig{File: "/p.img", DiscardWrites: true}})
+	if info, ok := got.(*vmm.PciDeviceInfo); !ok || info.ID != "_pmem2" {
+		t.Fatalf("add-pmem reply %#v, want _pmem2 (boot used _disk0, _net1)", got)
+	}
+	if c := info(h).Config; len(c.Pmem) != 1 || c.Pmem[0].ID != "_pmem2" || !c.Pmem[0].DiscardWrites {
+		t.Fatalf("config pmem %+v", c.Pmem)
+	}
+}

@@ -62,6 +62,12 @@ func (h *HotplugMachine) AddVsock(v *config.VsockConfig) (*vmm.PciDeviceInfo, er
 	return h.plug(v.ID)
 }
 
+// AddPmem implements vmm.Hotplugger.
+func (h *HotplugMachine) AddPmem(p *config.PmemConfig) (*vmm.PciDeviceInfo, error) {
+	h.record("AddPmem", nil)
+	return h.plug(p.ID)
+}
+
 // RemoveDevice implements vmm.Hotplugger.
 func (h *HotplugMachine) RemoveDevice(id string) error {
 	h.record("RemoveDevice", nil)
