@@ -71,6 +71,14 @@ type Interrupt interface {
 	NeedsReset(reason error)
 }
 
+// Notifier is implemented by Interrupts that can hand a device the
+// eventfd behind a queue's interrupt (virtio-pci: the MSI-X vector's KVM
+// irqfd), so that an external back end (vhost-user) signals the guest
+// directly. ok is false when the queue has no such eventfd (no vector).
+type Notifier interface {
+	Notifier(queue int) (fd int, ok bool)
+}
+
 // Device is one virtio device behind a transport. Methods other than
 // Counters are called by the transport from one goroutine at a time (the
 // vCPU that accessed the transport, or the VM owner); Counters may be

@@ -116,15 +116,18 @@ func (r *msiRoutes) commit() error {
 
 // msixVectors backs one function's MSI-X vectors with KVM: vector v is
 // GSI base+v with an irqfd. It implements devices/pci.MSIRouter: Route
-// keeps the GSI's MSI route in step with the table entry (no route while
-// masked; the MSI-X code keeps the message pending instead of calling
-// Trigger), Trigger writes the vector's irqfd.
+// keeps the GSI's MSI route in step with the table entry, Trigger writes
+// the vector's irqfd. A masked vector has no route and no irqfd: the MSI-X
+// code keeps Nimbus's own messages pending instead of calling Trigger, and
+// a vhost-user back end's writes to the eventfd (Notifier) stay counted in
+// it, which KVM delivers when unmasking binds the irqfd again (upstream's
+// mask/unmask of the irqfd, KVM_IRQFD's assign-time poll).
 type msixVectors struct {
 	routes *msiRoutes
 	base   uint32
 	n      int // GSIs allocated from base
 	fds    []*virtio.EventFD
-	bound  int // fds[:bound] are registered irqfds
+	bound  []bool // fds[i] is a registered irqfd
 	vm     *kvm.VM
 }
 
@@ -134,7 +137,7 @@ func newMSIXVectors(vm *kvm.VM, routes *msiRoutes, n int) (_ *msixVectors, err e
 	if err != nil {
 		return nil, err
 	}
-	v := &msixVectors{routes: routes, base: base, n: n, vm: vm}
+	v := &msixVectors{routes: routes, base: base, n: n, vm: vm, bound: make([]bool, n)}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, v.Close())
@@ -146,21 +149,51 @@ func newMSIXVectors(vm *kvm.VM, routes *msiRoutes, n int) (_ *msixVectors, err e
 			return nil, err
 		}
 		v.fds = append(v.fds, fd)
-		if err := vm.RegisterIRQFD(fd.FD(), base+uint32(i)); err != nil {
-			v.bound = i
-			return nil, fmt.Errorf("irqfd for GSI %d: %w", base+uint32(i), err)
+		if err := v.bind(i, true); err != nil {
+			return nil, err
 		}
-		v.bound = i + 1
 	}
 	return v, nil
 }
 
-// Route implements pci.MSIRouter.
+// bind registers (or unregisters) vector i's irqfd.
+func (v *msixVectors) bind(i int, on bool) error {
+	if v.bound[i] == on {
+		return nil
+	}
+	gsi := v.base + uint32(i)
+	if on {
+		if err := v.vm.RegisterIRQFD(v.fds[i].FD(), gsi); err != nil {
+			return fmt.Errorf("irqfd for GSI %d: %w", gsi, err)
+		}
+	} else if err := v.vm.UnregisterIRQFD(v.fds[i].FD(), gsi); err != nil && !errors.Is(err, kvm.ErrClosed) {
+		return fmt.Errorf("irqfd for GSI %d: %w", gsi, err)
+	}
+	v.bound[i] = on
+	return nil
+}
+
+// Route implements pci.MSIRouter: the route first, so that an unmasked
+// vector's pending eventfd count is delivered to the new message.
 func (v *msixVectors) Route(vector int, addr uint64, data uint32, masked bool) error {
 	if vector < 0 || vector >= len(v.fds) {
 		return fmt.Errorf("vector %d of %d", vector, len(v.fds))
 	}
-	return v.routes.set(v.base+uint32(vector), addr, data, masked)
+	if masked {
+		return errors.Join(v.bind(vector, false), v.routes.set(v.base+uint32(vector), addr, data, true))
+	}
+	if err := v.routes.set(v.base+uint32(vector), addr, data, false); err != nil {
+		return err
+	}
+	return v.bind(vector, true)
+}
+
+// Notifier implements pci.MSINotifier: the vector's irqfd eventfd.
+func (v *msixVectors) Notifier(vector int) (int, bool) {
+	if vector < 0 || vector >= len(v.fds) {
+		return -1, false
+	}
+	return v.fds[vector].FD(), true
 }
 
 // Trigger implements pci.MSIRouter.
@@ -180,12 +213,7 @@ func (v *msixVectors) Close() error {
 	}
 	var errs []error
 	for i, fd := range v.fds {
-		if i < v.bound {
-			if err := v.vm.UnregisterIRQFD(fd.FD(), v.base+uint32(i)); err != nil && !errors.Is(err, kvm.ErrClosed) {
-				errs = append(errs, err)
-			}
-		}
-		errs = append(errs, fd.Close())
+		errs = append(errs, v.bind(i, false), fd.Close())
 	}
 	v.fds = nil
 	errs = append(errs, v.routes.free(v.base, v.n))

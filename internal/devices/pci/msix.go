@@ -30,6 +30,13 @@ type MSIRouter interface {
 	Trigger(vector int) error
 }
 
+// MSINotifier is an MSIRouter that hands out the eventfd behind a vector
+// (its KVM irqfd), so that an external back end (vhost-user) interrupts
+// the guest without a hop through Nimbus.
+type MSINotifier interface {
+	Notifier(vector int) (fd int, ok bool)
+}
+
 // MSIXEntry is one vector's table entry.
 type MSIXEntry struct {
 	AddrLo, AddrHi, Data, Control uint32
@@ -68,6 +75,15 @@ func NewMSIX(n int, router MSIRouter) (*MSIX, error) {
 		m.table[i].Control = msixEntryMasked
 	}
 	return m, nil
+}
+
+// Notifier is vector v's eventfd, when the router has one.
+func (m *MSIX) Notifier(v int) (int, bool) {
+	n, ok := m.router.(MSINotifier)
+	if !ok {
+		return -1, false
+	}
+	return n.Notifier(v)
 }
 
 // Vectors is the table size.

@@ -281,6 +281,20 @@ func (i interrupt) Signal(queue int) error {
 	return d.msix.Signal(int(v))
 }
 
+// Notifier implements virtio.Notifier: the eventfd of the MSI-X vector
+// the driver gave queue.
+func (i interrupt) Notifier(queue int) (int, bool) {
+	d := i.d
+	if queue < 0 || queue >= len(d.vectors) || !d.msix.Enabled() {
+		return -1, false
+	}
+	v := d.vectors[queue].Load()
+	if v == NoVector {
+		return -1, false
+	}
+	return d.msix.Notifier(int(v))
+}
+
 func (i interrupt) ConfigChanged() error {
 	i.d.configGen.Add(1)
 	return i.d.raiseConfig()
