@@ -94,6 +94,7 @@ const (
 	PrefixNet   = "_net"
 	PrefixVsock = "_vsock"
 	PrefixPmem  = "_pmem"
+	PrefixFs    = "_fs"
 )
 
 // NextDeviceID is upstream's next_device_name: prefix plus the shared
@@ -128,7 +129,7 @@ func (c *VmConfig) deviceIDs() []idKind {
 	return []idKind{
 		{PrefixDisk, idsOf(c.Disks, func(d *DiskConfig) *string { return &d.ID })},
 		{PrefixNet, idsOf(c.Net, func(n *NetConfig) *string { return &n.ID })},
-		{"_fs", idsOf(c.Fs, func(f *FsConfig) *string { return &f.ID })},
+		{PrefixFs, idsOf(c.Fs, func(f *FsConfig) *string { return &f.ID })},
 		{PrefixPmem, idsOf(c.Pmem, func(p *PmemConfig) *string { return &p.ID })},
 		{PrefixVsock, vsock},
 		{"_vdpa", idsOf(c.Vdpa, func(d *VdpaConfig) *string { return &d.ID })},

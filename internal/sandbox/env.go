@@ -15,6 +15,7 @@
 //	/nimbus/guest/modules        $NIMBUS_GUEST_MODULES (guestimage.DefaultModules, OptionalModules + deps)
 //	/nimbus/guest/busybox        $NIMBUS_BUSYBOX
 //	/usr/bin/qemu-system-x86_64  $NIMBUS_QEMU (with -qemu)
+//	/nimbus/tools/virtiofsd      $NIMBUS_VIRTIOFSD (EnsureVirtiofsd)
 //
 // with NIMBUS_REQUIRE_KVM=1, the same paths in both modes. Tests get these
 // through internal/guestimage/guesttest.Require.

@@ -198,6 +198,14 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 		}
 		files = append(files, tools...)
 	}
+	// Without virtiofsd only the virtio-fs tests fail (they name the
+	// variable); the log says why.
+	if vfsd, err := virtiofsdFiles(ctx, tc.CacheDir, mode); err != nil {
+		fmt.Fprintf(tc.Log, "nimbus-sandbox: %v\n", err)
+	} else {
+		files = append(files, vfsd...)
+		env = append(env, EnvVirtiofsd+"="+guestVirtiofsd)
+	}
 	// Ship every binary, testdata and the script once; each attempt below
 	// only rewrites the script.
 	runs := make([]testRun, len(run))

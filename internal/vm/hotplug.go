@@ -168,7 +168,7 @@ func (m *VM) plugged(id string) func(pci.BDF, error) (*vmm.PciDeviceInfo, error)
 // lose; the others answer RemovalNotAllowed.
 func removable(t virtio.DeviceType) bool {
 	switch t {
-	case virtio.TypeBlock, virtio.TypeNet, virtio.TypePmem, virtio.TypeVsock:
+	case virtio.TypeBlock, virtio.TypeNet, virtio.TypePmem, virtio.TypeFs, virtio.TypeVsock:
 		return true
 	}
 	return false

@@ -170,8 +170,14 @@ func (m *VM) ResizeMemory(desired uint64) (bool, error) {
 	}
 	m.log.Info("Hotplugging new RAM", "size", size, "gpa", fmt.Sprintf("%#x", start))
 	slot := memhp.Slots - hp.regs.Free()
-	if _, err := m.mem.Plug(m.kvm, fmt.Sprintf("hotplug%d", slot), start, size, hp.opts); err != nil {
+	info, err := m.mem.Plug(m.kvm, fmt.Sprintf("hotplug%d", slot), start, size, hp.opts)
+	if err != nil {
 		return false, vmm.MemoryManagerError(fmt.Errorf("Failed to create the user memory region: %w", err))
+	}
+	if err := m.announceRAM(info); err != nil {
+		// The guest is not told of RAM a back end cannot reach; it stays
+		// mapped and unused, as RAM upstream fails to announce.
+		return true, vmm.MemoryManagerError(fmt.Errorf("Failed to update vhost-user memory: %w", err))
 	}
 	if _, err := hp.regs.Plug(start, size); err != nil {
 		// Unreachable (a free slot was checked): the RAM stays mapped

@@ -65,6 +65,11 @@ func refuseUnbuilt(cfg *config.VmConfig) error {
 			return err
 		}
 	}
+	for i := range cfg.Fs {
+		if err := refuseFs(fmt.Sprintf("fs[%d]", i), &cfg.Fs[i]); err != nil {
+			return err
+		}
+	}
 	for i := range cfg.Pmem {
 		if err := refusePmem(fmt.Sprintf("pmem[%d]", i), &cfg.Pmem[i]); err != nil {
 			return err
@@ -84,8 +89,6 @@ func refuseUnbuilt(cfg *config.VmConfig) error {
 	switch {
 	case len(cfg.GenericVhostUser) > 0:
 		return notBuilt("Generic vhost-user devices (generic_vhost_user)")
-	case len(cfg.Fs) > 0:
-		return notBuilt("virtio-fs (fs)")
 	case len(cfg.Devices) > 0:
 		return notBuilt("VFIO devices (devices)")
 	case len(cfg.UserDevices) > 0:
@@ -110,12 +113,10 @@ func refuseUnbuilt(cfg *config.VmConfig) error {
 	return refusePlatform(cfg.Platform)
 }
 
-// refuseDisk, refuseNet, refusePmem and refuseVsock are refuseUnbuilt
+// refuseDisk, refuseNet, refuseFs, refusePmem and refuseVsock are refuseUnbuilt
 // for one device, also run on hot add; f names the device in the text.
 func refuseDisk(f string, d *config.DiskConfig) error {
 	switch {
-	case d.VhostUser:
-		return notBuilt("vhost-user-blk (%s.vhost_user)", f)
 	case d.RateLimitGroup != "" || d.RateLimiterConfig != nil:
 		return notBuilt("Disk rate limiting (%s.rate_limiter_config, rate_limit_group)", f)
 	case len(d.QueueAffinity) > 0:
@@ -133,6 +134,13 @@ func refuseNet(f string, n *config.NetConfig) error {
 	case n.RateLimiterConfig != nil:
 		return notBuilt("Network rate limiting (%s.rate_limiter_config)", f)
 	case n.IOMMU:
+		return notBuilt("The virtual IOMMU (%s.iommu)", f)
+	}
+	return nil
+}
+
+func refuseFs(f string, c *config.FsConfig) error {
+	if c.IOMMU {
 		return notBuilt("The virtual IOMMU (%s.iommu)", f)
 	}
 	return nil

@@ -73,8 +73,7 @@ var fieldVerdicts = map[string]string{
 	"disks[].serial": built, "disks[].backing_files": built, "disks[].sparse": built,
 	"disks[].image_type": built, "disks[].lock_granularity": built,
 	"disks[].id": built, "disks[].pci_segment": built, "disks[].pci_device_id": built,
-	"disks[].vhost_user":                                   `"disks":[{"vhost_user":true,"vhost_socket":"/s"}]`,
-	"disks[].vhost_socket":                                 `"disks":[{"vhost_user":true,"vhost_socket":"/s"}]`,
+	"disks[].vhost_user": built, "disks[].vhost_socket": built,
 	"disks[].rate_limit_group":                             `"disks":[{"path":"/d","rate_limit_group":"g"}]`,
 	"disks[].queue_affinity[].queue_index":                 `"disks":[{"path":"/d","queue_affinity":[{"queue_index":0,"host_cpus":[0]}]}]`,
 	"disks[].queue_affinity[].host_cpus":                   `"disks":[{"path":"/d","queue_affinity":[{"queue_index":0,"host_cpus":[0]}]}]`,
@@ -116,6 +115,9 @@ var fieldVerdicts = map[string]string{
 
 	"vsock.cid": built, "vsock.socket": built, "vsock.id": built, "vsock.pci_segment": built, "vsock.pci_device_id": built,
 	"vsock.iommu": `"vsock":{"cid":3,"socket":"/v","iommu":true}`,
+	"fs[].tag":    built, "fs[].socket": built, "fs[].num_queues": built, "fs[].queue_size": built,
+	"fs[].id": built, "fs[].pci_segment": built, "fs[].pci_device_id": built,
+	"fs[].iommu":  `"memory":{"size":536870912,"shared":true},"fs":[{"tag":"t","socket":"/s","iommu":true}]`,
 	"pmem[].file": built, "pmem[].size": built, "pmem[].discard_writes": built,
 	"pmem[].id": built, "pmem[].pci_segment": built, "pmem[].pci_device_id": built,
 	"pmem[].iommu": `"pmem":[{"file":"/p","iommu":true}]`,
@@ -154,7 +156,6 @@ var fieldVerdicts = map[string]string{
 // prefix: any entry at all is refused.
 var sectionVerdicts = map[string]string{
 	"generic_vhost_user[].": `"generic_vhost_user":[{"socket":"/s","queue_sizes":[256],"device_type":1}]`,
-	"fs[].":                 `"fs":[{"tag":"t","socket":"/s"}]`,
 	"devices[].":            `"devices":[{"path":"/sys/bus/pci/devices/0000:00:01.0"}]`,
 	"user_devices[].":       `"user_devices":[{"socket":"/s"}]`,
 	"vdpa[].":               `"vdpa":[{"path":"/dev/vhost-vdpa-0"}]`,

@@ -10,15 +10,16 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/virtio/blk"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/console"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/rng"
+	"github.com/nimbus-vmm/nimbus/internal/virtio/vhostuser"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/vsock"
 )
 
 // addVirtioDevices creates the virtio devices (the console on cons) in upstream's order, which
 // fixes their slots: the virtio console (add_console_devices), then
-// make_virtio_devices' block, net, rng, pmem, vsock, virtio-mem and
+// make_virtio_devices' block, net, rng, fs, pmem, vsock, virtio-mem and
 // balloon. With default slots that gives 00:01.0 console, then the disks,
-// the nets, the rng, the pmem devices, the vsock device, mem0 and the
-// balloon.
+// the nets, the rng, the fs and pmem devices, the vsock device, mem0 and
+// the balloon.
 func (m *VM) addVirtioDevices(cfg *config.VmConfig, cons hostconsole.Backend) error {
 	if cfg.Console.Mode != config.ConsoleOff && cons != nil {
 		if _, err := m.addVirtio(config.IDConsole, console.New(cons), cfg.Console.PciCommon); err != nil {
@@ -42,6 +43,11 @@ func (m *VM) addVirtioDevices(cfg *config.VmConfig, cons hostconsole.Backend) er
 	}
 	if _, err = m.addVirtio(config.IDRng, d, cfg.Rng.PciCommon); err != nil {
 		return err
+	}
+	for i := range cfg.Fs {
+		if _, err := m.addFs(&cfg.Fs[i]); err != nil {
+			return err
+		}
 	}
 	for i := range cfg.Pmem {
 		if _, err := m.addPmem(&cfg.Pmem[i]); err != nil {
@@ -78,6 +84,13 @@ func (m *VM) addVsock(vc *config.VsockConfig) (pci.BDF, error) {
 
 // addDisk makes the block device dc describes (its id already assigned).
 func (m *VM) addDisk(dc *config.DiskConfig) (pci.BDF, error) {
+	if dc.VhostUser {
+		d, err := vhostuser.NewBlk(*dc, m.mem, m.log)
+		if err != nil {
+			return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("disk %s: %w", dc.ID, err))
+		}
+		return m.addVirtio(dc.ID, d, dc.PciCommon)
+	}
 	d, err := blk.New(*dc)
 	if err != nil {
 		return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("disk %s: %w", dc.ID, err))

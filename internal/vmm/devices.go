@@ -38,10 +38,14 @@ func (c *Controller) handleDevice(cmd Command) (value any, err error, ok bool) {
 			return hp.AddNet(n)
 		})
 	case AddFs:
-		return nil, c.coldAdd("The fs could not be added to the VM", nil, func(cfg *config.VmConfig) error {
+		return c.hotAdd("The fs could not be added to the VM", nil, func(cfg *config.VmConfig) error {
 			cfg.Fs = append(cfg.Fs, v.Config)
 			return nil
-		}), true
+		}, func(cfg *config.VmConfig, hp Hotplugger) (*PciDeviceInfo, error) {
+			f := &cfg.Fs[len(cfg.Fs)-1]
+			c.assignHotID(&f.ID, config.PrefixFs)
+			return hp.AddFs(f)
+		})
 	case AddPmem:
 		return c.hotAdd("The pmem device could not be added to the VM", nil, func(cfg *config.VmConfig) error {
 			cfg.Pmem = append(cfg.Pmem, v.Config)

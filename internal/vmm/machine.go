@@ -50,6 +50,8 @@ type Hotplugger interface {
 	AddNet(*config.NetConfig) (*PciDeviceInfo, error)
 	// AddVsock builds the virtio-vsock device and its Unix-socket backend.
 	AddVsock(*config.VsockConfig) (*PciDeviceInfo, error)
+	// AddFs connects a vhost-user-fs device to its virtiofsd.
+	AddFs(*config.FsConfig) (*PciDeviceInfo, error)
 	// AddPmem maps the virtio-pmem device's file into the guest.
 	AddPmem(*config.PmemConfig) (*PciDeviceInfo, error)
 	// RemoveDevice asks the guest to eject id's PCI device; the device

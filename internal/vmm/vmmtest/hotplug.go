@@ -62,6 +62,12 @@ func (h *HotplugMachine) AddVsock(v *config.VsockConfig) (*vmm.PciDeviceInfo, er
 	return h.plug(v.ID)
 }
 
+// AddFs implements vmm.Hotplugger.
+func (h *HotplugMachine) AddFs(f *config.FsConfig) (*vmm.PciDeviceInfo, error) {
+	h.record("AddFs", nil)
+	return h.plug(f.ID)
+}
+
 // AddPmem implements vmm.Hotplugger.
 func (h *HotplugMachine) AddPmem(p *config.PmemConfig) (*vmm.PciDeviceInfo, error) {
 	h.record("AddPmem", nil)

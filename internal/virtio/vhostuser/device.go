@@ -1,0 +1,397 @@
+// Package vhostuser is Nimbus's vhost-user front end (QEMU's
+// docs/interop/vhost-user.rst; upstream's vhost_user/vu_common_ctrl.rs):
+// a virtio device whose queues are served by another process, the back
+// end, over a Unix socket. Nimbus hands it the guest's RAM (the memfds
+// behind memory shared=on), each queue's addresses, the queue's
+// notification eventfd (a KVM ioeventfd: guest kicks reach the back end
+// without Nimbus) and the eventfd of the queue's MSI-X vector (a KVM
+// irqfd: the back end interrupts the guest without Nimbus). The device
+// types on it (virtio-fs, ...) only add their config space.
+package vhostuser
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/nimbus-vmm/nimbus/internal/memory"
+	"github.com/nimbus-vmm/nimbus/internal/virtio"
+)
+
+// RAM is the guest memory's region table; *memory.Memory implements it.
+type RAM interface {
+	Regions() []memory.RegionInfo
+}
+
+// Spec is what one device type adds to the generic front end.
+type Spec struct {
+	Name       string // "vhost-user-fs", for errors and logs
+	Type       virtio.DeviceType
+	QueueSizes []uint16
+	// Features are the virtio features offered to the guest where the back
+	// end has them too.
+	Features uint64
+	// Config is the device's config space when the front end builds it
+	// (virtio-fs's tag); with nil, ConfigSize bytes are read from the back
+	// end (GET_CONFIG).
+	Config     []byte
+	ConfigSize uint64
+}
+
+// DefaultFeatures is upstream's DEFAULT_VIRTIO_FEATURES less the
+// vhost-user transport bits, which the guest never sees.
+const DefaultFeatures = virtio.FIndirectDesc | virtio.FEventIdx | virtio.FVersion1 |
+	virtio.FInOrder | virtio.FOrderPlatform | virtio.FNotificationData
+
+// wantedProtocol are the protocol features Nimbus uses: more queues,
+// acknowledged requests, memory slots for hot-added RAM, and the config
+// space for devices that take it from the back end.
+const wantedProtocol = ProtocolMQ | ProtocolReplyAck | ProtocolConfigureMemSlots | ProtocolConfig
+
+// Device is a virtio device served by a vhost-user back end.
+type Device struct {
+	spec    Spec
+	socket  string
+	conn    *Conn
+	ram     RAM
+	log     *slog.Logger
+	offered uint64 // spec.Features the back end has, plus FProtocolFeatures if it speaks them
+	proto   uint64 // acked protocol features
+	config  []byte
+
+	mu      sync.Mutex
+	rings   []uint32 // ring indexes set up by Activate
+	relays  []*virtio.EventFD
+	queues  []int // relays[i] serves queue index queues[i]
+	irq     virtio.Interrupt
+	runner  virtio.Runner
+	memSent bool // the back end has the memory table
+	closed  bool
+}
+
+var _ virtio.Device = (*Device)(nil)
+
+// New connects to the back end at socket (retrying for ConnectTimeout as
+// upstream's client mode) and negotiates as upstream's
+// negotiate_features_vhost_user: SET_OWNER, the features both sides have,
+// the protocol features, and the queue count the back end allows.
+func New(spec Spec, socket string, ram RAM, log *slog.Logger) (_ *Device, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c, err := Dial(socket, ConnectTimeout)
+	if err != nil {
+		return nil, err
+	}
+	d := &Device{spec: spec, socket: socket, conn: c, ram: ram, log: log, config: spec.Config}
+	defer func() {
+		if err != nil {
+			c.Close()
+			err = fmt.Errorf("%s (%s): %w", spec.Name, socket, err)
+		}
+	}()
+	if err := c.SetOwner(); err != nil {
+		return nil, err
+	}
+	f, err := c.Features()
+	if err != nil {
+		return nil, err
+	}
+	if f&virtio.FVersion1 == 0 {
+		return nil, fmt.Errorf("%w: the back end does not offer VIRTIO_F_VERSION_1 (features %#x)", ErrProtocol, f)
+	}
+	d.offered = f & (spec.Features | FProtocolFeatures)
+	if f&FProtocolFeatures != 0 {
+		p, err := c.ProtocolFeatures()
+		if err != nil {
+			return nil, err
+		}
+		d.proto = p & wantedProtocol
+		if err := c.SetProtocolFeatures(d.proto); err != nil {
+			return nil, err
+		}
+	}
+	if d.proto&ProtocolMQ != 0 {
+		n, err := c.QueueNum()
+		if err != nil {
+			return nil, err
+		}
+		if uint64(len(spec.QueueSizes)) > n {
+			return nil, fmt.Errorf("%w: %d queues requested, the back end supports %d", ErrProtocol, len(spec.QueueSizes), n)
+		}
+	}
+	if d.config == nil && spec.ConfigSize > 0 {
+		if d.proto&ProtocolConfig == 0 {
+			return nil, fmt.Errorf("%w: the back end cannot report the config space (no CONFIG protocol feature)", ErrProtocol)
+		}
+		if d.config, err = c.Config(0, uint32(spec.ConfigSize)); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// Type implements virtio.Device.
+func (d *Device) Type() virtio.DeviceType { return d.spec.Type }
+
+// Features implements virtio.Device.
+func (d *Device) Features() uint64 { return d.offered &^ FProtocolFeatures }
+
+// QueueSizes implements virtio.Device.
+func (d *Device) QueueSizes() []uint16 { return d.spec.QueueSizes }
+
+// ConfigSize implements vpci.ConfigSizer.
+func (d *Device) ConfigSize() uint64 { return uint64(len(d.config)) }
+
+// ReadConfig implements virtio.Device.
+func (d *Device) ReadConfig(off uint64, p []byte) {
+	clear(p)
+	if off < uint64(len(d.config)) {
+		copy(p, d.config[off:])
+	}
+}
+
+// WriteConfig implements virtio.Device: the config space is read-only, as
+// upstream's virtio-fs.
+func (d *Device) WriteConfig(off uint64, p []byte) {}
+
+// ringsEnabledByMessage: with VHOST_USER_F_PROTOCOL_FEATURES negotiated,
+// rings start disabled and SET_VRING_ENABLE turns them on and off.
+func (d *Device) ringsEnabledByMessage() bool { return d.offered&FProtocolFeatures != 0 }
+
+// Activate implements virtio.Device: upstream's setup_vhost_user.
+func (d *Device) Activate(mem virtio.GuestMemory, features uint64, queues []*virtio.Queue, irq virtio.Interrupt) (err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed || len(d.rings) > 0 {
+		return fmt.Errorf("%s: activate: %w", d.spec.Name, virtio.ErrState)
+	}
+	defer func() {
+		if err != nil {
+			d.reset()
+			err = fmt.Errorf("%s: %w", d.spec.Name, err)
+		}
+	}()
+	c := d.conn
+	if err := c.SetFeatures(features | d.offered&FProtocolFeatures); err != nil {
+		return err
+	}
+	if err := d.sendMemory(); err != nil {
+		return err
+	}
+	regions := d.ram.Regions()
+	notifier, _ := irq.(virtio.Notifier)
+	for i, q := range queues {
+		if !q.Ready {
+			continue
+		}
+		idx := uint32(i)
+		d.rings = append(d.rings, idx)
+		if err := c.SetVringNum(idx, q.Size); err != nil {
+			return err
+		}
+		n := uint64(q.Size)
+		a := VringAddr{Index: idx}
+		if a.Desc, err = hostAddr(regions, q.DescAddr, 16*n); err != nil {
+			return err
+		}
+		if a.Used, err = hostAddr(regions, q.UsedAddr, 6+8*n); err != nil {
+			return err
+		}
+		if a.Avail, err = hostAddr(regions, q.AvailAddr, 6+2*n); err != nil {
+			return err
+		}
+		if err := c.SetVringAddr(a); err != nil {
+			return err
+		}
+		// Where the driver is: its available index (0 on a fresh ring).
+		base, err := mem.ReadU16(q.AvailAddr + 2)
+		if err != nil {
+			return err
+		}
+		if err := c.SetVringBase(idx, base); err != nil {
+			return err
+		}
+		call, ok := -1, false
+		if notifier != nil {
+			call, ok = notifier.Notifier(i)
+		}
+		if !ok {
+			// No vector eventfd: relay the back end's calls through Nimbus.
+			r, err := virtio.NewEventFD()
+			if err != nil {
+				return err
+			}
+			d.relays, d.queues = append(d.relays, r), append(d.queues, i)
+			call = r.FD()
+		}
+		if err := c.SetVringCall(idx, call); err != nil {
+			return err
+		}
+		if err := c.SetVringKick(idx, q.Notify.FD()); err != nil {
+			return err
+		}
+	}
+	if d.ringsEnabledByMessage() {
+		for _, idx := range d.rings {
+			if err := c.SetVringEnable(idx, true); err != nil {
+				return err
+			}
+		}
+	}
+	d.irq = irq
+	d.startRelays()
+	return nil
+}
+
+// sendMemory gives the back end the guest's RAM: SET_MEM_TABLE, or one
+// ADD_MEM_REG per region where the table is too long for it. mu held.
+func (d *Device) sendMemory() error {
+	regions := d.ram.Regions()
+	var t MemTable
+	var fds []int
+	for _, r := range regions {
+		if r.FD < 0 {
+			return fmt.Errorf("%w: guest RAM %v is not shared with the back end (memory shared=on)", ErrProtocol, r.Region)
+		}
+		t = append(t, memRegion(r))
+		fds = append(fds, r.FD)
+	}
+	switch {
+	case len(t) <= MaxMemTableRegions:
+		if err := d.conn.SetMemTable(t, fds); err != nil {
+			return err
+		}
+	case d.proto&ProtocolConfigureMemSlots != 0:
+		for i := range t {
+			if err := d.conn.AddMemReg(t[i], fds[i]); err != nil {
+				return err
+			}
+		}
+	default:
+		return fmt.Errorf("%w: %d RAM regions, the back end takes %d", ErrProtocol, len(t), MaxMemTableRegions)
+	}
+	d.memSent = true
+	return nil
+}
+
+func memRegion(r memory.RegionInfo) MemoryRegion {
+	return MemoryRegion{GuestPhysAddr: r.GPA, MemorySize: r.Size, UserspaceAddr: r.HostAddr, MmapOffset: r.FileOffset}
+}
+
+// AddRegion tells the back end about hot-added RAM (upstream's
+// add_memory_region): ADD_MEM_REG where the back end has memory slots,
+// the whole table again otherwise. Before the first activation there is
+// nothing to do: Activate sends the table.
+func (d *Device) AddRegion(r memory.RegionInfo) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed || !d.memSent {
+		return nil
+	}
+	if r.FD < 0 {
+		return fmt.Errorf("%s: %w: hot-added RAM %v is not shared", d.spec.Name, ErrProtocol, r.Region)
+	}
+	if d.proto&ProtocolConfigureMemSlots != 0 {
+		return d.conn.AddMemReg(memRegion(r), r.FD)
+	}
+	return d.sendMemory()
+}
+
+// hostAddr translates guest range [gpa, gpa+n) to Nimbus's address of it;
+// the range must lie in one region.
+func hostAddr(regions []memory.RegionInfo, gpa, n uint64) (uint64, error) {
+	for _, r := range regions {
+		if gpa >= r.GPA && gpa+n <= r.End() && gpa+n >= gpa {
+			return r.HostAddr + (gpa - r.GPA), nil
+		}
+	}
+	return 0, fmt.Errorf("%w: ring at %#x (+%#x) is outside guest RAM", virtio.ErrInvalid, gpa, n)
+}
+
+// startRelays starts one goroutine per relayed call eventfd. mu held.
+func (d *Device) startRelays() {
+	for i, r := range d.relays {
+		q := d.queues[i]
+		d.runner.Watch(r)
+		d.runner.Go(func() {
+			for {
+				if _, err := r.Wait(); err != nil {
+					return
+				}
+				if err := d.irq.Signal(q); err != nil {
+					d.log.Warn("vhost-user: relaying a queue interrupt failed", "device", d.spec.Name, "queue", q, "err", err)
+				}
+			}
+		})
+	}
+}
+
+// Reset implements virtio.Device: upstream's reset_vhost_user, each ring
+// disabled and stopped (GET_VRING_BASE).
+func (d *Device) Reset() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.reset()
+}
+
+func (d *Device) reset() error {
+	var errs []error
+	for _, idx := range d.rings {
+		if d.ringsEnabledByMessage() {
+			errs = append(errs, d.conn.SetVringEnable(idx, false))
+		}
+		_, err := d.conn.VringBase(idx)
+		errs = append(errs, err)
+	}
+	d.rings = nil
+	errs = append(errs, d.runner.Stop(true))
+	for _, r := range d.relays {
+		errs = append(errs, r.Close())
+	}
+	d.relays, d.queues, d.irq = nil, nil, nil
+	return errors.Join(errs...)
+}
+
+// Pause implements virtio.Device: the rings are disabled (upstream's
+// pause_vhost_user), the back end keeps their state.
+func (d *Device) Pause() error { return d.enableRings(false) }
+
+// Resume implements virtio.Device.
+func (d *Device) Resume() error { return d.enableRings(true) }
+
+func (d *Device) enableRings(on bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.rings) == 0 {
+		return nil
+	}
+	if !d.ringsEnabledByMessage() {
+		return fmt.Errorf("%s: cannot pause a back end without VHOST_USER_F_PROTOCOL_FEATURES: %w", d.spec.Name, virtio.ErrState)
+	}
+	var errs []error
+	for _, idx := range d.rings {
+		errs = append(errs, d.conn.SetVringEnable(idx, on))
+	}
+	if on {
+		d.startRelays()
+	} else {
+		errs = append(errs, d.runner.Stop(false))
+	}
+	return errors.Join(errs...)
+}
+
+// Close implements virtio.Device: a reset, then the connection is closed.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	return errors.Join(d.reset(), d.conn.Close())
+}
+
+// Counters implements virtio.Device: the back end keeps the counts.
+func (d *Device) Counters() map[string]uint64 { return nil }

@@ -1,0 +1,191 @@
+package lifecycle
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nimbus-vmm/nimbus/internal/sandbox"
+)
+
+// virtiofsd is a running Debian virtiofsd sharing one directory.
+type virtiofsd struct {
+	sock, dir string
+	cmd       *exec.Cmd
+	out       bytes.Buffer
+	done      chan struct{}
+}
+
+// startVirtiofsd runs Debian's virtiofsd (the C daemon of bookworm's QEMU
+// 7.2, or the Rust one of the virtiofsd package) sharing dir on sock.
+func startVirtiofsd(t *testing.T, sock, dir string) *virtiofsd {
+	t.Helper()
+	bin := os.Getenv(sandbox.EnvVirtiofsd)
+	if bin == "" {
+		if sandbox.RequireKVM() {
+			t.Fatalf("%s unset: the sandbox ships Debian's virtiofsd", sandbox.EnvVirtiofsd)
+		}
+		t.Skipf("%s unset (run under nimbus-sandbox)", sandbox.EnvVirtiofsd)
+	}
+	ver, _ := exec.Command(bin, "--version").CombinedOutput()
+	// The C daemon takes -o options; the Rust one its own flags.
+	args := []string{"--socket-path=" + sock, "-o", "source=" + dir, "-o", "cache=none", "-o", "sandbox=chroot"}
+	if !strings.Contains(string(ver), "virtiofsd version") {
+		args = []string{"--socket-path=" + sock, "--shared-dir=" + dir, "--cache=never", "--sandbox=chroot"}
+	}
+	v := &virtiofsd{sock: sock, dir: dir, cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	v.cmd.Stdout, v.cmd.Stderr = &v.out, &v.out
+	if err := v.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { v.cmd.Wait(); close(v.done) }()
+	t.Cleanup(func() {
+		v.cmd.Process.Kill()
+		<-v.done
+		if t.Failed() {
+			t.Logf("virtiofsd %s (%s):\n%s", sock, strings.TrimSpace(string(ver)), v.out.String())
+		}
+	})
+	deadline := time.Now().Add(apiTimeout)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("virtiofsd never created %s:\n%s", sock, v.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// virtiofsFiles is the small-file workload: a git checkout's worth of
+// files in a tree, written by the guest, read back by the host.
+const virtiofsFiles = 1000
+
+// fsScript mounts tag (retrying while a hot-added device comes up),
+// reports hello.txt, writes guest.txt and, with tree, the small-file
+// workload; then unmounts.
+func fsScript(tag string, tree bool) string {
+	s := fmt.Sprintf(`
+mkdir -p /mnt/%[1]s
+i=0; until mount -t virtiofs %[1]s /mnt/%[1]s 2>/dev/null; do i=$((i+1)); [ $i -gt 600 ] && break; sleep 0.2; done
+echo "FS-%[1]s-READ=$(cat /mnt/%[1]s/hello.txt)"
+echo "written by the guest into %[1]s" > /mnt/%[1]s/guest.txt
+`, tag)
+	if tree {
+		s += fmt.Sprintf(`
+t0=$(date +%%s)
+d=0; while [ $d -lt 10 ]; do mkdir -p /mnt/%[1]s/tree/d$d; d=$((d+1)); done
+n=0; while [ $n -lt %[2]d ]; do echo "file $n" > /mnt/%[1]s/tree/d$((n%%10))/f$n; n=$((n+1)); done
+echo "FS-%[1]s-SUM=$(cat /mnt/%[1]s/tree/d*/f* | md5sum | cut -d' ' -f1) in $(( $(date +%%s) - t0 ))s"
+`, tag, virtiofsFiles)
+	}
+	return s + fmt.Sprintf("sync; umount /mnt/%[1]s && echo FS-%[1]s-DONE\n", tag)
+}
+
+// TestVirtioFs: vhost-user-fs against Debian's virtiofsd in a real guest,
+// Kata's way (memory shared=on, two PCI segments, the device on segment 1,
+// one request queue of 1024): the guest mounts the tag, reads the host's
+// file, writes one the host reads, and writes and reads back a tree of a
+// thousand small files, which the host checks one by one; a second share
+// is added with vm.add-fs while the guest runs, and both daemons exit once
+// Nimbus has gone.
+func TestVirtioFs(t *testing.T) {
+	g := newGuest(t, "virtiofs")
+	dir, err := os.MkdirTemp("", "nimbus-fs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	shares := map[string]string{}
+	for _, tag := range []string{"kataShared", "hot"} {
+		shares[tag] = filepath.Join(dir, tag)
+		os.MkdirAll(shares[tag], 0o755)
+		os.WriteFile(filepath.Join(shares[tag], "hello.txt"), []byte("from the host to "+tag+"\n"), 0o644)
+	}
+	cold := startVirtiofsd(t, filepath.Join(dir, "cold.sock"), shares["kataShared"])
+	p := g.start(t, cmdline(false, fsScript("kataShared", true)+fsScript("hot", false)),
+		"--memory", "size=512M,shared=on", "--platform", "num_pci_segments=2",
+		"--fs", "tag=kataShared,socket="+cold.sock+",num_queues=1,queue_size=1024,pci_segment=1")
+	p.waitOutput("the guest's small-file workload", 0, 10*time.Minute, "FS-kataShared-DONE")
+	out := p.output()
+	if !strings.Contains(out, "FS-kataShared-READ=from the host to kataShared") {
+		t.Fatalf("the guest did not read the host's file:\n%s", out)
+	}
+	// Every file, checked on the host; the guest's md5sum of them all
+	// (read back through virtio-fs, in its glob's order: the same as
+	// ReadDir's within each directory) must match.
+	sum := md5.New()
+	for d := 0; d < 10; d++ {
+		ents, err := os.ReadDir(filepath.Join(shares["kataShared"], "tree", fmt.Sprint("d", d)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ents) != virtiofsFiles/10 {
+			t.Fatalf("d%d holds %d files, want %d", d, len(ents), virtiofsFiles/10)
+		}
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join(shares["kataShared"], "tree", fmt.Sprint("d", d), e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(b) != "file "+strings.TrimPrefix(e.Name(), "f")+"\n" {
+				t.Fatalf("%s/%s holds %q", fmt.Sprint("d", d), e.Name(), b)
+			}
+			sum.Write(b)
+		}
+	}
+	guestSum := lineAfter(out, "FS-kataShared-SUM=")
+	if !strings.HasPrefix(guestSum, hex.EncodeToString(sum.Sum(nil))+" ") {
+		t.Fatalf("the guest read back md5 %q, the host's files give %x", guestSum, sum.Sum(nil))
+	}
+	t.Logf("guest small-file workload (%d files written, read back): %s", virtiofsFiles, guestSum)
+	if got, err := os.ReadFile(filepath.Join(shares["kataShared"], "guest.txt")); err != nil || string(got) != "written by the guest into kataShared\n" {
+		t.Fatalf("the guest's file on the host: %q, %v", got, err)
+	}
+	hot := startVirtiofsd(t, filepath.Join(dir, "hot.sock"), shares["hot"])
+	began := time.Now()
+	p.do("vm.add-fs", func(ctx context.Context) error {
+		info, err := p.api.AddFs(ctx, []byte(fmt.Sprintf(`{"tag":"hot","socket":%q,"num_queues":1,"queue_size":1024}`, hot.sock)))
+		if err == nil && !strings.HasPrefix(info.ID, "_fs") {
+			err = fmt.Errorf("reply %+v, want a generated _fs id", info)
+		}
+		return err
+	})
+	p.waitOutput("the hot-added share", 0, bootTimeout, "FS-hot-DONE")
+	t.Logf("vm.add-fs to the guest's mount done: %v", time.Since(began).Round(time.Millisecond))
+	if !strings.Contains(p.output(), "FS-hot-READ=from the host to hot") {
+		t.Fatalf("the guest did not read the hot-added share:\n%s", p.output())
+	}
+	if got, err := os.ReadFile(filepath.Join(shares["hot"], "guest.txt")); err != nil || string(got) != "written by the guest into hot\n" {
+		t.Fatalf("the guest's file in the hot-added share: %q, %v", got, err)
+	}
+	if code := p.waitExit(exitTimeout); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	for _, v := range []*virtiofsd{cold, hot} {
+		select {
+		case <-v.done:
+		case <-time.After(apiTimeout):
+			t.Errorf("virtiofsd %s still running after Nimbus exited", v.sock)
+		}
+	}
+}
+
+// lineAfter is the rest of the line after marker in out.
+func lineAfter(out, marker string) string {
+	_, rest, ok := strings.Cut(out, marker)
+	if !ok {
+		return "(missing)"
+	}
+	line, _, _ := strings.Cut(rest, "\n")
+	return strings.TrimSpace(line)
+}
