@@ -117,18 +117,23 @@ func (r *msiRoutes) commit() error {
 // msixVectors backs one function's MSI-X vectors with KVM: vector v is
 // GSI base+v with an irqfd. It implements devices/pci.MSIRouter: Route
 // keeps the GSI's MSI route in step with the table entry, Trigger writes
-// the vector's irqfd. A masked vector has no route and no irqfd: the MSI-X
-// code keeps Nimbus's own messages pending instead of calling Trigger, and
-// a vhost-user back end's writes to the eventfd (Notifier) stay counted in
-// it, which KVM delivers when unmasking binds the irqfd again (upstream's
-// mask/unmask of the irqfd, KVM_IRQFD's assign-time poll).
+// the vector's irqfd. A masked vector has no route; the MSI-X code keeps
+// Nimbus's own messages pending instead of calling Trigger. A vector whose
+// eventfd was handed to a vhost-user back end (Notifier) also loses its
+// irqfd while masked, so the back end's writes stay counted in the
+// eventfd, which KVM delivers when unmasking binds it again (upstream's
+// irqfd mask/unmask, KVM_IRQFD's assign-time poll).
 type msixVectors struct {
 	routes *msiRoutes
 	base   uint32
 	n      int // GSIs allocated from base
 	fds    []*virtio.EventFD
 	bound  []bool // fds[i] is a registered irqfd
-	vm     *kvm.VM
+	// external[i]: fds[i] went to a back end (Notifier). Only those are
+	// unbound while masked: Nimbus's own devices never write a masked
+	// vector, and keep the path every in-process device was tested on.
+	external []bool
+	vm       *kvm.VM
 }
 
 // newMSIXVectors allocates n GSIs and binds an eventfd to each.
@@ -137,7 +142,7 @@ func newMSIXVectors(vm *kvm.VM, routes *msiRoutes, n int) (_ *msixVectors, err e
 	if err != nil {
 		return nil, err
 	}
-	v := &msixVectors{routes: routes, base: base, n: n, vm: vm, bound: make([]bool, n)}
+	v := &msixVectors{routes: routes, base: base, n: n, vm: vm, bound: make([]bool, n), external: make([]bool, n)}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, v.Close())
@@ -180,7 +185,11 @@ func (v *msixVectors) Route(vector int, addr uint64, data uint32, masked bool) e
 		return fmt.Errorf("vector %d of %d", vector, len(v.fds))
 	}
 	if masked {
-		return errors.Join(v.bind(vector, false), v.routes.set(v.base+uint32(vector), addr, data, true))
+		var err error
+		if v.external[vector] {
+			err = v.bind(vector, false)
+		}
+		return errors.Join(err, v.routes.set(v.base+uint32(vector), addr, data, true))
 	}
 	if err := v.routes.set(v.base+uint32(vector), addr, data, false); err != nil {
 		return err
@@ -188,11 +197,14 @@ func (v *msixVectors) Route(vector int, addr uint64, data uint32, masked bool) e
 	return v.bind(vector, true)
 }
 
-// Notifier implements pci.MSINotifier: the vector's irqfd eventfd.
+// Notifier implements pci.MSINotifier: the vector's irqfd eventfd, from
+// then on unbound while the vector is masked. It is called with the MSI-X
+// lock held, like Route.
 func (v *msixVectors) Notifier(vector int) (int, bool) {
 	if vector < 0 || vector >= len(v.fds) {
 		return -1, false
 	}
+	v.external[vector] = true
 	return v.fds[vector].FD(), true
 }
 

@@ -32,7 +32,9 @@ type MSIRouter interface {
 
 // MSINotifier is an MSIRouter that hands out the eventfd behind a vector
 // (its KVM irqfd), so that an external back end (vhost-user) interrupts
-// the guest without a hop through Nimbus.
+// the guest without a hop through Nimbus. It is called with the MSI-X
+// lock held, like Route; the router must then keep the back end's writes
+// to a masked vector for its unmasking.
 type MSINotifier interface {
 	Notifier(vector int) (fd int, ok bool)
 }
@@ -77,13 +79,21 @@ func NewMSIX(n int, router MSIRouter) (*MSIX, error) {
 	return m, nil
 }
 
-// Notifier is vector v's eventfd, when the router has one.
+// Notifier is vector v's eventfd, when the router has one. The vector's
+// route is applied again, so that a router that treats handed-out vectors
+// differently while masked (see MSINotifier) does so from now on.
 func (m *MSIX) Notifier(v int) (int, bool) {
 	n, ok := m.router.(MSINotifier)
-	if !ok {
+	if !ok || v < 0 || v >= len(m.table) {
 		return -1, false
 	}
-	return n.Notifier(v)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	fd, ok := n.Notifier(v)
+	if ok {
+		m.route(v)
+	}
+	return fd, ok
 }
 
 // Vectors is the table size.

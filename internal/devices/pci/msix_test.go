@@ -160,3 +160,31 @@ func FuzzMSIX(f *testing.F) {
 		}
 	})
 }
+
+type notifyRouter struct {
+	fakeRouter
+	handed []int
+}
+
+func (r *notifyRouter) Notifier(v int) (int, bool) { r.handed = append(r.handed, v); return 100 + v, true }
+
+// TestMSIXNotifier: a vector's eventfd comes from the router, and its
+// route is pushed again at once, so the router applies its masked-vector
+// handling to the handed-out eventfd; without MSINotifier there is none.
+func TestMSIXNotifier(t *testing.T) {
+	if _, ok := (func() *MSIX { m, _ := NewMSIX(2, &fakeRouter{}); return m })().Notifier(0); ok {
+		t.Fatal("a router without eventfds handed one out")
+	}
+	r := &notifyRouter{}
+	m, _ := NewMSIX(2, r)
+	fd, ok := m.Notifier(1)
+	if !ok || fd != 101 || !reflect.DeepEqual(r.handed, []int{1}) {
+		t.Fatalf("Notifier(1) = %d, %v; handed %v", fd, ok, r.handed)
+	}
+	if got := r.take(); !reflect.DeepEqual(got, []call{{Op: "route", Vector: 1, Masked: true}}) {
+		t.Fatalf("router calls %+v: want vector 1 routed again, masked", got)
+	}
+	if _, ok := m.Notifier(2); ok {
+		t.Fatal("Notifier for a vector past the table")
+	}
+}
