@@ -17,8 +17,11 @@ var (
 	// ErrConnect: the back end's socket could not be reached in time.
 	ErrConnect = errors.New("vhost-user: cannot connect to the back end")
 	// ErrProtocol: the back end answered something Nimbus cannot use (a
-	// wrong reply, a refused request, a short message) or went away.
+	// wrong reply, a refused request, a short message).
 	ErrProtocol = errors.New("vhost-user protocol error")
+	// ErrDisconnected: the connection failed (the back end exited or hung
+	// up); every later request fails with it at once.
+	ErrDisconnected = errors.New("vhost-user back end disconnected")
 )
 
 // Timeouts. Upstream retries its client-mode connect for 60 s every
@@ -37,7 +40,8 @@ const (
 type Conn struct {
 	mu        sync.Mutex
 	c         *net.UnixConn
-	needReply bool // REPLY_ACK negotiated: ask for an ack of every request
+	needReply bool  // REPLY_ACK negotiated: ask for an ack of every request
+	broken    error // the transport failure that ended the connection
 	buf       []byte
 }
 
@@ -69,6 +73,9 @@ func (c *Conn) RawConn() *net.UnixConn { return c.c }
 func (c *Conn) request(req Request, payload []byte, fds ...int) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.broken != nil {
+		return nil, fmt.Errorf("%v: %w", req, c.broken)
+	}
 	flags := uint32(flagVersion)
 	ack := c.needReply && !req.hasReply()
 	if ack {
@@ -83,14 +90,17 @@ func (c *Conn) request(req Request, payload []byte, fds ...int) ([]byte, error) 
 	c.c.SetDeadline(time.Now().Add(replyTimeout))
 	defer c.c.SetDeadline(time.Time{})
 	if n, _, err := c.c.WriteMsgUnix(msg, oob, nil); err != nil || n != len(msg) {
-		return nil, fmt.Errorf("%w: send %v: %d of %d bytes: %v", ErrProtocol, req, n, len(msg), err)
+		c.broken = fmt.Errorf("%w: send %v: %d of %d bytes: %v", ErrDisconnected, req, n, len(msg), err)
+		return nil, c.broken
 	}
 	if !ack && !req.hasReply() {
 		return nil, nil
 	}
 	r, body, err := c.readReply()
 	if err != nil {
-		return nil, fmt.Errorf("%w: reply to %v: %w", ErrProtocol, req, err)
+		// The stream is out of step after a partial or missing reply.
+		c.broken = fmt.Errorf("%w: reply to %v: %w", ErrDisconnected, req, err)
+		return nil, c.broken
 	}
 	if r.Request != req || r.Flags&flagReply == 0 {
 		return nil, fmt.Errorf("%w: reply to %v came as %v (flags %#x)", ErrProtocol, req, r.Request, r.Flags)

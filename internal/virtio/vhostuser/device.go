@@ -67,6 +67,7 @@ type Device struct {
 	irq     virtio.Interrupt
 	runner  virtio.Runner
 	memSent bool // the back end has the memory table
+	warned  bool // gone logged the back end's disappearance
 	closed  bool
 }
 
@@ -340,10 +341,10 @@ func (d *Device) reset() error {
 	var errs []error
 	for _, idx := range d.rings {
 		if d.ringsEnabledByMessage() {
-			errs = append(errs, d.conn.SetVringEnable(idx, false))
+			errs = append(errs, d.gone(d.conn.SetVringEnable(idx, false)))
 		}
 		_, err := d.conn.VringBase(idx)
-		errs = append(errs, err)
+		errs = append(errs, d.gone(err))
 	}
 	d.rings = nil
 	errs = append(errs, d.runner.Stop(true))
@@ -372,7 +373,7 @@ func (d *Device) enableRings(on bool) error {
 	}
 	var errs []error
 	for _, idx := range d.rings {
-		errs = append(errs, d.conn.SetVringEnable(idx, on))
+		errs = append(errs, d.gone(d.conn.SetVringEnable(idx, on)))
 	}
 	if on {
 		d.startRelays()
@@ -380,6 +381,20 @@ func (d *Device) enableRings(on bool) error {
 		errs = append(errs, d.runner.Stop(false))
 	}
 	return errors.Join(errs...)
+}
+
+// gone turns a request's failure because the back end went away into a
+// warning (once): the VM can still pause, reset and shut down without it,
+// as upstream skips a disconnected back end. Other errors pass.
+func (d *Device) gone(err error) error {
+	if !errors.Is(err, ErrDisconnected) {
+		return err
+	}
+	if !d.warned {
+		d.warned = true
+		d.log.Warn("vhost-user back end gone; the device stays stopped", "device", d.spec.Name, "socket", d.socket, "err", err)
+	}
+	return nil
 }
 
 // Close implements virtio.Device: a reset, then the connection is closed.

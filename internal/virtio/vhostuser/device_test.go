@@ -2,6 +2,7 @@ package vhostuser
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -38,7 +39,17 @@ type fakeBackend struct {
 	calls map[uint32]int     // ring -> call eventfd received
 	fds   []int              // every descriptor received, closed at the end
 	body  map[Request][]byte // last payload per request
+	conn  *net.UnixConn
 	done  chan struct{}
+}
+
+// hangup closes the connection, as an exiting back end does.
+func (b *fakeBackend) hangup() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.conn != nil {
+		b.conn.Close()
+	}
 }
 
 func newFakeBackend(t *testing.T, features, proto uint64) (*fakeBackend, string) {
@@ -68,6 +79,9 @@ func (b *fakeBackend) serve() {
 		return
 	}
 	defer c.Close()
+	b.mu.Lock()
+	b.conn = c
+	b.mu.Unlock()
 	oob := make([]byte, unix.CmsgSpace(8*4))
 	for {
 		hb := make([]byte, headerSize)
@@ -294,5 +308,43 @@ func TestPrivateRAMRefused(t *testing.T) {
 	if err := d.Activate(ram, virtio.FVersion1, []*virtio.Queue{q, q}, virtiotest.NewInterrupt()); err == nil ||
 		!strings.Contains(err.Error(), "shared=on") {
 		t.Fatalf("activation over private RAM: %v", err)
+	}
+}
+
+// TestBackendGone: once the back end has exited, pause, resume, reset and
+// close still succeed (the VM must stay manageable), and a new activation
+// fails with ErrDisconnected.
+func TestBackendGone(t *testing.T) {
+	b, sock := newFakeBackend(t, allFeatures, ProtocolReplyAck)
+	ram := sharedRAM(t)
+	d, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 256}, ram, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var qs []*virtio.Queue
+	for range 2 {
+		q, _ := virtio.NewQueue(256)
+		defer q.Close()
+		q.Size, q.Ready, q.DescAddr, q.AvailAddr, q.UsedAddr = 256, true, 0x10000, 0x11000, 0x12000
+		qs = append(qs, q)
+	}
+	if err := d.Activate(ram, virtio.FVersion1, qs, virtiotest.NewInterrupt()); err != nil {
+		t.Fatal(err)
+	}
+	b.hangup()
+	if err := d.Pause(); err != nil {
+		t.Errorf("pause without a back end: %v", err)
+	}
+	if err := d.Resume(); err != nil {
+		t.Errorf("resume without a back end: %v", err)
+	}
+	if err := d.Reset(); err != nil {
+		t.Errorf("reset without a back end: %v", err)
+	}
+	if err := d.Activate(ram, virtio.FVersion1, qs, virtiotest.NewInterrupt()); !errors.Is(err, ErrDisconnected) {
+		t.Errorf("activation without a back end: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Errorf("close: %v", err)
 	}
 }
