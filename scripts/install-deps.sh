@@ -11,6 +11,9 @@
 #   busybox-static   the userland of the sandbox and of test guest images
 #   curl             scripts/api-smoke.sh (curl --unix-socket)
 #   e2fsprogs        ext4 images for the virtio-pmem test (mkfs.ext4, debugfs)
+#   qemu-utils       qemu-storage-daemon, the vhost-user-blk back end of the
+#                    tests (from backports with QEMU, so their libraries agree)
+# Debian's virtiofsd is fetched, not installed: internal/sandbox.EnsureVirtiofsd.
 # The guest/sandbox kernel is NOT installed: internal/sandbox.EnsureKernel
 # fetches the package linux-image-amd64 depends on with `apt-get download`
 # and unpacks it under build/cache. That needs fresh apt lists, hence the
@@ -74,11 +77,13 @@ qemu_version() { dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || tr
 bp_version=$(apt-cache madison qemu-system-x86 2>/dev/null | awk -v s="$codename-backports" '$0 ~ s {print $3; exit}')
 if [ -n "$bp_version" ]; then
   if [ "$(qemu_version)" != "$bp_version" ]; then
-    $SUDO apt-get "${APT[@]}" install -y -qq --no-install-recommends -t "$codename-backports" qemu-system-x86
+    $SUDO apt-get "${APT[@]}" install -y -qq --no-install-recommends -t "$codename-backports" qemu-system-x86 qemu-utils
   fi
+  installed qemu-utils || $SUDO apt-get "${APT[@]}" install -y -qq --no-install-recommends -t "$codename-backports" qemu-utils
 else
   echo "install-deps: WARNING: no qemu-system-x86 in ${codename:-?}-backports; using the release's QEMU, whose TCG runs nested guests slower and less reliably" >&2
   installed qemu-system-x86 || $SUDO apt-get "${APT[@]}" install -y -qq --no-install-recommends qemu-system-x86
+  installed qemu-utils || $SUDO apt-get "${APT[@]}" install -y -qq --no-install-recommends qemu-utils
 fi
 
 # Check what the sandbox relies on, naming the package when something is off.

@@ -55,9 +55,9 @@ func binaryFiles(bin, guest string) ([]File, error) {
 
 // TestTools are host programs the end-to-end tests run inside the
 // sandbox (tests that need one say so when it is missing): e2fsprogs for
-// virtio-pmem's ext4 images, Debian's virtiofsd (outside PATH) for
-// virtio-fs.
-var TestTools = []string{"mkfs.ext4", "debugfs", "/usr/libexec/virtiofsd"}
+// virtio-pmem's ext4 images, qemu-utils' qemu-storage-daemon for
+// vhost-user-blk. (virtiofsd comes from EnsureVirtiofsd.)
+var TestTools = []string{"mkfs.ext4", "debugfs", "qemu-storage-daemon"}
 
 // HostToolFiles ships each of tools the host has (a name on PATH or an
 // absolute path) with its libraries, at the same path in the guest; the

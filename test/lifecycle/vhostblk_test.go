@@ -1,0 +1,120 @@
+package lifecycle
+
+import (
+	"bytes"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nimbus-vmm/nimbus/test/guestbin/pattern"
+)
+
+const vhostBlkSize = 64 << 20
+
+// startStorageDaemon exports img over vhost-user-blk on sock with
+// Debian's qemu-storage-daemon, as a user of upstream's
+// --disk vhost_user=on,socket= runs it.
+func startStorageDaemon(t *testing.T, img, sock string) {
+	t.Helper()
+	bin := hostTool(t, "qemu-storage-daemon", "qemu-utils")
+	cmd := exec.Command(bin,
+		"--blockdev", "driver=file,node-name=file0,filename="+img+",cache.direct=off",
+		"--export", "type=vhost-user-blk,id=exp0,node-name=file0,addr.type=unix,addr.path="+sock+",writable=on,num-queues=2")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("qemu-storage-daemon:\n%s", out.String())
+		}
+	})
+	deadline := time.Now().Add(apiTimeout)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("qemu-storage-daemon never created %s:\n%s", sock, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestVhostUserBlk: a disk served by qemu-storage-daemon over
+// vhost-user-blk (two queues) beside the same image served in-process:
+// the guest reads the host's bytes from both (md5 of the whole disk), and
+// its write through the vhost-user disk lands in the host's file. The
+// guest also times 4 KiB direct reads on each, a rough IOPS comparison
+// for the note (no assertion on it).
+func TestVhostUserBlk(t *testing.T) {
+	g := newGuest(t)
+	dir, err := os.MkdirTemp("", "nimbus-vub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	img, local := filepath.Join(dir, "vhost.img"), filepath.Join(dir, "local.img")
+	data, _ := io.ReadAll(pattern.N(vhostBlkSize))
+	for _, p := range []string{img, local} {
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum := md5.Sum(data)
+	sock := filepath.Join(dir, "blk.sock")
+	startStorageDaemon(t, img, sock)
+	const reads = 4096
+	script := fmt.Sprintf(`
+for d in vda vdb; do echo "SUM-$d=$(md5sum /dev/$d | cut -d' ' -f1)"; done
+for d in vda vdb; do
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  dd if=/dev/$d of=/dev/null bs=4096 count=%[1]d iflag=direct 2>/dev/null
+  echo "READS-$d $t0 $(cut -d' ' -f1 /proc/uptime)"
+done
+yes nimbus-vhost-user | head -c 1048576 | dd of=/dev/vda bs=65536 seek=128 conv=fsync 2>/dev/null && echo WROTE
+`, reads)
+	p := g.start(t, cmdline(false, script),
+		"--memory", "size=512M,shared=on", "--cpus", "boot=2",
+		"--disk", "vhost_user=on,socket="+sock+",num_queues=2,queue_size=256", "path="+local)
+	if code := p.waitExit(bootTimeout); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	out := p.output()
+	want := hex.EncodeToString(sum[:])
+	for _, d := range []string{"vda", "vdb"} {
+		if got := lineAfter(out, "SUM-"+d+"="); got != want {
+			t.Errorf("%s: the guest read md5 %s, the image is %s", d, got, want)
+		}
+		var t0, t1 float64
+		if _, err := fmt.Sscanf(lineAfter(out, "READS-"+d+" "), "%f %f", &t0, &t1); err == nil && t1 > t0 {
+			t.Logf("%s: %d direct 4 KiB reads in %.2fs: %.0f IOPS (nested guest)", d, reads, t1-t0, reads/(t1-t0))
+		}
+	}
+	if !strings.Contains(out, "WROTE") {
+		t.Fatalf("the guest's write failed:\n%s", out)
+	}
+	got, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrote := bytes.Repeat([]byte("nimbus-vhost-user\n"), 1<<20/18+1)[:1<<20]
+	if !bytes.Equal(got[8<<20:9<<20], wrote) {
+		t.Errorf("the guest's write did not reach the image at 8 MiB")
+	}
+	if !bytes.Equal(got[:8<<20], data[:8<<20]) || !bytes.Equal(got[9<<20:], data[9<<20:]) {
+		t.Errorf("bytes outside the write changed")
+	}
+}
