@@ -166,7 +166,10 @@ type notifyRouter struct {
 	handed []int
 }
 
-func (r *notifyRouter) Notifier(v int) (int, bool) { r.handed = append(r.handed, v); return 100 + v, true }
+func (r *notifyRouter) Notifier(v int) (int, bool) {
+	r.handed = append(r.handed, v)
+	return 100 + v, true
+}
 
 // TestMSIXNotifier: a vector's eventfd comes from the router, and its
 // route is pushed again at once, so the router applies its masked-vector
