@@ -108,7 +108,9 @@ func LoadImage(mem GuestMemory, ram []x86.Region, p Params) (*Result, error) {
 	if isBzImage(p.Kernel) {
 		return loadBzImage(mem, ram, p)
 	}
-	return nil, fmt.Errorf("kernel is neither an ELF with a PVH note nor a bzImage: %w", ErrInvalidKernel)
+	// Upstream refuses these too (linux-loader's ELF, then bzImage, fail):
+	// a QEMU flash image such as OVMF.fd lands here.
+	return nil, fmt.Errorf("kernel is neither a PVH ELF nor a bzImage (firmware must be a PVH ELF such as CLOUDHV.fd, not a flash image such as OVMF.fd): %w", ErrInvalidKernel)
 }
 
 func write(mem GuestMemory, b []byte, gpa uint64, what string) error {

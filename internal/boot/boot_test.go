@@ -376,3 +376,65 @@ func TestLoadFiles(t *testing.T) {
 		t.Errorf("load: %v %+v", err, res)
 	}
 }
+
+// TestCloudHvFirmware: Debian's CLOUDHV.fd (package cloudhv-efi-x86-64;
+// testdata holds its ELF header, program headers and PVH note) is an
+// ELFCLASS64 image with e_machine EM_386 and one 4 MiB PT_LOAD at 1 MiB.
+// Upstream boots it through --kernel and --firmware; so does Nimbus.
+func TestCloudHvFirmware(t *testing.T) {
+	hdr, err := os.ReadFile(filepath.Join("testdata", "cloudhv-header.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := le.Uint16(hdr[18:]); m != 3 {
+		t.Fatalf("testdata e_machine %d, want EM_386 (3)", m)
+	}
+	fw := make([]byte, 4<<20)
+	copy(fw, hdr)
+	res, err := LoadImage(newRecMem(testRAM), x86.RAMRegions(testRAM), Params{Kernel: fw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Protocol != PVH || res.Entry != 0x4fffd0 || res.Kernel != (x86.Region{Start: 0x100000, Size: 4 << 20}) {
+		t.Fatalf("loaded %+v", *res)
+	}
+}
+
+// TestELFHeaderChecks: upstream's header checks, each refused with
+// ErrInvalidKernel; and a QEMU flash image (OVMF.fd: a firmware volume,
+// no ELF, no bzImage) refused with a message that says what boots.
+func TestELFHeaderChecks(t *testing.T) {
+	note := elfNote("Xen", 18, le.AppendUint32(nil, 0x1000000))
+	good := synthELF([]seg{{typ: 1, paddr: 0x1000000, memsz: 4, data: []byte("abcd")}, {typ: 4, data: note}})
+	ram := x86.RAMRegions(testRAM)
+	if _, err := LoadImage(newRecMem(testRAM), ram, Params{Kernel: good}); err != nil {
+		t.Fatalf("the unmodified image: %v", err)
+	}
+	for name, c := range map[string]struct {
+		edit func(h []byte)
+		want string
+	}{
+		"big-endian":        {func(h []byte) { h[5] = 2 }, "big-endian"},
+		"phentsize":         {func(h []byte) { le.PutUint16(h[54:], 32) }, "program header size"},
+		"phoff":             {func(h []byte) { le.PutUint64(h[32:], 16) }, ""},
+		"entry below 1 MiB": {func(h []byte) { le.PutUint64(h[24:], 0xfff0) }, "entry address"},
+	} {
+		k := append([]byte(nil), good...)
+		c.edit(k)
+		_, err := LoadImage(newRecMem(testRAM), ram, Params{Kernel: k})
+		if !errors.Is(err, ErrInvalidKernel) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	machine := append([]byte(nil), good...)
+	le.PutUint16(machine[18:], 3) // EM_386, as CLOUDHV.fd
+	if _, err := LoadImage(newRecMem(testRAM), ram, Params{Kernel: machine}); err != nil {
+		t.Errorf("EM_386 in a 64-bit PVH image refused: %v", err)
+	}
+	flash := make([]byte, 2<<20)
+	copy(flash[40:], "_FVH")
+	_, err := LoadImage(newRecMem(testRAM), ram, Params{Kernel: flash})
+	if !errors.Is(err, ErrInvalidKernel) || !strings.Contains(err.Error(), "neither a PVH ELF nor a bzImage") {
+		t.Errorf("flash image: %v", err)
+	}
+}

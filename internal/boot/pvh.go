@@ -62,16 +62,48 @@ func findPVHNote(data []byte, bo binary.ByteOrder) (uint64, bool) {
 	return 0, false
 }
 
+// Sizes of Elf64_Ehdr and Elf64_Phdr.
+const (
+	elf64EhdrSize = 64
+	elf64PhdrSize = 56
+)
+
+// checkELFHeader makes the checks upstream's loader (linux-loader 0.13's
+// Elf::validate_header and load) makes, and no others: little-endian,
+// 64-bit program headers after the ELF header, an entry point above
+// 1 MiB. The machine field is not checked: Cloud Hypervisor's own UEFI
+// firmware, CLOUDHV.fd, is an ELFCLASS64 image whose e_machine says
+// EM_386, and upstream boots it.
+func checkELFHeader(image []byte) error {
+	if len(image) < elf64EhdrSize {
+		return fmt.Errorf("Unable to read elf header: %w", ErrInvalidKernel)
+	}
+	if elf.Data(image[elf.EI_DATA]) != elf.ELFDATA2LSB {
+		return fmt.Errorf("Trying to load big-endian binary on little-endian machine: %w", ErrInvalidKernel)
+	}
+	le := binary.LittleEndian
+	if phentsize := le.Uint16(image[54:]); phentsize != elf64PhdrSize {
+		return fmt.Errorf("Invalid program header size %d (not a 64-bit ELF): %w", phentsize, ErrInvalidKernel)
+	}
+	if phoff := le.Uint64(image[32:]); phoff < elf64EhdrSize {
+		return fmt.Errorf("Invalid program header offset %#x: %w", phoff, ErrInvalidKernel)
+	}
+	if entry := le.Uint64(image[24:]); entry < x86.HighRAMStart {
+		return fmt.Errorf("Invalid entry address %#x (below 1 MiB): %w", entry, ErrInvalidKernel)
+	}
+	return nil
+}
+
 // loadPVH loads PT_LOAD segments at their physical addresses and writes
 // hvm_start_info, the module list and the memory map as upstream's
 // configure_pvh does.
 func loadPVH(mem GuestMemory, ram []x86.Region, p Params) (*Result, error) {
+	if err := checkELFHeader(p.Kernel); err != nil {
+		return nil, err
+	}
 	f, err := elf.NewFile(bytes.NewReader(p.Kernel))
 	if err != nil {
 		return nil, fmt.Errorf("parsing ELF: %w: %w", ErrInvalidKernel, err)
-	}
-	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB || f.Machine != elf.EM_X86_64 {
-		return nil, fmt.Errorf("ELF is not little-endian x86-64: %w", ErrInvalidKernel)
 	}
 	entry, err := PVHEntry(f)
 	if err != nil {
@@ -80,7 +112,8 @@ func loadPVH(mem GuestMemory, ram []x86.Region, p Params) (*Result, error) {
 	var kernel x86.Region
 	loaded := false
 	for _, prog := range f.Progs {
-		if prog.Type != elf.PT_LOAD {
+		// linux-loader skips segments with nothing in the file.
+		if prog.Type != elf.PT_LOAD || prog.Filesz == 0 {
 			continue
 		}
 		if prog.Filesz > prog.Memsz {
