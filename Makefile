@@ -100,6 +100,12 @@ bench-boot:
 bench-devices: build
 	$(SANDBOX) test -qemu -run TestDiskBench ./test/devices
 
+# virtio-fs benchmark: small files and one large file through the same
+# Debian virtiofsd, Nimbus vs QEMU/KVM (vhost-user-fs-pci), in the sandbox.
+.PHONY: bench-fs
+bench-fs: build
+	$(SANDBOX) test -qemu -timeout 30m -run TestFsBench ./test/devices
+
 # Network benchmark: guest<->host TCP throughput (busybox nc + dd, both
 # directions) over virtio-net on a tap, Nimbus vs QEMU/KVM microvm with
 # userspace virtio-net (vhost=off), alternating, in the sandbox. Prints figures.

@@ -92,14 +92,23 @@ func TestDiskBench(t *testing.T) {
 			"-kernel", a.Kernel, "-initrd", initrd, "-append", cmdline,
 			"-drive", "file="+img+",if=none,id=d0,format=raw", "-device", "virtio-blk-pci,drive=d0")
 	}
-	for _, name := range []string{"seq-write-1M", "seq-read-1M", "seq-write-4k", "seq-read-4k", "rand-read-4k", "rand-write-4k"} {
-		n := nimbus[name]
-		line := func(r benchResult) string {
-			if r.secs <= 0 {
-				return "      n/a"
-			}
+	logBench(t, []string{"seq-write-1M", "seq-read-1M", "seq-write-4k", "seq-read-4k", "rand-read-4k", "rand-write-4k"}, nimbus, qemu,
+		func(r benchResult) string {
 			return strconv.FormatFloat(r.ops/r.secs, 'f', 0, 64) + " IOPS " + strconv.FormatFloat(r.bytes/r.secs/(1<<20), 'f', 1, 64) + " MiB/s"
+		})
+}
+
+// logBench logs each workload's Nimbus figure (rate formats one), QEMU's
+// when there is one, and the throughput ratio.
+func logBench(t *testing.T, names []string, nimbus, qemu map[string]benchResult, rate func(benchResult) string) {
+	line := func(r benchResult) string {
+		if r.secs <= 0 {
+			return "n/a"
 		}
+		return rate(r)
+	}
+	for _, name := range names {
+		n := nimbus[name]
 		msg := name + ": nimbus " + line(n)
 		if q, ok := qemu[name]; ok {
 			msg += " | qemu " + line(q)

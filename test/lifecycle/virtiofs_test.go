@@ -1,70 +1,18 @@
 package lifecycle
 
 import (
-	"bytes"
 	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nimbus-vmm/nimbus/internal/sandbox"
+	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
 )
-
-// virtiofsd is a running Debian virtiofsd sharing one directory.
-type virtiofsd struct {
-	sock, dir string
-	cmd       *exec.Cmd
-	out       bytes.Buffer
-	done      chan struct{}
-}
-
-// startVirtiofsd runs Debian's virtiofsd (the C daemon of bookworm's QEMU
-// 7.2, or the Rust one of the virtiofsd package) sharing dir on sock.
-func startVirtiofsd(t *testing.T, sock, dir string) *virtiofsd {
-	t.Helper()
-	bin := os.Getenv(sandbox.EnvVirtiofsd)
-	if bin == "" {
-		if sandbox.RequireKVM() {
-			t.Fatalf("%s unset: the sandbox ships Debian's virtiofsd", sandbox.EnvVirtiofsd)
-		}
-		t.Skipf("%s unset (run under nimbus-sandbox)", sandbox.EnvVirtiofsd)
-	}
-	ver, _ := exec.Command(bin, "--version").CombinedOutput()
-	// The C daemon takes -o options; the Rust one its own flags.
-	args := []string{"--socket-path=" + sock, "-o", "source=" + dir, "-o", "cache=none", "-o", "sandbox=chroot"}
-	if !strings.Contains(string(ver), "virtiofsd version") {
-		args = []string{"--socket-path=" + sock, "--shared-dir=" + dir, "--cache=never", "--sandbox=chroot"}
-	}
-	v := &virtiofsd{sock: sock, dir: dir, cmd: exec.Command(bin, args...), done: make(chan struct{})}
-	v.cmd.Stdout, v.cmd.Stderr = &v.out, &v.out
-	if err := v.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { v.cmd.Wait(); close(v.done) }()
-	t.Cleanup(func() {
-		v.cmd.Process.Kill()
-		<-v.done
-		if t.Failed() {
-			t.Logf("virtiofsd %s (%s):\n%s", sock, strings.TrimSpace(string(ver)), v.out.String())
-		}
-	})
-	deadline := time.Now().Add(apiTimeout)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			return v
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("virtiofsd never created %s:\n%s", sock, v.out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // virtiofsFiles is the small-file workload: a git checkout's worth of
 // files in a tree, written by the guest, read back by the host.
@@ -111,10 +59,10 @@ func TestVirtioFs(t *testing.T) {
 		os.MkdirAll(shares[tag], 0o755)
 		os.WriteFile(filepath.Join(shares[tag], "hello.txt"), []byte("from the host to "+tag+"\n"), 0o644)
 	}
-	cold := startVirtiofsd(t, filepath.Join(dir, "cold.sock"), shares["kataShared"])
+	cold := guesttest.StartVirtiofsd(t, filepath.Join(dir, "cold.Sock"), shares["kataShared"])
 	p := g.start(t, cmdline(false, fsScript("kataShared", true)+fsScript("hot", false)),
 		"--memory", "size=512M,shared=on", "--platform", "num_pci_segments=2",
-		"--fs", "tag=kataShared,socket="+cold.sock+",num_queues=1,queue_size=1024,pci_segment=1")
+		"--fs", "tag=kataShared,socket="+cold.Sock+",num_queues=1,queue_size=1024,pci_segment=1")
 	p.waitOutput("the guest's small-file workload", 0, 10*time.Minute, "FS-kataShared-DONE")
 	out := p.output()
 	if !strings.Contains(out, "FS-kataShared-READ=from the host to kataShared") {
@@ -151,10 +99,10 @@ func TestVirtioFs(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(shares["kataShared"], "guest.txt")); err != nil || string(got) != "written by the guest into kataShared\n" {
 		t.Fatalf("the guest's file on the host: %q, %v", got, err)
 	}
-	hot := startVirtiofsd(t, filepath.Join(dir, "hot.sock"), shares["hot"])
+	hot := guesttest.StartVirtiofsd(t, filepath.Join(dir, "hot.Sock"), shares["hot"])
 	began := time.Now()
 	p.do("vm.add-fs", func(ctx context.Context) error {
-		info, err := p.api.AddFs(ctx, []byte(fmt.Sprintf(`{"tag":"hot","socket":%q,"num_queues":1,"queue_size":1024}`, hot.sock)))
+		info, err := p.api.AddFs(ctx, []byte(fmt.Sprintf(`{"tag":"hot","socket":%q,"num_queues":1,"queue_size":1024}`, hot.Sock)))
 		if err == nil && !strings.HasPrefix(info.ID, "_fs") {
 			err = fmt.Errorf("reply %+v, want a generated _fs id", info)
 		}
@@ -171,11 +119,11 @@ func TestVirtioFs(t *testing.T) {
 	if code := p.waitExit(exitTimeout); code != 0 {
 		t.Fatalf("exit status %d", code)
 	}
-	for _, v := range []*virtiofsd{cold, hot} {
+	for _, v := range []*guesttest.Virtiofsd{cold, hot} {
 		select {
-		case <-v.done:
+		case <-v.Done():
 		case <-time.After(apiTimeout):
-			t.Errorf("virtiofsd %s still running after Nimbus exited", v.sock)
+			t.Errorf("virtiofsd %s still running after Nimbus exited", v.Sock)
 		}
 	}
 }
