@@ -86,6 +86,40 @@ else
   installed qemu-utils || $SUDO apt-get "${APT[@]}" install -y -qq --no-install-recommends qemu-utils
 fi
 
+# Cloud Hypervisor's UEFI firmware, CLOUDHV.fd (Debian package
+# cloudhv-efi-x86-64, only in unstable today), for the firmware tests:
+# `apt-get download` from the unstable suite of the archive the machine's
+# own sources name, with a private apt state under build/cache (its own
+# sources list, lists and cache), so the machine's apt configuration is not
+# changed; unpacked to build/firmware. Not installed, and not fatal: only
+# the firmware tests need it, and they say so.
+root=$(cd "$(dirname "$0")/.." && pwd)
+fw=$root/build/firmware/CLOUDHV.fd
+if [ ! -f "$fw" ]; then
+  uri=$(archive_uri | grep -v -- '-security' | head -1 || true)
+  state=$root/build/cache/apt-unstable
+  keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  if [ -n "$uri" ] && [ -f "$keyring" ]; then
+    rm -rf "$state" && mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$state/deb"
+    echo "deb [signed-by=$keyring] $uri unstable main" > "$state/sources.list"
+    opts=(-o Dir::Etc::SourceList="$state/sources.list" -o Dir::Etc::SourceParts=/dev/null
+          -o Dir::State::Lists="$state/lists" -o Dir::Cache="$state/cache" -o Dir::State::Status=/dev/null
+          -o Debug::NoLocking=1 -o Acquire::Retries=3)
+    if apt-get "${opts[@]}" update -qq &&
+       (cd "$state/deb" && apt-get "${opts[@]}" download -q cloudhv-efi-x86-64) &&
+       dpkg-deb -x "$state"/deb/cloudhv-efi-x86-64_*.deb "$state/root" &&
+       mkdir -p "$(dirname "$fw")" &&
+       cp "$state/root/usr/share/cloudhv-efi-x86-64/CLOUDHV.fd" "$fw"; then
+      echo "install-deps: $fw from $(basename "$state"/deb/*.deb)"
+    else
+      echo "install-deps: WARNING: could not fetch cloudhv-efi-x86-64 from $uri unstable; the firmware tests will fail" >&2
+    fi
+    rm -rf "$state"
+  else
+    echo "install-deps: WARNING: no Debian archive in the apt sources; CLOUDHV.fd not fetched" >&2
+  fi
+fi
+
 # Check what the sandbox relies on, naming the package when something is off.
 command -v qemu-system-x86_64 >/dev/null || { echo "install-deps: qemu-system-x86_64 missing (package qemu-system-x86)" >&2; exit 1; }
 [ -x /bin/busybox ] || { echo "install-deps: /bin/busybox missing (package busybox-static)" >&2; exit 1; }

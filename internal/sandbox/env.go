@@ -16,6 +16,7 @@
 //	/nimbus/guest/busybox        $NIMBUS_BUSYBOX
 //	/usr/bin/qemu-system-x86_64  $NIMBUS_QEMU (with -qemu)
 //	/nimbus/tools/virtiofsd      $NIMBUS_VIRTIOFSD (EnsureVirtiofsd)
+//	/nimbus/guest/CLOUDHV.fd     $NIMBUS_FIRMWARE (when install-deps fetched it)
 //
 // with NIMBUS_REQUIRE_KVM=1, the same paths in both modes. Tests get these
 // through internal/guestimage/guesttest.Require.
@@ -44,6 +45,9 @@ const (
 	// EnvQEMU is a qemu-system-x86_64 usable where the command runs (set
 	// only when one is available there), for reference runs under QEMU/KVM.
 	EnvQEMU = "NIMBUS_QEMU"
+	// EnvFirmware is Cloud Hypervisor's UEFI firmware (Debian's
+	// CLOUDHV.fd), when scripts/install-deps.sh fetched it.
+	EnvFirmware = "NIMBUS_FIRMWARE"
 	// EnvInSandbox=1 is set inside the QEMU sandbox guest.
 	EnvInSandbox = "NIMBUS_IN_SANDBOX"
 	// EnvCacheDir overrides the build cache directory (default build/cache

@@ -198,6 +198,10 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 		}
 		files = append(files, tools...)
 	}
+	// CLOUDHV.fd, where scripts/install-deps.sh fetched it.
+	if fw := filepath.Join(tc.Root, "build", "firmware", "CLOUDHV.fd"); fileExists(fw) {
+		env = append(env, EnvFirmware+"="+loc(fw, "/nimbus/guest/CLOUDHV.fd"))
+	}
 	// Without virtiofsd only the virtio-fs tests fail (they name the
 	// variable); the log says why.
 	if vfsd, err := virtiofsdFiles(ctx, tc.CacheDir, mode); err != nil {

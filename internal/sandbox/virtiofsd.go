@@ -33,7 +33,7 @@ var virtiofsdPaths = []string{"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd
 // the host is not taken).
 func EnsureVirtiofsd(ctx context.Context, cacheDir string) (string, error) {
 	for _, p := range virtiofsdPaths {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+		if fileExists(p) {
 			return p, nil
 		}
 	}
@@ -107,8 +107,7 @@ func virtiofsdFiles(ctx context.Context, cacheDir string, mode Mode) ([]File, er
 
 func findVirtiofsd(root string) (string, bool) {
 	for _, p := range virtiofsdPaths {
-		full := filepath.Join(root, p)
-		if fi, err := os.Stat(full); err == nil && fi.Mode().IsRegular() {
+		if full := filepath.Join(root, p); fileExists(full) {
 			return full, true
 		}
 	}
@@ -129,4 +128,9 @@ func releaseCodename() string {
 		}
 	}
 	return ""
+}
+
+func fileExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
 }
