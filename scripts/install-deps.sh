@@ -13,6 +13,11 @@
 #   e2fsprogs        ext4 images for the virtio-pmem test (mkfs.ext4, debugfs)
 #   qemu-utils       qemu-storage-daemon, the vhost-user-blk back end of the
 #                    tests (from backports with QEMU, so their libraries agree)
+#   grub-common, grub-efi-amd64-bin, dosfstools, mtools, fdisk
+#                    the firmware tests' disks: a standalone GRUB
+#                    (grub-mkstandalone) on a GPT EFI system partition
+#                    (sfdisk, mkfs.vfat, mcopy); nothing is installed to a
+#                    boot loader
 # Debian's virtiofsd is fetched, not installed: internal/sandbox.EnsureVirtiofsd.
 # The guest/sandbox kernel is NOT installed: internal/sandbox.EnsureKernel
 # fetches the package linux-image-amd64 depends on with `apt-get download`
@@ -23,7 +28,7 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 # Wait for other apt/dpkg runs instead of failing on their lock.
 APT=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(busybox-static curl e2fsprogs)
+pkgs=(busybox-static curl e2fsprogs grub-common grub-efi-amd64-bin dosfstools mtools fdisk)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 

@@ -17,6 +17,7 @@
 //	/usr/bin/qemu-system-x86_64  $NIMBUS_QEMU (with -qemu)
 //	/nimbus/tools/virtiofsd      $NIMBUS_VIRTIOFSD (EnsureVirtiofsd)
 //	/nimbus/guest/CLOUDHV.fd     $NIMBUS_FIRMWARE (when install-deps fetched it)
+//	/nimbus/guest/esp.img        $NIMBUS_UEFI_ESP (BuildESP: GRUB on FAT)
 //
 // with NIMBUS_REQUIRE_KVM=1, the same paths in both modes. Tests get these
 // through internal/guestimage/guesttest.Require.

@@ -198,6 +198,13 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 		}
 		files = append(files, tools...)
 	}
+	// An EFI system partition with GRUB for the firmware tests' disks.
+	esp := filepath.Join(work, "esp.img")
+	if err := BuildESP(ctx, esp); err != nil {
+		fmt.Fprintf(tc.Log, "nimbus-sandbox: %v\n", err)
+	} else {
+		env = append(env, EnvUEFIESP+"="+loc(esp, "/nimbus/guest/esp.img"))
+	}
 	// CLOUDHV.fd, where scripts/install-deps.sh fetched it.
 	if fw := filepath.Join(tc.Root, "build", "firmware", "CLOUDHV.fd"); fileExists(fw) {
 		env = append(env, EnvFirmware+"="+loc(fw, "/nimbus/guest/CLOUDHV.fd"))

@@ -55,9 +55,11 @@ func binaryFiles(bin, guest string) ([]File, error) {
 
 // TestTools are host programs the end-to-end tests run inside the
 // sandbox (tests that need one say so when it is missing): e2fsprogs for
-// virtio-pmem's ext4 images, qemu-utils' qemu-storage-daemon for
-// vhost-user-blk. (virtiofsd comes from EnsureVirtiofsd.)
-var TestTools = []string{"mkfs.ext4", "debugfs", "qemu-storage-daemon"}
+// virtio-pmem's and the firmware tests' ext4 images, qemu-utils'
+// qemu-storage-daemon for vhost-user-blk, sfdisk for the firmware tests'
+// GPT disks. (virtiofsd comes from EnsureVirtiofsd, the EFI system
+// partition from BuildESP.)
+var TestTools = []string{"mkfs.ext4", "debugfs", "qemu-storage-daemon", "sfdisk"}
 
 // HostToolFiles ships each of tools the host has (a name on PATH or an
 // absolute path) with its libraries, at the same path in the guest; the

@@ -1,0 +1,63 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// EnvUEFIESP is an EFI system partition image (FAT) holding a standalone
+// GRUB at the removable-media path \EFI\BOOT\BOOTX64.EFI, for the firmware
+// tests' disks (BuildESP).
+const EnvUEFIESP = "NIMBUS_UEFI_ESP"
+
+// ESPSize is the size of BuildESP's image.
+const ESPSize = 32 << 20
+
+// GrubEmbeddedConfig is the configuration built into the standalone GRUB:
+// it finds the partition holding /nimbus.cfg (a test's ext4 boot
+// partition, beside the ESP, as a cloud image's /boot) and runs it.
+const GrubEmbeddedConfig = `search --no-floppy --file /nimbus.cfg --set=root
+configfile /nimbus.cfg
+echo "GRUB: no /nimbus.cfg on any disk"
+`
+
+// BuildESP writes out: a FAT EFI system partition with a standalone GRUB
+// (GrubEmbeddedConfig built in) as \EFI\BOOT\BOOTX64.EFI, made with the
+// host's grub-mkstandalone, mkfs.vfat and mtools (Debian packages
+// grub-common, grub-efi-amd64-bin, dosfstools, mtools: installed by
+// scripts/install-deps.sh). Built outside the sandbox: mtools needs the
+// host's character set converters.
+func BuildESP(ctx context.Context, out string) error {
+	for _, tool := range []string{"grub-mkstandalone", "mkfs.vfat", "mmd", "mcopy"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%w: %s (Debian packages grub-common, grub-efi-amd64-bin, dosfstools, mtools): %w", ErrMissingTool, tool, err)
+		}
+	}
+	dir, err := os.MkdirTemp(filepath.Dir(out), "esp-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cfg, grub := filepath.Join(dir, "grub.cfg"), filepath.Join(dir, "BOOTX64.EFI")
+	if err := os.WriteFile(cfg, []byte(GrubEmbeddedConfig), 0o644); err != nil {
+		return err
+	}
+	os.Remove(out)
+	steps := [][]string{
+		{"grub-mkstandalone", "-O", "x86_64-efi",
+			"--modules=part_gpt part_msdos fat ext2 linux normal search search_fs_file configfile echo",
+			"--locales=", "--themes=", "--fonts=", "-o", grub, "boot/grub/grub.cfg=" + cfg},
+		{"mkfs.vfat", "-C", "-n", "NIMBUSESP", out, fmt.Sprint(ESPSize >> 10)},
+		{"mmd", "-i", out, "::/EFI", "::/EFI/BOOT"},
+		{"mcopy", "-i", out, grub, "::/EFI/BOOT/BOOTX64.EFI"},
+	}
+	for _, s := range steps {
+		if err := run(ctx, dir, s[0], s[1:]...); err != nil {
+			return fmt.Errorf("building the EFI system partition: %s: %w", s[0], err)
+		}
+	}
+	return nil
+}
