@@ -72,13 +72,24 @@ demo: deps build
 	$(SANDBOX) -qemu --file $(BIN):/nimbus/bin --file build/demo:/nimbus/guest -- sh -c '$(DEMO_CMD)'
 
 # The VM lifecycle driven by nimbus-remote against a real guest (README).
+# The upstream quick start's path: Debian's CLOUDHV.fd (fetched by
+# install-deps) boots a GPT disk through GRUB to the demo guest, whose
+# console is this terminal (firmware, GRUB and Linux all on the serial port).
+DEMO_UEFI = /nimbus/bin/nimbus --kernel /nimbus/guest/CLOUDHV.fd --disk path=/nimbus/guest/disk.img \
+	  --serial tty --console off --cpus boot=2 --memory size=512M
+.PHONY: demo-uefi
+demo-uefi: deps build
+	$(SANDBOX) image -o build/demo-uefi -script '$(DEMO_SCRIPT)' -uefi 'console=ttyS0'
+	$(SANDBOX) -qemu --file $(BIN):/nimbus/bin --file build/demo-uefi/disk.img:/nimbus/guest/disk.img \
+	  --file build/firmware/CLOUDHV.fd:/nimbus/guest/CLOUDHV.fd -- sh -c '$(DEMO_UEFI)'
+
 lifecycle-demo: deps build
 	$(SANDBOX) image -o build/lifecycle -stay -script 'while :; do echo tick; sleep 1; done'
 	$(SANDBOX) -qemu --file $(BIN):/nimbus/bin --file build/lifecycle:/nimbus/guest \
 	  --file scripts/lifecycle-demo.sh:/nimbus/lifecycle-demo.sh -- sh /nimbus/lifecycle-demo.sh
 
 clean-cache:
-	rm -rf build/cache build/sandbox build/demo
+	rm -rf build/cache build/sandbox build/demo build/demo-uefi
 
 # Benchmarks (figures printed, nothing asserted): process start to the
 # API answering vmm.ping and idle RSS of the real nimbus binary, then the

@@ -185,11 +185,12 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	out := fs.String("o", "", "output directory (required)")
 	script := fs.String("script", "", "shell script the guest runs after boot")
 	stay := fs.Bool("stay", false, "keep the guest up instead of powering off")
+	uefi := fs.String("uefi", "", "also write DIR/disk.img, a GPT disk for UEFI firmware: an EFI system partition with GRUB and an ext4 boot partition with the kernel and initramfs, booted with this command line")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *out == "" {
-		fmt.Fprintln(stderr, "usage: nimbus-sandbox image -o DIR [-script SH] [-stay]")
+		fmt.Fprintln(stderr, "usage: nimbus-sandbox image -o DIR [-script SH] [-stay] [-uefi CMDLINE]")
 		return 2
 	}
 	if err := writeImage(ctx, *out, *script, *stay); err != nil {
@@ -197,6 +198,19 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s\n%s\n", filepath.Join(*out, "vmlinuz"), filepath.Join(*out, "initramfs"))
+	if *uefi != "" {
+		esp, disk := filepath.Join(*out, "esp.img"), filepath.Join(*out, "disk.img")
+		err := sandbox.BuildESP(ctx, esp)
+		if err == nil {
+			err = sandbox.BuildUEFIDisk(ctx, disk, esp, filepath.Join(*out, "vmlinuz"), filepath.Join(*out, "initramfs"), *uefi)
+		}
+		os.Remove(esp)
+		if err != nil {
+			fmt.Fprintf(stderr, "nimbus-sandbox: %v\n", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, disk)
+	}
 	return 0
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // EnvUEFIESP is an EFI system partition image (FAT) holding a standalone
@@ -31,6 +32,10 @@ echo "GRUB: no /nimbus.cfg on any disk"
 // scripts/install-deps.sh). Built outside the sandbox: mtools needs the
 // host's character set converters.
 func BuildESP(ctx context.Context, out string) error {
+	out, err := filepath.Abs(out) // the tools run in a scratch directory
+	if err != nil {
+		return err
+	}
 	for _, tool := range []string{"grub-mkstandalone", "mkfs.vfat", "mmd", "mcopy"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%w: %s (Debian packages grub-common, grub-efi-amd64-bin, dosfstools, mtools): %w", ErrMissingTool, tool, err)
@@ -58,6 +63,75 @@ func BuildESP(ctx context.Context, out string) error {
 		if err := run(ctx, dir, s[0], s[1:]...); err != nil {
 			return fmt.Errorf("building the EFI system partition: %s: %w", s[0], err)
 		}
+	}
+	return nil
+}
+
+// BootPartitionSize is the size of BuildUEFIDisk's ext4 boot partition.
+const BootPartitionSize = 128 << 20
+
+// BuildUEFIDisk writes out: a GPT disk laid out as a cloud image's, the
+// EFI system partition esp (BuildESP's) then an ext4 boot partition with
+// kernel as /vmlinuz, initramfs as /initramfs and the GRUB menu
+// (/nimbus.cfg) that boots them with cmdline. It needs mkfs.ext4
+// (e2fsprogs) and sfdisk (fdisk) on PATH.
+func BuildUEFIDisk(ctx context.Context, out, esp, kernel, initramfs, cmdline string) error {
+	out, err := filepath.Abs(out) // the tools run in a scratch directory
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp(filepath.Dir(out), "uefi-disk-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	boot := filepath.Join(dir, "boot")
+	if err := os.MkdirAll(boot, 0o755); err != nil {
+		return err
+	}
+	for src, dst := range map[string]string{kernel: "vmlinuz", initramfs: "initramfs"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(boot, dst), b, 0o644); err != nil {
+			return err
+		}
+	}
+	menu := fmt.Sprintf("set timeout=0\nmenuentry \"Nimbus guest\" {\n  echo \"GRUB: booting Linux\"\n  linux /vmlinuz %s\n  initrd /initramfs\n}\n", cmdline)
+	if err := os.WriteFile(filepath.Join(boot, "nimbus.cfg"), []byte(menu), 0o644); err != nil {
+		return err
+	}
+	bootImg := filepath.Join(dir, "boot.img")
+	if err := os.WriteFile(bootImg, nil, 0o644); err != nil {
+		return err
+	}
+	if err := os.Truncate(bootImg, BootPartitionSize); err != nil {
+		return err
+	}
+	if err := run(ctx, dir, "mkfs.ext4", "-q", "-F", "-d", boot, bootImg); err != nil {
+		return fmt.Errorf("boot partition: mkfs.ext4 (e2fsprogs): %w", err)
+	}
+	espData, err := os.ReadFile(esp)
+	if err != nil {
+		return err
+	}
+	bootData, err := os.ReadFile(bootImg)
+	if err != nil {
+		return err
+	}
+	// 1 MiB for the GPT, the two partitions, 1 MiB for the backup GPT.
+	img := make([]byte, 1<<20+len(espData)+len(bootData)+1<<20)
+	copy(img[1<<20:], espData)
+	copy(img[1<<20+len(espData):], bootData)
+	if err := os.WriteFile(out, img, 0o644); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "sfdisk", "-q", out)
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("label: gpt\nstart=2048, size=%d, type=uefi, name=\"EFI system\"\nsize=%d, type=linux, name=\"boot\"\n",
+		len(espData)/512, len(bootData)/512))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("partitioning %s: sfdisk (fdisk): %w: %s", out, err, strings.TrimSpace(string(b)))
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -29,60 +30,6 @@ func firmwareAssets(t *testing.T) (fw, esp string) {
 	return fw, esp
 }
 
-// uefiDisk makes a GPT disk laid out as a cloud image's: the EFI system
-// partition (GRUB at the removable-media path), then an ext4 boot
-// partition with the kernel, the initramfs and the GRUB menu that boots
-// them with cmdline.
-func uefiDisk(t *testing.T, dir, esp, kernel, initramfs, cmdline string) string {
-	t.Helper()
-	boot := filepath.Join(dir, "boot")
-	os.MkdirAll(boot, 0o755)
-	for src, dst := range map[string]string{kernel: "vmlinuz", initramfs: "initramfs"} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(boot, dst), b, 0o644)
-	}
-	os.WriteFile(filepath.Join(boot, "nimbus.cfg"), []byte(fmt.Sprintf(`set timeout=0
-menuentry "Nimbus test guest" {
-  echo "GRUB: booting Linux"
-  linux /vmlinuz %s
-  initrd /initramfs
-}
-`, cmdline)), 0o644)
-	const bootSize = 128 << 20
-	bootImg := filepath.Join(dir, "boot.img")
-	os.WriteFile(bootImg, nil, 0o644)
-	os.Truncate(bootImg, bootSize)
-	if out, err := exec.Command(hostTool(t, "mkfs.ext4", "e2fsprogs"), "-q", "-F", "-d", boot, bootImg).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
-	}
-	espData, err := os.ReadFile(esp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bootData, err := os.ReadFile(bootImg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// 1 MiB for the GPT, the ESP, the boot partition, 1 MiB for the backup GPT.
-	img := make([]byte, 1<<20+len(espData)+bootSize+1<<20)
-	copy(img[1<<20:], espData)
-	copy(img[1<<20+len(espData):], bootData)
-	disk := filepath.Join(dir, "disk.img")
-	if err := os.WriteFile(disk, img, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sf := exec.Command(hostTool(t, "sfdisk", "fdisk"), "-q", disk)
-	sf.Stdin = strings.NewReader(fmt.Sprintf("label: gpt\nstart=2048, size=%d, type=uefi, name=\"EFI system\"\nsize=%d, type=linux, name=\"boot\"\n",
-		len(espData)/512, bootSize/512))
-	if out, err := sf.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v\n%s", err, out)
-	}
-	return disk
-}
-
 // TestUEFIFirmware: Debian's CLOUDHV.fd, given as --kernel (the upstream
 // quick start) and as --firmware, finds the GPT disk's EFI system
 // partition, starts \EFI\BOOT\BOOTX64.EFI (GRUB), GRUB boots the Debian
@@ -102,7 +49,12 @@ func TestUEFIFirmware(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer os.RemoveAll(dir)
-			disk := uefiDisk(t, dir, esp, a.Kernel, initramfs, cmdline)
+			hostTool(t, "mkfs.ext4", "e2fsprogs")
+			hostTool(t, "sfdisk", "fdisk")
+			disk := filepath.Join(dir, "disk.img")
+			if err := sandbox.BuildUEFIDisk(context.Background(), disk, esp, a.Kernel, initramfs, cmdline); err != nil {
+				t.Fatal(err)
+			}
 			p := startVMM(t, dir, filepath.Join(a.BinDir, "nimbus"), opt, fw, "--disk", "path="+disk,
 				"--serial", "file="+filepath.Join(dir, "serial.log"), "--console", "off", "--memory", "size=512M")
 			if code := p.waitExit(bootTimeout); code != 0 {
