@@ -9,10 +9,13 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/virtio/blk"
 )
 
-// blkFeatures are upstream's vhost-user-blk avail_features: what a
-// virtio-blk back end may offer, plus DefaultFeatures.
+// blkFeatures are upstream's vhost-user-blk avail_features (what a
+// virtio-blk back end may offer, plus DefaultFeatures) less CONFIG_WCE:
+// the guest's writes to the writeback field would need SET_CONFIG, which
+// this front end does not send, so the cache mode is not offered as
+// writable rather than silently kept.
 const blkFeatures = blk.FSizeMax | blk.FSegMax | blk.FGeometry | blk.FRO | blk.FBlkSize | blk.FFlush |
-	blk.FTopology | blk.FConfigWCE | blk.FDiscard | blk.FWriteZeroes | DefaultFeatures
+	blk.FTopology | blk.FDiscard | blk.FWriteZeroes | DefaultFeatures
 
 // blkNumQueuesOffset is virtio_blk_config.num_queues.
 const blkNumQueuesOffset = 34

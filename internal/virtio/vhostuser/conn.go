@@ -61,11 +61,17 @@ func Dial(path string, timeout time.Duration) (*Conn, error) {
 	}
 }
 
+// markBroken fails every later request with err (the back end hung up).
+func (c *Conn) markBroken(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.broken == nil {
+		c.broken = err
+	}
+}
+
 // Close closes the connection; the back end sees the hang-up.
 func (c *Conn) Close() error { return c.c.Close() }
-
-// RawConn is the socket, to watch for the back end hanging up.
-func (c *Conn) RawConn() *net.UnixConn { return c.c }
 
 // request sends req with payload and fds and returns the reply payload:
 // the request's own reply, or the REPLY_ACK acknowledgement (checked

@@ -60,15 +60,19 @@ type Device struct {
 	proto   uint64 // acked protocol features
 	config  []byte
 
-	mu      sync.Mutex
-	rings   []uint32 // ring indexes set up by Activate
-	relays  []*virtio.EventFD
-	queues  []int // relays[i] serves queue index queues[i]
-	irq     virtio.Interrupt
-	runner  virtio.Runner
-	memSent bool // the back end has the memory table
+	mu     sync.Mutex
+	rings  []uint32 // ring indexes set up by Activate
+	kicks  []*virtio.EventFD
+	relays []*virtio.EventFD
+	queues []int // relays[i] serves queue index queues[i]
+	irq    virtio.Interrupt
+	runner virtio.Runner
+	// sent are the RAM regions (by guest address) the back end has, so
+	// that hot-added RAM and a second activation send each one once.
+	sent    map[uint64]bool
 	warned  bool // gone logged the back end's disappearance
 	closed  bool
+	hangup  *hangupWatch
 }
 
 var _ virtio.Device = (*Device)(nil)
@@ -81,11 +85,18 @@ func New(spec Spec, socket string, ram RAM, log *slog.Logger) (_ *Device, err er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// The back end maps guest RAM from its file descriptors: refuse at
+	// once what would only fail when the guest's driver starts.
+	for _, r := range ram.Regions() {
+		if r.FD < 0 {
+			return nil, fmt.Errorf("%s: %w: guest RAM %v is not shared with the back end (memory shared=on)", spec.Name, ErrProtocol, r.Region)
+		}
+	}
 	c, err := Dial(socket, ConnectTimeout)
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{spec: spec, socket: socket, conn: c, ram: ram, log: log, config: spec.Config}
+	d := &Device{spec: spec, socket: socket, conn: c, ram: ram, log: log, config: spec.Config, sent: map[uint64]bool{}}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -130,7 +141,23 @@ func New(spec Spec, socket string, ram RAM, log *slog.Logger) (_ *Device, err er
 			return nil, err
 		}
 	}
+	if d.hangup, err = watchHangup(c, d.lost); err != nil {
+		return nil, err
+	}
 	return d, nil
+}
+
+// lost is called once when the back end hangs up: the guest learns at
+// once (DEVICE_NEEDS_RESET) instead of waiting on queues nobody serves.
+func (d *Device) lost(err error) {
+	d.log.Warn("vhost-user back end hung up", "device", d.spec.Name, "socket", d.socket, "err", err)
+	d.mu.Lock()
+	irq := d.irq
+	d.warned = true
+	d.mu.Unlock()
+	if irq != nil {
+		irq.NeedsReset(fmt.Errorf("%s: %w", d.spec.Name, err))
+	}
 }
 
 // Type implements virtio.Device.
@@ -183,15 +210,19 @@ func (d *Device) Activate(mem virtio.GuestMemory, features uint64, queues []*vir
 	}
 	regions := d.ram.Regions()
 	notifier, _ := irq.(virtio.Notifier)
+	// Every ring's size first, as upstream's setup_vhost_user: some back
+	// ends (SPDK) size the device from these.
 	for i, q := range queues {
-		if !q.Ready {
-			continue
+		if q.Ready {
+			d.rings = append(d.rings, uint32(i))
+			d.kicks = append(d.kicks, q.Notify)
+			if err := c.SetVringNum(uint32(i), q.Size); err != nil {
+				return err
+			}
 		}
-		idx := uint32(i)
-		d.rings = append(d.rings, idx)
-		if err := c.SetVringNum(idx, q.Size); err != nil {
-			return err
-		}
+	}
+	for _, idx := range d.rings {
+		i, q := int(idx), queues[idx]
 		n := uint64(q.Size)
 		a := VringAddr{Index: idx}
 		if a.Desc, err = hostAddr(regions, q.DescAddr, 16*n); err != nil {
@@ -225,6 +256,7 @@ func (d *Device) Activate(mem virtio.GuestMemory, features uint64, queues []*vir
 				return err
 			}
 			d.relays, d.queues = append(d.relays, r), append(d.queues, i)
+			d.runner.Watch(r)
 			call = r.FD()
 		}
 		if err := c.SetVringCall(idx, call); err != nil {
@@ -246,8 +278,9 @@ func (d *Device) Activate(mem virtio.GuestMemory, features uint64, queues []*vir
 	return nil
 }
 
-// sendMemory gives the back end the guest's RAM: SET_MEM_TABLE, or one
-// ADD_MEM_REG per region where the table is too long for it. mu held.
+// sendMemory gives the back end the guest's RAM: the whole table with
+// SET_MEM_TABLE (which replaces what it had), or, where the table is too
+// long for it, ADD_MEM_REG for each region it does not have yet. mu held.
 func (d *Device) sendMemory() error {
 	regions := d.ram.Regions()
 	var t MemTable
@@ -264,16 +297,31 @@ func (d *Device) sendMemory() error {
 		if err := d.conn.SetMemTable(t, fds); err != nil {
 			return err
 		}
+		clear(d.sent)
+		for _, r := range regions {
+			d.sent[r.GPA] = true
+		}
 	case d.proto&ProtocolConfigureMemSlots != 0:
-		for i := range t {
-			if err := d.conn.AddMemReg(t[i], fds[i]); err != nil {
+		for _, r := range regions {
+			if err := d.addRegion(r); err != nil {
 				return err
 			}
 		}
 	default:
 		return fmt.Errorf("%w: %d RAM regions, the back end takes %d", ErrProtocol, len(t), MaxMemTableRegions)
 	}
-	d.memSent = true
+	return nil
+}
+
+// addRegion sends r with ADD_MEM_REG unless the back end has it. mu held.
+func (d *Device) addRegion(r memory.RegionInfo) error {
+	if d.sent[r.GPA] {
+		return nil
+	}
+	if err := d.conn.AddMemReg(memRegion(r), r.FD); err != nil {
+		return err
+	}
+	d.sent[r.GPA] = true
 	return nil
 }
 
@@ -288,14 +336,14 @@ func memRegion(r memory.RegionInfo) MemoryRegion {
 func (d *Device) AddRegion(r memory.RegionInfo) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed || !d.memSent {
+	if d.closed || len(d.sent) == 0 || d.sent[r.GPA] {
 		return nil
 	}
 	if r.FD < 0 {
 		return fmt.Errorf("%s: %w: hot-added RAM %v is not shared", d.spec.Name, ErrProtocol, r.Region)
 	}
 	if d.proto&ProtocolConfigureMemSlots != 0 {
-		return d.conn.AddMemReg(memRegion(r), r.FD)
+		return d.addRegion(r)
 	}
 	return d.sendMemory()
 }
@@ -311,11 +359,11 @@ func hostAddr(regions []memory.RegionInfo, gpa, n uint64) (uint64, error) {
 	return 0, fmt.Errorf("%w: ring at %#x (+%#x) is outside guest RAM", virtio.ErrInvalid, gpa, n)
 }
 
-// startRelays starts one goroutine per relayed call eventfd. mu held.
+// startRelays starts one goroutine per relayed call eventfd (watched by
+// the runner since Activate). mu held.
 func (d *Device) startRelays() {
 	for i, r := range d.relays {
 		q := d.queues[i]
-		d.runner.Watch(r)
 		d.runner.Go(func() {
 			for {
 				if _, err := r.Wait(); err != nil {
@@ -346,7 +394,7 @@ func (d *Device) reset() error {
 		_, err := d.conn.VringBase(idx)
 		errs = append(errs, d.gone(err))
 	}
-	d.rings = nil
+	d.rings, d.kicks = nil, nil
 	errs = append(errs, d.runner.Stop(true))
 	for _, r := range d.relays {
 		errs = append(errs, r.Close())
@@ -375,10 +423,17 @@ func (d *Device) enableRings(on bool) error {
 	for _, idx := range d.rings {
 		errs = append(errs, d.gone(d.conn.SetVringEnable(idx, on)))
 	}
-	if on {
+	if !on {
+		return errors.Join(append(errs, d.runner.Stop(false))...)
+	}
+	if !d.runner.Running() {
 		d.startRelays()
-	} else {
-		errs = append(errs, d.runner.Stop(false))
+	}
+	// A kick or a used buffer may have gone by while the rings were off:
+	// kick every ring and raise every queue's interrupt, as upstream's
+	// resume does (spurious ones are harmless).
+	for i, idx := range d.rings {
+		errs = append(errs, d.kicks[i].Signal(), d.irq.Signal(int(idx)))
 	}
 	return errors.Join(errs...)
 }
@@ -405,7 +460,12 @@ func (d *Device) Close() error {
 		return nil
 	}
 	d.closed = true
-	return errors.Join(d.reset(), d.conn.Close())
+	err := d.reset()
+	d.mu.Unlock()
+	// Outside mu: the watcher's lost() takes it.
+	err = errors.Join(err, d.hangup.stop())
+	d.mu.Lock()
+	return errors.Join(err, d.conn.Close())
 }
 
 // Counters implements virtio.Device: the back end keeps the counts.

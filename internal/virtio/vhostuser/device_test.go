@@ -54,12 +54,18 @@ func (b *fakeBackend) hangup() {
 
 func newFakeBackend(t *testing.T, features, proto uint64) (*fakeBackend, string) {
 	t.Helper()
+	return newFakeBackendQueues(t, features, proto, 4)
+}
+
+// newFakeBackendQueues is newFakeBackend answering GET_QUEUE_NUM with queues.
+func newFakeBackendQueues(t *testing.T, features, proto, queues uint64) (*fakeBackend, string) {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "vu.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &fakeBackend{t: t, ln: ln, features: features, proto: proto, queues: 4,
+	b := &fakeBackend{t: t, ln: ln, features: features, proto: proto, queues: queues,
 		calls: map[uint32]int{}, body: map[Request][]byte{}, done: make(chan struct{})}
 	go b.serve()
 	t.Cleanup(func() {
@@ -202,8 +208,7 @@ func TestRefusals(t *testing.T) {
 		!strings.Contains(err.Error(), "VERSION_1") {
 		t.Errorf("a back end without VERSION_1: %v", err)
 	}
-	b, sock := newFakeBackend(t, allFeatures, ProtocolMQ)
-	b.queues = 1
+	_, sock = newFakeBackendQueues(t, allFeatures, ProtocolMQ, 1)
 	if _, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 128}, sharedRAM(t), nil); err == nil ||
 		!strings.Contains(err.Error(), "2 queues requested, the back end supports 1") {
 		t.Errorf("too many queues: %v", err)
@@ -290,7 +295,7 @@ func TestActivateAndReset(t *testing.T) {
 }
 
 // TestPrivateRAMRefused: without memory shared=on there is nothing to
-// hand the back end; activation fails and says why.
+// hand the back end; the device is refused when built, saying why.
 func TestPrivateRAMRefused(t *testing.T) {
 	_, sock := newFakeBackend(t, allFeatures, 0)
 	ram, err := memory.New(16<<20, memory.Options{})
@@ -298,22 +303,16 @@ func TestPrivateRAMRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ram.Close()
-	d, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 256}, ram, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	q, _ := virtio.NewQueue(256)
-	defer q.Close()
-	if err := d.Activate(ram, virtio.FVersion1, []*virtio.Queue{q, q}, virtiotest.NewInterrupt()); err == nil ||
+	if _, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 256}, ram, nil); err == nil ||
 		!strings.Contains(err.Error(), "shared=on") {
-		t.Fatalf("activation over private RAM: %v", err)
+		t.Fatalf("a device over private RAM: %v", err)
 	}
 }
 
-// TestBackendGone: once the back end has exited, pause, resume, reset and
-// close still succeed (the VM must stay manageable), and a new activation
-// fails with ErrDisconnected.
+// TestBackendGone: a back end that exits is noticed at once (the guest
+// gets DEVICE_NEEDS_RESET); pause, resume, reset and close still succeed
+// (the VM must stay manageable), and a new activation fails with
+// ErrDisconnected.
 func TestBackendGone(t *testing.T) {
 	b, sock := newFakeBackend(t, allFeatures, ProtocolReplyAck)
 	ram := sharedRAM(t)
@@ -328,10 +327,19 @@ func TestBackendGone(t *testing.T) {
 		q.Size, q.Ready, q.DescAddr, q.AvailAddr, q.UsedAddr = 256, true, 0x10000, 0x11000, 0x12000
 		qs = append(qs, q)
 	}
-	if err := d.Activate(ram, virtio.FVersion1, qs, virtiotest.NewInterrupt()); err != nil {
+	irq := virtiotest.NewInterrupt()
+	if err := d.Activate(ram, virtio.FVersion1, qs, irq); err != nil {
 		t.Fatal(err)
 	}
 	b.hangup()
+	// The hang-up is noticed without a request: the guest is told.
+	deadline := time.Now().Add(5 * time.Second)
+	for irq.ResetCause() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the back end's hang-up never set DEVICE_NEEDS_RESET")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err := d.Pause(); err != nil {
 		t.Errorf("pause without a back end: %v", err)
 	}
