@@ -426,6 +426,17 @@ func TestELFHeaderChecks(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+	// What linux-loader never reads does not matter: versions, a section
+	// header table past the end of the file.
+	odd := append([]byte(nil), good...)
+	odd[6] = 0                    // EI_VERSION
+	le.PutUint32(odd[20:], 0)     // e_version
+	le.PutUint64(odd[40:], 1<<40) // e_shoff
+	le.PutUint16(odd[60:], 7)     // e_shnum
+	le.PutUint16(odd[62:], 9)     // e_shstrndx
+	if _, err := LoadImage(newRecMem(testRAM), ram, Params{Kernel: odd}); err != nil {
+		t.Errorf("an image with a bogus section table and versions: %v", err)
+	}
 	machine := append([]byte(nil), good...)
 	le.PutUint16(machine[18:], 3) // EM_386, as CLOUDHV.fd
 	if _, err := LoadImage(newRecMem(testRAM), ram, Params{Kernel: machine}); err != nil {

@@ -5,7 +5,6 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
-	"io"
 
 	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
 )
@@ -13,18 +12,50 @@ import (
 // xenElfnotePhys32Entry is XEN_ELFNOTE_PHYS32_ENTRY (xen/include/public/elfnote.h).
 const xenElfnotePhys32Entry = 18
 
-// PVHEntry returns the 32-bit PVH entry point from the ELF's PT_NOTE
-// segments (a "Xen" note of type XEN_ELFNOTE_PHYS32_ENTRY), or ErrNoPVH.
-func PVHEntry(f *elf.File) (uint64, error) {
-	for _, prog := range f.Progs {
-		if prog.Type != elf.PT_NOTE {
+// progHeader is the part of an Elf64_Phdr the loader uses.
+type progHeader struct {
+	Type                         elf.ProgType
+	Offset, Paddr, Filesz, Memsz uint64
+}
+
+// progHeaders reads the program headers from e_phoff as linux-loader does,
+// and nothing else: section headers, e_version and the like are not looked
+// at (debug/elf checks them and would refuse images upstream boots).
+func progHeaders(image []byte) ([]progHeader, error) {
+	le := binary.LittleEndian
+	off, n := le.Uint64(image[32:]), uint64(le.Uint16(image[56:]))
+	if off > uint64(len(image)) || n*elf64PhdrSize > uint64(len(image))-off {
+		return nil, fmt.Errorf("Unable to read program header: %w", ErrInvalidKernel)
+	}
+	out := make([]progHeader, n)
+	for i := range out {
+		h := image[off+uint64(i)*elf64PhdrSize:]
+		out[i] = progHeader{Type: elf.ProgType(le.Uint32(h[0:])), Offset: le.Uint64(h[8:]), Paddr: le.Uint64(h[24:]),
+			Filesz: le.Uint64(h[32:]), Memsz: le.Uint64(h[40:])}
+	}
+	return out, nil
+}
+
+// segment is a program header's bytes in the image.
+func segment(image []byte, p progHeader) ([]byte, error) {
+	if p.Offset > uint64(len(image)) || p.Filesz > uint64(len(image))-p.Offset {
+		return nil, fmt.Errorf("Unable to read kernel image: segment [%#x, +%#x) past the end of the file: %w", p.Offset, p.Filesz, ErrInvalidKernel)
+	}
+	return image[p.Offset : p.Offset+p.Filesz], nil
+}
+
+// pvhEntry returns the 32-bit PVH entry point from the PT_NOTE segments
+// (a "Xen" note of type XEN_ELFNOTE_PHYS32_ENTRY), or ErrNoPVH.
+func pvhEntry(image []byte, progs []progHeader) (uint64, error) {
+	for _, p := range progs {
+		if p.Type != elf.PT_NOTE {
 			continue
 		}
-		data, err := io.ReadAll(prog.Open())
+		data, err := segment(image, p)
 		if err != nil {
-			return 0, fmt.Errorf("reading PT_NOTE: %w: %w", ErrInvalidKernel, err)
+			return 0, err
 		}
-		if entry, ok := findPVHNote(data, f.ByteOrder); ok {
+		if entry, ok := findPVHNote(data, binary.LittleEndian); ok {
 			return entry, nil
 		}
 	}
@@ -78,6 +109,9 @@ func checkELFHeader(image []byte) error {
 	if len(image) < elf64EhdrSize {
 		return fmt.Errorf("Unable to read elf header: %w", ErrInvalidKernel)
 	}
+	if !bytes.HasPrefix(image, []byte(elf.ELFMAG)) {
+		return fmt.Errorf("Invalid Elf magic number: %w", ErrInvalidKernel)
+	}
 	if elf.Data(image[elf.EI_DATA]) != elf.ELFDATA2LSB {
 		return fmt.Errorf("Trying to load big-endian binary on little-endian machine: %w", ErrInvalidKernel)
 	}
@@ -101,17 +135,17 @@ func loadPVH(mem GuestMemory, ram []x86.Region, p Params) (*Result, error) {
 	if err := checkELFHeader(p.Kernel); err != nil {
 		return nil, err
 	}
-	f, err := elf.NewFile(bytes.NewReader(p.Kernel))
+	progs, err := progHeaders(p.Kernel)
 	if err != nil {
-		return nil, fmt.Errorf("parsing ELF: %w: %w", ErrInvalidKernel, err)
+		return nil, err
 	}
-	entry, err := PVHEntry(f)
+	entry, err := pvhEntry(p.Kernel, progs)
 	if err != nil {
 		return nil, err
 	}
 	var kernel x86.Region
 	loaded := false
-	for _, prog := range f.Progs {
+	for _, prog := range progs {
 		// linux-loader skips segments with nothing in the file.
 		if prog.Type != elf.PT_LOAD || prog.Filesz == 0 {
 			continue
@@ -122,10 +156,12 @@ func loadPVH(mem GuestMemory, ram []x86.Region, p Params) (*Result, error) {
 		if prog.Paddr < x86.HighRAMStart || !inRAM(ram, prog.Paddr, prog.Memsz) {
 			return nil, fmt.Errorf("segment [%#x, +%#x) outside RAM above 1 MiB: %w", prog.Paddr, prog.Memsz, ErrLayout)
 		}
-		seg := make([]byte, prog.Memsz) // the bss part must read as zero
-		if _, err := io.ReadFull(prog.Open(), seg[:prog.Filesz]); err != nil {
-			return nil, fmt.Errorf("reading segment at %#x: %w: %w", prog.Paddr, ErrInvalidKernel, err)
+		data, err := segment(p.Kernel, prog)
+		if err != nil {
+			return nil, err
 		}
+		seg := make([]byte, prog.Memsz) // the bss part must read as zero
+		copy(seg, data)
 		if err := write(mem, seg, prog.Paddr, "kernel segment"); err != nil {
 			return nil, err
 		}
