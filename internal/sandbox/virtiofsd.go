@@ -54,17 +54,18 @@ func EnsureVirtiofsd(ctx context.Context, cacheDir string) (string, error) {
 	if p, ok := findVirtiofsd(root); ok {
 		return p, nil
 	}
-	tmp, err := os.MkdirTemp(dir, "fetch-")
-	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrVirtiofsd, err)
-	}
-	defer os.RemoveAll(tmp)
 	pkgs := []string{"virtiofsd"}
 	if c := releaseCodename(); c != "" {
 		pkgs = append(pkgs, "qemu-system-common/"+c)
 	}
 	var errs []error
 	for _, pkg := range pkgs {
+		// A fresh directory per package: a failed download may leave files.
+		tmp, err := os.MkdirTemp(dir, "fetch-")
+		if err != nil {
+			return "", fmt.Errorf("%w: %w", ErrVirtiofsd, err)
+		}
+		defer os.RemoveAll(tmp)
 		if err := run(ctx, tmp, "apt-get", "download", "-q", pkg); err != nil {
 			errs = append(errs, fmt.Errorf("apt-get download %s: %w", pkg, err))
 			continue
@@ -80,6 +81,7 @@ func EnsureVirtiofsd(ctx context.Context, cacheDir string) (string, error) {
 		if _, ok := findVirtiofsd(unpacked); !ok {
 			return "", fmt.Errorf("%w: %s has no virtiofsd", ErrVirtiofsd, debs[0])
 		}
+		os.RemoveAll(root) // an earlier, incomplete unpack
 		if err := os.Rename(unpacked, root); err != nil {
 			return "", fmt.Errorf("%w: %w", ErrVirtiofsd, err)
 		}

@@ -38,6 +38,11 @@ func (m *VM) addPmem(pc *config.PmemConfig) (pci.BDF, error) {
 			if errors.Is(err, kvm.ErrClosed) {
 				return nil
 			}
+			if err != nil {
+				// The guest may still reach the mapping: leak it rather
+				// than unmap memory a KVM slot points at.
+				d.KeepMapping()
+			}
 			return err
 		})
 		d.SetStart(base)

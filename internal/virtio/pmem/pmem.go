@@ -41,6 +41,7 @@ type Device struct {
 	data    []byte // the file, mapped MAP_SHARED (MAP_PRIVATE with discard_writes)
 	start   atomic.Uint64
 	flushes atomic.Uint64
+	keep    atomic.Bool // KeepMapping: Close leaves data mapped
 
 	life virtio.Lifecycle
 }
@@ -197,7 +198,17 @@ func (d *Device) Reset() error { return d.life.Reset() }
 // closes the file. The VM must have deleted the KVM slot first.
 func (d *Device) Close() error { return d.life.Close() }
 
-func (d *Device) release() error { return errors.Join(unix.Munmap(d.data), d.file.Close()) }
+func (d *Device) release() error {
+	if d.keep.Load() {
+		return d.file.Close()
+	}
+	return errors.Join(unix.Munmap(d.data), d.file.Close())
+}
+
+// KeepMapping makes Close leave the file mapped: the VM could not delete
+// the KVM slot over it, and a guest access to unmapped memory would stop
+// the VM.
+func (d *Device) KeepMapping() { d.keep.Store(true) }
 
 // Counters implements virtio.Device: upstream's pmem has none.
 func (d *Device) Counters() map[string]uint64 { return nil }
