@@ -36,7 +36,14 @@ func Start(t testing.TB, name string, args ...string) *Proc {
 // another namespace, which the child then inherits.
 func StartVia(t testing.TB, via func(start func() error) error, name string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Cmd: exec.Command(name, args...), exited: make(chan struct{})}
+	return StartCmd(t, via, exec.Command(name, args...))
+}
+
+// StartCmd is StartVia for a prepared command (its ExtraFiles, Env, ...);
+// its Stdout and Stderr are taken over.
+func StartCmd(t testing.TB, via func(start func() error) error, cmd *exec.Cmd) *Proc {
+	t.Helper()
+	p := &Proc{Cmd: cmd, exited: make(chan struct{})}
 	p.Cmd.Stdout, p.Cmd.Stderr = &p.out, &p.out
 	if err := via(p.Cmd.Start); err != nil {
 		t.Fatal(err)
