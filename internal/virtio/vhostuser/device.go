@@ -69,10 +69,10 @@ type Device struct {
 	runner virtio.Runner
 	// sent are the RAM regions (by guest address) the back end has, so
 	// that hot-added RAM and a second activation send each one once.
-	sent    map[uint64]bool
-	warned  bool // gone logged the back end's disappearance
-	closed  bool
-	hangup  *hangupWatch
+	sent   map[uint64]bool
+	warned bool // gone logged the back end's disappearance
+	closed bool
+	hangup *hangupWatch
 }
 
 var _ virtio.Device = (*Device)(nil)
