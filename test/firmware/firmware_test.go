@@ -1,0 +1,138 @@
+package firmware
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nimbus-vmm/nimbus/internal/guestimage"
+	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/internal/sandbox"
+)
+
+// bootTimeout bounds one firmware boot to power-off (about 20-30 s
+// nested); a deadline for progress, not a timing assertion.
+const bootTimeout = 3 * time.Minute
+
+// hostTool finds a host program the test runs; without it the test
+// skips, or fails where the sandbox promised every tool.
+func hostTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if sandbox.RequireKVM() {
+			t.Fatalf("%s missing (Debian package %s; scripts/install-deps.sh installs it)", name, pkg)
+		}
+		t.Skipf("%s missing (Debian package %s)", name, pkg)
+	}
+	return p
+}
+
+// firmwareAssets are Debian's CLOUDHV.fd and the sandbox's EFI system
+// partition with GRUB; the test fails without them where the sandbox
+// promised them.
+func firmwareAssets(t *testing.T) (fw, esp string) {
+	t.Helper()
+	fw, esp = os.Getenv(sandbox.EnvFirmware), os.Getenv(sandbox.EnvUEFIESP)
+	if fw == "" || esp == "" {
+		msg := fmt.Sprintf("%s=%q, %s=%q: scripts/install-deps.sh fetches CLOUDHV.fd and installs GRUB's EFI build",
+			sandbox.EnvFirmware, fw, sandbox.EnvUEFIESP, esp)
+		if sandbox.RequireKVM() {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return fw, esp
+}
+
+// TestUEFIFirmware: Debian's CLOUDHV.fd given as --kernel (the upstream
+// quick start) finds the GPT disk's EFI system partition, starts
+// \EFI\BOOT\BOOTX64.EFI (GRUB), GRUB boots the Debian kernel from the ext4
+// boot partition, which sees EFI, runs the guest and powers off: exit
+// status 0. Given as --firmware it reaches GRUB the same way.
+// A QEMU flash image is refused at once, saying what boots.
+func TestUEFIFirmware(t *testing.T) {
+	fw, esp := firmwareAssets(t)
+	a := guesttest.Require(t)
+	if a.BinDir == "" {
+		t.Fatal("no Nimbus binaries: run under nimbus-sandbox test (NIMBUS_BIN_DIR)")
+	}
+	initramfs := a.ImageFile(t, guestimage.Options{ModuleNames: guestimage.DefaultModules})
+	// No quiet: the kernel's efi: lines are checked.
+	cmdline := "console=ttyS0 panic=-1 " + guestimage.RunParam(`echo "EFI-RUNTIME=$(ls -d /sys/firmware/efi 2>/dev/null)"`)
+	dir, err := os.MkdirTemp("", "nimbus-fw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	hostTool(t, "mkfs.ext4", "e2fsprogs")
+	hostTool(t, "sfdisk", "fdisk")
+	disk := filepath.Join(dir, "disk.img")
+	if err := sandbox.BuildUEFIDisk(context.Background(), disk, esp, a.Kernel, initramfs, cmdline); err != nil {
+		t.Fatal(err)
+	}
+	nimbus := filepath.Join(a.BinDir, "nimbus")
+	// One boot to Linux per run (see the package doc): --kernel, the
+	// upstream quick start's option.
+	t.Run("kernel", func(t *testing.T) {
+		serial := filepath.Join(dir, "kernel.log")
+		ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+		defer cancel()
+		run, err := exec.CommandContext(ctx, nimbus, "--kernel", fw, "--disk", "path="+disk,
+			"--serial", "file="+serial, "--console", "off", "--memory", "size=512M", "-v").CombinedOutput()
+		b, _ := os.ReadFile(serial)
+		out := string(b)
+		if err != nil {
+			t.Fatalf("nimbus: %v\n%s\nserial:\n%s", err, run, out)
+		}
+		for _, want := range []string{
+			`BdsDxe: starting Boot`, // the firmware's boot manager took the disk
+			"Welcome to GRUB!", "GRUB: booting Linux",
+			"efi: EFI v2.70 by Debian distribution of EDK II", // the kernel booted through UEFI
+			"EFI-RUNTIME=/sys/firmware/efi", guestimage.MarkerUp,
+		} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("serial output lacks %q:\n%s", want, out)
+			}
+		}
+	})
+	// --firmware takes the same image the same way: up to GRUB, then
+	// the VMM is stopped.
+	t.Run("firmware", func(t *testing.T) {
+		serial := filepath.Join(dir, "firmware.log")
+		cmd := exec.Command(nimbus, "--firmware", fw, "--disk", "path="+disk,
+			"--serial", "file="+serial, "--console", "off", "--memory", "size=512M")
+		var run strings.Builder
+		cmd.Stdout, cmd.Stderr = &run, &run
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		deadline := time.Now().Add(bootTimeout)
+		for {
+			b, _ := os.ReadFile(serial)
+			if strings.Contains(string(b), "Welcome to GRUB!") && strings.Contains(string(b), "BdsDxe: starting Boot") {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no GRUB through --firmware:\n%s\nnimbus:\n%s", b, run.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	t.Run("flash image refused", func(t *testing.T) {
+		flash := filepath.Join(t.TempDir(), "OVMF.fd")
+		img := make([]byte, 2<<20)
+		copy(img[40:], "_FVH") // a firmware volume header, as QEMU's flash images start
+		os.WriteFile(flash, img, 0o644)
+		out, err := exec.Command(filepath.Join(a.BinDir, "nimbus"), "--kernel", flash, "--console", "off", "--serial", "off").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "neither a PVH ELF nor a bzImage") {
+			t.Fatalf("a flash image: %v\n%s", err, out)
+		}
+	})
+}
