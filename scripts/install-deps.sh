@@ -13,6 +13,9 @@
 #   e2fsprogs        ext4 images for the virtio-pmem test (mkfs.ext4, debugfs)
 #   qemu-utils       qemu-storage-daemon, the vhost-user-blk back end of the
 #                    tests (from backports with QEMU, so their libraries agree)
+#   dpdk-dev, librte-net-vhost*, librte-mempool-ring*
+#                    dpdk-testpmd with DPDK's vhost-user driver: the
+#                    vhost-user-net back end of the tests (no hugepages)
 #   grub-common, grub-efi-amd64-bin, dosfstools, mtools, fdisk
 #                    the firmware tests' disks: a standalone GRUB
 #                    (grub-mkstandalone) on a GPT EFI system partition
@@ -28,7 +31,7 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 # Wait for other apt/dpkg runs instead of failing on their lock.
 APT=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(busybox-static curl e2fsprogs grub-common grub-efi-amd64-bin dosfstools mtools fdisk)
+pkgs=(busybox-static curl e2fsprogs grub-common grub-efi-amd64-bin dosfstools mtools fdisk dpdk-dev)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
@@ -71,6 +74,9 @@ if [ -n "$codename" ] && [ ! -f "$bp_list" ]; then
 fi
 
 $SUDO apt-get "${APT[@]}" update -qq
+# DPDK's drivers carry the ABI in their names (librte-net-vhost23 on
+# Debian 12): take the ones this release's dpdk recommends.
+pkgs+=($(apt-cache depends dpdk 2>/dev/null | awk '/Recommends: librte-(net-vhost|mempool-ring)[0-9]/{print $2}'))
 missing=()
 for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -192,7 +192,7 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 		}
 	}
 	if mode != Host {
-		tools, err := HostToolFiles(TestTools...)
+		tools, err := HostToolFiles(slices.Concat(TestTools, TestLibraries)...)
 		if err != nil {
 			return sum, err
 		}

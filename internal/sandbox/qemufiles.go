@@ -57,9 +57,18 @@ func binaryFiles(bin, guest string) ([]File, error) {
 // sandbox (tests that need one say so when it is missing): e2fsprogs for
 // virtio-pmem's and the firmware tests' ext4 images, qemu-utils'
 // qemu-storage-daemon for vhost-user-blk, sfdisk for the firmware tests'
-// GPT disks. (virtiofsd comes from EnsureVirtiofsd, the EFI system
-// partition from BuildESP.)
-var TestTools = []string{"mkfs.ext4", "debugfs", "qemu-storage-daemon", "sfdisk"}
+// GPT disks, DPDK's testpmd (dpdk-dev) as the vhost-user-net back end.
+// (virtiofsd comes from EnsureVirtiofsd, the EFI system partition from
+// BuildESP.)
+var TestTools = []string{"mkfs.ext4", "debugfs", "qemu-storage-daemon", "sfdisk", "dpdk-testpmd"}
+
+// TestLibraries are host libraries the test tools load at run time (no
+// ldd shows them): DPDK's vhost-user and mempool drivers for the
+// vhost-user-net test's dpdk-testpmd.
+var TestLibraries = []string{
+	"/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0/librte_net_vhost.so.23",
+	"/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0/librte_mempool_ring.so.23",
+}
 
 // HostToolFiles ships each of tools the host has (a name on PATH or an
 // absolute path) with its libraries, at the same path in the guest; the
@@ -69,7 +78,10 @@ func HostToolFiles(tools ...string) ([]File, error) {
 	for _, t := range tools {
 		bin, err := exec.LookPath(t)
 		if err != nil {
-			continue
+			if _, serr := os.Stat(t); !filepath.IsAbs(t) || serr != nil {
+				continue
+			}
+			bin = t // a library: shipped with what it links
 		}
 		f, err := binaryFiles(bin, bin)
 		if err != nil {

@@ -263,6 +263,7 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mkdir -p /dev/pts && mount -t devpts -o ptmxmode=0666 devpts /dev/pts
 [ -e /dev/ptmx ] || ln -s pts/ptmx /dev/ptmx
 mount -t tmpfs tmpfs /tmp
+chmod 0755 /
 echo %s %s
 `, guestBinDir, markInit, nonce)
 	for _, m := range modules {

@@ -129,8 +129,12 @@ func refuseDisk(f string, d *config.DiskConfig) error {
 
 func refuseNet(f string, n *config.NetConfig) error {
 	switch {
-	case n.VhostUser:
-		return notBuilt("vhost-user-net (%s.vhost_user)", f)
+	case n.VhostUser && n.VhostMode == config.VhostServer:
+		return notBuilt("vhost-user-net in server mode (%s.vhost_mode=Server)", f)
+	case n.VhostUser && n.NumQueues > 2:
+		return notBuilt("Multiqueue vhost-user-net (%s.num_queues=%d)", f, n.NumQueues)
+	case n.VhostUser && n.MTU != nil:
+		return notBuilt("An MTU for vhost-user-net (%s.mtu)", f)
 	case n.RateLimiterConfig != nil:
 		return notBuilt("Network rate limiting (%s.rate_limiter_config)", f)
 	case n.IOMMU:

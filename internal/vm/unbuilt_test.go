@@ -89,8 +89,7 @@ var fieldVerdicts = map[string]string{
 	"net[].mtu": built, "net[].num_queues": built, "net[].queue_size": built, "net[].fds": built,
 	"net[].offload_tso": built, "net[].offload_ufo": built, "net[].offload_csum": built,
 	"net[].id": built, "net[].pci_segment": built, "net[].pci_device_id": built,
-	"net[].vhost_user":                         `"net":[{"vhost_user":true,"vhost_socket":"/s"}]`,
-	"net[].vhost_socket":                       `"net":[{"vhost_user":true,"vhost_socket":"/s"}]`,
+	"net[].vhost_user": built, "net[].vhost_socket": built, // client mode, one queue pair
 	"net[].vhost_mode":                         `"net":[{"vhost_user":true,"vhost_socket":"/s","vhost_mode":"Server"}]`,
 	"net[].iommu":                              `"net":[{"iommu":true}]`,
 	"net[].rate_limiter_config.bandwidth.size": `"net":[{"rate_limiter_config":{}}]`,
@@ -270,5 +269,27 @@ func TestHotplugSizeBesideZonesRefused(t *testing.T) {
 	}
 	if err := refuseUnbuilt(cfg); !errors.Is(err, vmm.ErrUnsupported) || !strings.Contains(err.Error(), "memory.hotplug_size") {
 		t.Fatalf("refuseUnbuilt = %v", err)
+	}
+}
+
+// TestVhostUserNetRefusals: what vhost-user-net does not build yet is
+// refused by name (the walker above sets one field at a time).
+func TestVhostUserNetRefusals(t *testing.T) {
+	for _, c := range []struct{ body, want string }{
+		{`"net":[{"vhost_user":true,"vhost_socket":"/s","num_queues":4}]`, "Multiqueue vhost-user-net"},
+		{`"net":[{"vhost_user":true,"vhost_socket":"/s","mtu":1400}]`, "An MTU for vhost-user-net"},
+		{`"net":[{"vhost_user":true,"vhost_socket":"/s","vhost_mode":"Server"}]`, "server mode"},
+	} {
+		cfg, err := config.Decode([]byte(`{"payload":{"kernel":"/k"},` + c.body + `}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := refuseUnbuilt(cfg); !errors.Is(err, vmm.ErrUnsupported) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", c.body, err)
+		}
+	}
+	cfg, _ := config.Decode([]byte(`{"payload":{"kernel":"/k"},"net":[{"vhost_user":true,"vhost_socket":"/s"}]}`))
+	if err := refuseUnbuilt(cfg); err != nil {
+		t.Errorf("one queue pair in client mode refused: %v", err)
 	}
 }

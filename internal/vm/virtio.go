@@ -102,6 +102,17 @@ func (m *VM) addDisk(dc *config.DiskConfig) (pci.BDF, error) {
 // in the tap name and MAC it got, as upstream writes them back into the
 // config.
 func (m *VM) addNet(nc *config.NetConfig) (pci.BDF, error) {
+	if nc.VhostUser {
+		d, mac, err := vhostuser.NewNet(*nc, m.mem, m.log)
+		if err != nil {
+			return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("net %s: %w", nc.ID, err))
+		}
+		bdf, err := m.addVirtio(nc.ID, d, nc.PciCommon)
+		if err == nil && nc.MAC == "" {
+			nc.MAC = mac
+		}
+		return bdf, err
+	}
 	d, err := newNet(*nc)
 	if err != nil {
 		return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("net %s: %w", nc.ID, err))

@@ -32,6 +32,10 @@ type Spec struct {
 	// Features are the virtio features offered to the guest where the back
 	// end has them too.
 	Features uint64
+	// FrontendFeatures are features the front end serves itself (the MAC
+	// in virtio-net's config space): always offered, never sent to the
+	// back end.
+	FrontendFeatures uint64
 	// Config is the device's config space when the front end builds it
 	// (virtio-fs's tag); with nil, ConfigSize bytes are read from the back
 	// end (GET_CONFIG).
@@ -164,7 +168,9 @@ func (d *Device) lost(err error) {
 func (d *Device) Type() virtio.DeviceType { return d.spec.Type }
 
 // Features implements virtio.Device.
-func (d *Device) Features() uint64 { return d.offered &^ FProtocolFeatures }
+func (d *Device) Features() uint64 {
+	return (d.offered | d.spec.FrontendFeatures) &^ FProtocolFeatures
+}
 
 // QueueSizes implements virtio.Device.
 func (d *Device) QueueSizes() []uint16 { return d.spec.QueueSizes }
@@ -202,7 +208,7 @@ func (d *Device) Activate(mem virtio.GuestMemory, features uint64, queues []*vir
 		}
 	}()
 	c := d.conn
-	if err := c.SetFeatures(features | d.offered&FProtocolFeatures); err != nil {
+	if err := c.SetFeatures(features&^d.spec.FrontendFeatures | d.offered&FProtocolFeatures); err != nil {
 		return err
 	}
 	if err := d.sendMemory(); err != nil {
