@@ -90,9 +90,9 @@ var fieldVerdicts = map[string]string{
 	"net[].offload_tso": built, "net[].offload_ufo": built, "net[].offload_csum": built,
 	"net[].id": built, "net[].pci_segment": built, "net[].pci_device_id": built,
 	"net[].vhost_user": built, "net[].vhost_socket": built, // client mode, one queue pair
-	"net[].vhost_mode":                         `"net":[{"vhost_user":true,"vhost_socket":"/s","vhost_mode":"Server"}]`,
-	"net[].iommu":                              `"net":[{"iommu":true}]`,
-	"net[].rate_limiter_config.bandwidth.size": `"net":[{"rate_limiter_config":{}}]`,
+	"net[].vhost_mode": `"net":[{"vhost_user":true,"vhost_socket":"/s","vhost_mode":"Server"}]`,
+	"net[].iommu":      `"net":[{"iommu":true}]`,
+	"net[].rate_limiter_config.bandwidth.size":           `"net":[{"rate_limiter_config":{}}]`,
 	"net[].rate_limiter_config.bandwidth.one_time_burst": `"net":[{"rate_limiter_config":{}}]`,
 	"net[].rate_limiter_config.bandwidth.refill_time":    `"net":[{"rate_limiter_config":{}}]`,
 	"net[].rate_limiter_config.ops.size":                 `"net":[{"rate_limiter_config":{}}]`,
