@@ -13,7 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
+	"time"
 
 	"github.com/nimbus-vmm/nimbus/internal/memory"
 	"github.com/nimbus-vmm/nimbus/internal/virtio"
@@ -75,9 +77,32 @@ type Device struct {
 	// that hot-added RAM and a second activation send each one once.
 	sent   map[uint64]bool
 	warned bool // gone logged the back end's disappearance
+	paused bool // Pause disabled the rings; a reconnection leaves them so
 	closed bool
 	hangup *hangupWatch
+	// act is the running activation, replayed on a new connection.
+	act *activation
+	// quit ends a reconnection in progress (Close); bg is that goroutine.
+	quit chan struct{}
+	bg   sync.WaitGroup
+	// reconnectTimeout is ReconnectTimeout when the device was made.
+	reconnectTimeout time.Duration
 }
+
+// activation is what Activate was given and worked out: replayed to a
+// back end that reconnects.
+type activation struct {
+	mem      virtio.GuestMemory
+	features uint64
+	queues   []*virtio.Queue
+	calls    []int // per ring (rings order): the call eventfd
+}
+
+// ReconnectTimeout bounds the wait for a back end that hung up to listen
+// again (upstream's client-mode connect timeout); past it the guest is
+// told the device needs a reset. A device takes the value it has when
+// made.
+var ReconnectTimeout = ConnectTimeout
 
 var _ virtio.Device = (*Device)(nil)
 
@@ -100,42 +125,16 @@ func New(spec Spec, socket string, ram RAM, log *slog.Logger) (_ *Device, err er
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{spec: spec, socket: socket, conn: c, ram: ram, log: log, config: spec.Config, sent: map[uint64]bool{}}
+	d := &Device{spec: spec, socket: socket, conn: c, ram: ram, log: log, config: spec.Config, sent: map[uint64]bool{},
+		quit: make(chan struct{}), reconnectTimeout: ReconnectTimeout}
 	defer func() {
 		if err != nil {
 			c.Close()
 			err = fmt.Errorf("%s (%s): %w", spec.Name, socket, err)
 		}
 	}()
-	if err := c.SetOwner(); err != nil {
+	if err := d.negotiate(); err != nil {
 		return nil, err
-	}
-	f, err := c.Features()
-	if err != nil {
-		return nil, err
-	}
-	if f&virtio.FVersion1 == 0 {
-		return nil, fmt.Errorf("%w: the back end does not offer VIRTIO_F_VERSION_1 (features %#x)", ErrProtocol, f)
-	}
-	d.offered = f & (spec.Features | FProtocolFeatures)
-	if f&FProtocolFeatures != 0 {
-		p, err := c.ProtocolFeatures()
-		if err != nil {
-			return nil, err
-		}
-		d.proto = p & wantedProtocol
-		if err := c.SetProtocolFeatures(d.proto); err != nil {
-			return nil, err
-		}
-	}
-	if d.proto&ProtocolMQ != 0 {
-		n, err := c.QueueNum()
-		if err != nil {
-			return nil, err
-		}
-		if uint64(len(spec.QueueSizes)) > n {
-			return nil, fmt.Errorf("%w: %d queues requested, the back end supports %d", ErrProtocol, len(spec.QueueSizes), n)
-		}
 	}
 	if d.config == nil && spec.ConfigSize > 0 {
 		if d.proto&ProtocolConfig == 0 {
@@ -151,17 +150,122 @@ func New(spec Spec, socket string, ram RAM, log *slog.Logger) (_ *Device, err er
 	return d, nil
 }
 
-// lost is called once when the back end hangs up: the guest learns at
-// once (DEVICE_NEEDS_RESET) instead of waiting on queues nobody serves.
-func (d *Device) lost(err error) {
-	d.log.Warn("vhost-user back end hung up", "device", d.spec.Name, "socket", d.socket, "err", err)
-	d.mu.Lock()
-	irq := d.irq
-	d.warned = true
-	d.mu.Unlock()
-	if irq != nil {
-		irq.NeedsReset(fmt.Errorf("%s: %w", d.spec.Name, err))
+// negotiate is upstream's negotiate_features_vhost_user on d.conn:
+// SET_OWNER, the features (on a reconnection the new back end must offer
+// what was negotiated before), the protocol features, the queue count.
+// mu held, or d unshared.
+func (d *Device) negotiate() error {
+	c := d.conn
+	if err := c.SetOwner(); err != nil {
+		return err
 	}
+	f, err := c.Features()
+	if err != nil {
+		return err
+	}
+	if f&virtio.FVersion1 == 0 {
+		return fmt.Errorf("%w: the back end does not offer VIRTIO_F_VERSION_1 (features %#x)", ErrProtocol, f)
+	}
+	if d.act != nil && f&d.offered != d.offered {
+		return fmt.Errorf("%w: the back end came back with features %#x, not the %#x negotiated", ErrProtocol, f, d.offered)
+	}
+	d.offered = f & (d.spec.Features | FProtocolFeatures)
+	if f&FProtocolFeatures != 0 {
+		p, err := c.ProtocolFeatures()
+		if err != nil {
+			return err
+		}
+		d.proto = p & wantedProtocol
+		if err := c.SetProtocolFeatures(d.proto); err != nil {
+			return err
+		}
+	}
+	if d.proto&ProtocolMQ != 0 {
+		n, err := c.QueueNum()
+		if err != nil {
+			return err
+		}
+		if uint64(len(d.spec.QueueSizes)) > n {
+			return fmt.Errorf("%w: %d queues requested, the back end supports %d", ErrProtocol, len(d.spec.QueueSizes), n)
+		}
+	}
+	return nil
+}
+
+// lost is called once per connection when the back end hangs up: Nimbus
+// reconnects as upstream's client mode does (a restarted virtiofsd or
+// SPDK) and replays the activation; past ReconnectTimeout the guest is
+// told (DEVICE_NEEDS_RESET) instead of waiting on queues nobody serves.
+func (d *Device) lost(err error) {
+	d.log.Warn("vhost-user back end hung up; reconnecting", "device", d.spec.Name, "socket", d.socket, "err", err)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	d.bg.Add(1)
+	go d.reconnect(err)
+}
+
+// reconnect dials the socket again until ReconnectTimeout or Close.
+func (d *Device) reconnect(cause error) {
+	defer d.bg.Done()
+	deadline := time.Now().Add(d.reconnectTimeout)
+	for {
+		select {
+		case <-d.quit:
+			return
+		case <-time.After(connectRetry):
+		}
+		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: d.socket, Net: "unix"})
+		if err == nil {
+			if err = d.resume(&Conn{c: c}); err == nil {
+				d.log.Info("vhost-user back end reconnected", "device", d.spec.Name, "socket", d.socket)
+				return
+			}
+			d.log.Warn("vhost-user reconnection failed", "device", d.spec.Name, "err", err)
+		}
+		if time.Now().After(deadline) {
+			d.mu.Lock()
+			irq := d.irq
+			d.warned = true
+			d.mu.Unlock()
+			if irq != nil {
+				irq.NeedsReset(fmt.Errorf("%s: %w; no back end on %s within %v", d.spec.Name, cause, d.socket, d.reconnectTimeout))
+			}
+			return
+		}
+	}
+}
+
+// resume takes c as the connection: negotiation, the running activation
+// replayed (upstream's reinitialize_vhost_user: rings start where the
+// driver's available index is), a new hang-up watch.
+func (d *Device) resume(c *Conn) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		c.Close()
+		return nil
+	}
+	old, oldWatch := d.conn, d.hangup
+	d.conn = c
+	err := d.negotiate()
+	if err == nil && d.act != nil {
+		clear(d.sent)
+		err = d.setup()
+	}
+	if err == nil {
+		d.hangup, err = watchHangup(c, d.lost)
+	}
+	if err != nil {
+		d.conn, d.hangup = old, oldWatch
+		c.Close()
+		return err
+	}
+	d.warned = false
+	// The old watch has returned (it called lost); release what it held.
+	return errors.Join(oldWatch.stop(), old.Close())
 }
 
 // Type implements virtio.Device.
@@ -207,50 +311,14 @@ func (d *Device) Activate(mem virtio.GuestMemory, features uint64, queues []*vir
 			err = fmt.Errorf("%s: %w", d.spec.Name, err)
 		}
 	}()
-	c := d.conn
-	if err := c.SetFeatures(features&^d.spec.FrontendFeatures | d.offered&FProtocolFeatures); err != nil {
-		return err
-	}
-	if err := d.sendMemory(); err != nil {
-		return err
-	}
-	regions := d.ram.Regions()
 	notifier, _ := irq.(virtio.Notifier)
-	// Every ring's size first, as upstream's setup_vhost_user: some back
-	// ends (SPDK) size the device from these.
+	act := &activation{mem: mem, features: features, queues: queues}
 	for i, q := range queues {
-		if q.Ready {
-			d.rings = append(d.rings, uint32(i))
-			d.kicks = append(d.kicks, q.Notify)
-			if err := c.SetVringNum(uint32(i), q.Size); err != nil {
-				return err
-			}
+		if !q.Ready {
+			continue
 		}
-	}
-	for _, idx := range d.rings {
-		i, q := int(idx), queues[idx]
-		n := uint64(q.Size)
-		a := VringAddr{Index: idx}
-		if a.Desc, err = hostAddr(regions, q.DescAddr, 16*n); err != nil {
-			return err
-		}
-		if a.Used, err = hostAddr(regions, q.UsedAddr, 6+8*n); err != nil {
-			return err
-		}
-		if a.Avail, err = hostAddr(regions, q.AvailAddr, 6+2*n); err != nil {
-			return err
-		}
-		if err := c.SetVringAddr(a); err != nil {
-			return err
-		}
-		// Where the driver is: its available index (0 on a fresh ring).
-		base, err := mem.ReadU16(q.AvailAddr + 2)
-		if err != nil {
-			return err
-		}
-		if err := c.SetVringBase(idx, base); err != nil {
-			return err
-		}
+		d.rings = append(d.rings, uint32(i))
+		d.kicks = append(d.kicks, q.Notify)
 		call, ok := -1, false
 		if notifier != nil {
 			call, ok = notifier.Notifier(i)
@@ -265,22 +333,74 @@ func (d *Device) Activate(mem virtio.GuestMemory, features uint64, queues []*vir
 			d.runner.Watch(r)
 			call = r.FD()
 		}
-		if err := c.SetVringCall(idx, call); err != nil {
+		act.calls = append(act.calls, call)
+	}
+	d.act = act
+	if err := d.setup(); err != nil {
+		return err
+	}
+	d.irq = irq
+	d.startRelays()
+	return nil
+}
+
+// setup sends the activation d.act to the back end: upstream's
+// setup_vhost_user. mu held.
+func (d *Device) setup() error {
+	c, a := d.conn, d.act
+	if err := c.SetFeatures(a.features&^d.spec.FrontendFeatures | d.offered&FProtocolFeatures); err != nil {
+		return err
+	}
+	if err := d.sendMemory(); err != nil {
+		return err
+	}
+	regions := d.ram.Regions()
+	// Every ring's size first, as upstream's setup_vhost_user: some back
+	// ends (SPDK) size the device from these.
+	for _, idx := range d.rings {
+		if err := c.SetVringNum(idx, a.queues[idx].Size); err != nil {
+			return err
+		}
+	}
+	for r, idx := range d.rings {
+		q := a.queues[idx]
+		n := uint64(q.Size)
+		v := VringAddr{Index: idx}
+		var err error
+		if v.Desc, err = hostAddr(regions, q.DescAddr, 16*n); err != nil {
+			return err
+		}
+		if v.Used, err = hostAddr(regions, q.UsedAddr, 6+8*n); err != nil {
+			return err
+		}
+		if v.Avail, err = hostAddr(regions, q.AvailAddr, 6+2*n); err != nil {
+			return err
+		}
+		if err := c.SetVringAddr(v); err != nil {
+			return err
+		}
+		// Where the driver is: its available index (0 on a fresh ring).
+		base, err := a.mem.ReadU16(q.AvailAddr + 2)
+		if err != nil {
+			return err
+		}
+		if err := c.SetVringBase(idx, base); err != nil {
+			return err
+		}
+		if err := c.SetVringCall(idx, a.calls[r]); err != nil {
 			return err
 		}
 		if err := c.SetVringKick(idx, q.Notify.FD()); err != nil {
 			return err
 		}
 	}
-	if d.ringsEnabledByMessage() {
+	if d.ringsEnabledByMessage() && !d.paused {
 		for _, idx := range d.rings {
 			if err := c.SetVringEnable(idx, true); err != nil {
 				return err
 			}
 		}
 	}
-	d.irq = irq
-	d.startRelays()
 	return nil
 }
 
@@ -400,7 +520,7 @@ func (d *Device) reset() error {
 		_, err := d.conn.VringBase(idx)
 		errs = append(errs, d.gone(err))
 	}
-	d.rings, d.kicks = nil, nil
+	d.rings, d.kicks, d.act, d.paused = nil, nil, nil, false
 	errs = append(errs, d.runner.Stop(true))
 	for _, r := range d.relays {
 		errs = append(errs, r.Close())
@@ -429,6 +549,7 @@ func (d *Device) enableRings(on bool) error {
 	for _, idx := range d.rings {
 		errs = append(errs, d.gone(d.conn.SetVringEnable(idx, on)))
 	}
+	d.paused = !on
 	if !on {
 		return errors.Join(append(errs, d.runner.Stop(false))...)
 	}
@@ -467,8 +588,10 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	err := d.reset()
+	close(d.quit)
 	d.mu.Unlock()
-	// Outside mu: the watcher's lost() takes it.
+	// Outside mu: the watcher's lost() and a reconnection take it.
+	d.bg.Wait()
 	err = errors.Join(err, d.hangup.stop())
 	d.mu.Lock()
 	return errors.Join(err, d.conn.Close())

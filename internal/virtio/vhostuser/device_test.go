@@ -60,7 +60,12 @@ func newFakeBackend(t *testing.T, features, proto uint64) (*fakeBackend, string)
 // newFakeBackendQueues is newFakeBackend answering GET_QUEUE_NUM with queues.
 func newFakeBackendQueues(t *testing.T, features, proto, queues uint64) (*fakeBackend, string) {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "vu.sock")
+	return newFakeBackendAt(t, filepath.Join(t.TempDir(), "vu.sock"), features, proto, queues)
+}
+
+// newFakeBackendAt is a fake back end listening on sock.
+func newFakeBackendAt(t *testing.T, sock string, features, proto, queues uint64) (*fakeBackend, string) {
+	t.Helper()
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
@@ -309,11 +314,13 @@ func TestPrivateRAMRefused(t *testing.T) {
 	}
 }
 
-// TestBackendGone: a back end that exits is noticed at once (the guest
-// gets DEVICE_NEEDS_RESET); pause, resume, reset and close still succeed
-// (the VM must stay manageable), and a new activation fails with
-// ErrDisconnected.
+// TestBackendGone: a back end that exits and does not come back within
+// ReconnectTimeout is reported to the guest (DEVICE_NEEDS_RESET); pause,
+// resume, reset and close still succeed (the VM must stay manageable),
+// and a new activation fails with ErrDisconnected.
 func TestBackendGone(t *testing.T) {
+	defer func(old time.Duration) { ReconnectTimeout = old }(ReconnectTimeout)
+	ReconnectTimeout = 300 * time.Millisecond
 	b, sock := newFakeBackend(t, allFeatures, ProtocolReplyAck)
 	ram := sharedRAM(t)
 	d, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 256}, ram, nil)
@@ -331,8 +338,10 @@ func TestBackendGone(t *testing.T) {
 	if err := d.Activate(ram, virtio.FVersion1, qs, irq); err != nil {
 		t.Fatal(err)
 	}
+	b.ln.Close() // nobody will listen again
 	b.hangup()
-	// The hang-up is noticed without a request: the guest is told.
+	// The hang-up is noticed without a request; when no back end comes
+	// back, the guest is told.
 	deadline := time.Now().Add(5 * time.Second)
 	for irq.ResetCause() == nil {
 		if time.Now().After(deadline) {
@@ -354,5 +363,57 @@ func TestBackendGone(t *testing.T) {
 	}
 	if err := d.Close(); err != nil {
 		t.Errorf("close: %v", err)
+	}
+}
+
+// TestReconnect: a back end that restarts on the same socket gets the
+// whole activation again, as upstream's reinitialize_vhost_user: owner,
+// features, protocol features, memory, every ring; the guest is not told.
+func TestReconnect(t *testing.T) {
+	b, sock := newFakeBackend(t, allFeatures, ProtocolReplyAck)
+	ram := sharedRAM(t)
+	d, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 256}, ram, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var qs []*virtio.Queue
+	for range 2 {
+		q, _ := virtio.NewQueue(256)
+		defer q.Close()
+		qs = append(qs, q)
+	}
+	qs[1].Size, qs[1].Ready, qs[1].DescAddr, qs[1].AvailAddr, qs[1].UsedAddr = 256, true, 0x10000, 0x11000, 0x12000
+	irq := virtiotest.NewInterrupt()
+	if err := d.Activate(ram, virtio.FVersion1, qs, irq); err != nil {
+		t.Fatal(err)
+	}
+	ram.WriteU16(qs[1].AvailAddr+2, 9) // the driver moved on meanwhile
+	b.ln.Close()
+	b.hangup()
+	b2, _ := newFakeBackendAt(t, sock, allFeatures, ProtocolReplyAck, 4)
+	want := []string{"VHOST_USER_SET_OWNER fds=0", "VHOST_USER_GET_FEATURES fds=0", "VHOST_USER_GET_PROTOCOL_FEATURES fds=0",
+		"VHOST_USER_SET_PROTOCOL_FEATURES fds=0", "VHOST_USER_SET_FEATURES fds=0", "VHOST_USER_SET_MEM_TABLE fds=1",
+		"VHOST_USER_SET_VRING_NUM fds=0", "VHOST_USER_SET_VRING_ADDR fds=0", "VHOST_USER_SET_VRING_BASE fds=0",
+		"VHOST_USER_SET_VRING_CALL fds=1", "VHOST_USER_SET_VRING_KICK fds=1", "VHOST_USER_SET_VRING_ENABLE fds=0"}
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Equal(b2.requests(0), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the restart the back end got %v\nwant %v", b2.requests(0), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := b2.payload(SetVringBase); binary.LittleEndian.Uint32(got[4:]) != 9 {
+		t.Errorf("SET_VRING_BASE % x: want the driver's available index 9", got)
+	}
+	if irq.ResetCause() != nil {
+		t.Errorf("the guest was told to reset: %v", irq.ResetCause())
+	}
+	// The new connection works: a reset reaches the new back end.
+	if err := d.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if got := b2.requests(len(want)); !slices.Equal(got, []string{"VHOST_USER_SET_VRING_ENABLE fds=0", "VHOST_USER_GET_VRING_BASE fds=0"}) {
+		t.Errorf("reset after the reconnection: %v", got)
 	}
 }
