@@ -117,6 +117,9 @@ func refuseUnbuilt(cfg *config.VmConfig) error {
 // for one device, also run on hot add; f names the device in the text.
 func refuseDisk(f string, d *config.DiskConfig) error {
 	switch {
+	case d.VhostUser && (d.Readonly || d.Direct || d.Serial != ""):
+		// The back end owns the image: these would be dropped.
+		return notBuilt("readonly, direct and serial beside vhost_user (%s; the back end decides them)", f)
 	case d.RateLimitGroup != "" || d.RateLimiterConfig != nil:
 		return notBuilt("Disk rate limiting (%s.rate_limiter_config, rate_limit_group)", f)
 	case len(d.QueueAffinity) > 0:
@@ -135,6 +138,9 @@ func refuseNet(f string, n *config.NetConfig) error {
 		return notBuilt("Multiqueue vhost-user-net (%s.num_queues=%d)", f, n.NumQueues)
 	case n.VhostUser && n.MTU != nil:
 		return notBuilt("An MTU for vhost-user-net (%s.mtu)", f)
+	case n.VhostUser && (n.Tap != "" || len(n.Fds) > 0 || n.HostMAC != "" || n.IP != "" || n.Mask != ""):
+		// The back end owns the host side: these would be dropped.
+		return notBuilt("tap, fds, host_mac, ip and mask beside vhost_user (%s; the back end owns the host side)", f)
 	case n.RateLimiterConfig != nil:
 		return notBuilt("Network rate limiting (%s.rate_limiter_config)", f)
 	case n.IOMMU:

@@ -272,13 +272,19 @@ func TestHotplugSizeBesideZonesRefused(t *testing.T) {
 	}
 }
 
-// TestVhostUserNetRefusals: what vhost-user-net does not build yet is
-// refused by name (the walker above sets one field at a time).
+// TestVhostUserNetRefusals: what vhost-user devices do not build is
+// refused by name (the walker above sets one field at a time): net
+// multiqueue, MTU, server mode, and host-side or image fields the back
+// end owns.
 func TestVhostUserNetRefusals(t *testing.T) {
 	for _, c := range []struct{ body, want string }{
 		{`"net":[{"vhost_user":true,"vhost_socket":"/s","num_queues":4}]`, "Multiqueue vhost-user-net"},
 		{`"net":[{"vhost_user":true,"vhost_socket":"/s","mtu":1400}]`, "An MTU for vhost-user-net"},
 		{`"net":[{"vhost_user":true,"vhost_socket":"/s","vhost_mode":"Server"}]`, "server mode"},
+		{`"net":[{"vhost_user":true,"vhost_socket":"/s","tap":"t0"}]`, "beside vhost_user (net[0]"},
+		{`"net":[{"vhost_user":true,"vhost_socket":"/s","ip":"10.0.0.1","mask":"255.255.255.0"}]`, "beside vhost_user (net[0]"},
+		{`"disks":[{"vhost_user":true,"vhost_socket":"/s","readonly":true}]`, "beside vhost_user (disks[0]"},
+		{`"disks":[{"vhost_user":true,"vhost_socket":"/s","serial":"x"}]`, "beside vhost_user (disks[0]"},
 	} {
 		cfg, err := config.Decode([]byte(`{"payload":{"kernel":"/k"},` + c.body + `}`))
 		if err != nil {
