@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
 	"github.com/nimbus-vmm/nimbus/test/guestbin/pattern"
 )
 
@@ -62,16 +63,8 @@ func startStorageDaemon(t *testing.T, img, sock string) *storageDaemon {
 			t.Logf("qemu-storage-daemon:\n%s", d.out.String())
 		}
 	})
-	deadline := time.Now().Add(apiTimeout)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			return d
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("qemu-storage-daemon never created %s:\n%s", sock, d.out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	guesttest.WaitSocket(t, "qemu-storage-daemon", sock, d.done, d.out.String)
+	return d
 }
 
 // TestVhostUserBlk: a disk served by qemu-storage-daemon over

@@ -64,21 +64,7 @@ func startTestpmd(t *testing.T, sock string) {
 			t.Logf("testpmd:\n%s", out.String())
 		}
 	})
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			return
-		}
-		select {
-		case <-done:
-			t.Fatalf("testpmd exited:\n%s", out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("testpmd never created %s:\n%s", sock, out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	guesttest.WaitSocket(t, "testpmd", sock, done, out.String)
 }
 
 // TestVhostUserNet: a virtio-net NIC served by DPDK's vhost-user driver

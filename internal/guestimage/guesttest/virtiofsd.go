@@ -65,18 +65,30 @@ func StartVirtiofsd(t testing.TB, sock, dir string) *Virtiofsd {
 			v.mu.Unlock()
 		}
 	})
+	WaitSocket(t, "virtiofsd", sock, v.done, func() string {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return v.out.String()
+	})
+	return v
+}
+
+// WaitSocket waits up to 30 s for a helper daemon (what) to create sock,
+// failing early when exited is closed; out is its output for the message.
+func WaitSocket(t testing.TB, what, sock string, exited <-chan struct{}, out func() string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := os.Stat(sock); err == nil {
-			return v
+			return
 		}
 		select {
-		case <-v.done:
-			t.Fatalf("virtiofsd exited before creating %s", sock)
+		case <-exited:
+			t.Fatalf("%s exited before creating %s:\n%s", what, sock, out())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("virtiofsd never created %s", sock)
+			t.Fatalf("%s never created %s:\n%s", what, sock, out())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
