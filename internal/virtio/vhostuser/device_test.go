@@ -176,6 +176,26 @@ func sharedRAM(t *testing.T) *memory.Memory {
 	return m
 }
 
+// fsDevice is a virtio-fs device on the back end at sock over ram, with
+// its two queues; the request queue (1) is set up and ready, the hiprio
+// queue (0) is not. The caller defers the device's Close: it must run
+// before the fake back ends' cleanups, which wait for the connection to end.
+func fsDevice(t *testing.T, sock string, ram *memory.Memory) (*Device, []*virtio.Queue) {
+	t.Helper()
+	var qs []*virtio.Queue
+	for range 2 {
+		q, _ := virtio.NewQueue(256)
+		t.Cleanup(func() { q.Close() })
+		qs = append(qs, q)
+	}
+	qs[1].Size, qs[1].Ready, qs[1].DescAddr, qs[1].AvailAddr, qs[1].UsedAddr = 256, true, 0x10000, 0x11000, 0x12000
+	d, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 256}, ram, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, qs
+}
+
 // TestNegotiation: upstream's order (SET_OWNER, features, protocol
 // features, queue count), only features both sides have offered to the
 // guest, REPLY_ACK honoured from then on.
@@ -231,19 +251,9 @@ func TestRefusals(t *testing.T) {
 func TestActivateAndReset(t *testing.T) {
 	b, sock := newFakeBackend(t, allFeatures, ProtocolReplyAck)
 	ram := sharedRAM(t)
-	d, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 256}, ram, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, qs := fsDevice(t, sock, ram)
 	defer d.Close()
-	var qs []*virtio.Queue
-	for range 2 {
-		q, _ := virtio.NewQueue(256)
-		defer q.Close()
-		qs = append(qs, q)
-	}
 	q := qs[1] // the request queue; the hiprio queue stays disabled
-	q.Size, q.Ready, q.DescAddr, q.AvailAddr, q.UsedAddr = 256, true, 0x10000, 0x11000, 0x12000
 	if err := ram.WriteU16(q.AvailAddr+2, 5); err != nil {
 		t.Fatal(err)
 	}
@@ -323,17 +333,9 @@ func TestBackendGone(t *testing.T) {
 	ReconnectTimeout = 300 * time.Millisecond
 	b, sock := newFakeBackend(t, allFeatures, ProtocolReplyAck)
 	ram := sharedRAM(t)
-	d, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 256}, ram, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var qs []*virtio.Queue
-	for range 2 {
-		q, _ := virtio.NewQueue(256)
-		defer q.Close()
-		q.Size, q.Ready, q.DescAddr, q.AvailAddr, q.UsedAddr = 256, true, 0x10000, 0x11000, 0x12000
-		qs = append(qs, q)
-	}
+	d, qs := fsDevice(t, sock, ram)
+	defer d.Close()
+	qs[0].Size, qs[0].Ready, qs[0].DescAddr, qs[0].AvailAddr, qs[0].UsedAddr = 256, true, 0x10000, 0x11000, 0x12000
 	irq := virtiotest.NewInterrupt()
 	if err := d.Activate(ram, virtio.FVersion1, qs, irq); err != nil {
 		t.Fatal(err)
@@ -372,18 +374,8 @@ func TestBackendGone(t *testing.T) {
 func TestReconnect(t *testing.T) {
 	b, sock := newFakeBackend(t, allFeatures, ProtocolReplyAck)
 	ram := sharedRAM(t)
-	d, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 256}, ram, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, qs := fsDevice(t, sock, ram)
 	defer d.Close()
-	var qs []*virtio.Queue
-	for range 2 {
-		q, _ := virtio.NewQueue(256)
-		defer q.Close()
-		qs = append(qs, q)
-	}
-	qs[1].Size, qs[1].Ready, qs[1].DescAddr, qs[1].AvailAddr, qs[1].UsedAddr = 256, true, 0x10000, 0x11000, 0x12000
 	irq := virtiotest.NewInterrupt()
 	if err := d.Activate(ram, virtio.FVersion1, qs, irq); err != nil {
 		t.Fatal(err)
