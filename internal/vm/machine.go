@@ -7,6 +7,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/devmgr"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
+	"github.com/nimbus-vmm/nimbus/internal/virtio/vhostuser"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
@@ -89,13 +90,37 @@ func (m *VM) Resume() error {
 // Shutdown stops and joins the vCPU goroutines and releases every fd,
 // mapping and backend.
 func (m *VM) Shutdown() error {
+	m.stopVcpus()
+	return m.release()
+}
+
+// ShutdownForReboot implements vmm.Rebooter: Shutdown, except that each
+// vhost-user device hands its back-end connection over to the machine
+// the reboot builds next (see vhostuser.Handover).
+func (m *VM) ShutdownForReboot() (vmm.Handover, error) {
+	m.stopVcpus()
+	h := vhostuser.NewHandover()
+	var errs []error
+	if m.dm != nil && !m.closed {
+		for _, n := range m.dm.Nodes() {
+			if d, ok := n.Device.(*vhostuser.Device); ok {
+				if err := d.HandOver(h); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", n.ID, err))
+				}
+			}
+		}
+	}
+	return h, errors.Join(append(errs, m.release())...)
+}
+
+// stopVcpus stops and joins the vCPU goroutines.
+func (m *VM) stopVcpus() {
 	m.mu.Lock()
 	m.stopping = true
 	m.cond.Broadcast()
 	m.mu.Unlock()
 	m.kickAll()
 	m.wg.Wait()
-	return m.release()
 }
 
 // release closes everything New opened; vCPU goroutines must be stopped.

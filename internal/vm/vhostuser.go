@@ -14,7 +14,7 @@ import (
 // addFs makes the vhost-user-fs device fc describes (its id assigned),
 // connected to the virtiofsd at fc.Socket.
 func (m *VM) addFs(fc *config.FsConfig) (pci.BDF, error) {
-	d, err := vhostuser.NewFs(*fc, m.mem, m.log)
+	d, err := vhostuser.NewFs(*fc, m.mem, m.prev, m.log)
 	if err != nil {
 		return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("fs %s: %w", fc.ID, err))
 	}

@@ -85,7 +85,7 @@ func (m *VM) addVsock(vc *config.VsockConfig) (pci.BDF, error) {
 // addDisk makes the block device dc describes (its id already assigned).
 func (m *VM) addDisk(dc *config.DiskConfig) (pci.BDF, error) {
 	if dc.VhostUser {
-		d, err := vhostuser.NewBlk(*dc, m.mem, m.log)
+		d, err := vhostuser.NewBlk(*dc, m.mem, m.prev, m.log)
 		if err != nil {
 			return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("disk %s: %w", dc.ID, err))
 		}
@@ -103,7 +103,7 @@ func (m *VM) addDisk(dc *config.DiskConfig) (pci.BDF, error) {
 // config.
 func (m *VM) addNet(nc *config.NetConfig) (pci.BDF, error) {
 	if nc.VhostUser {
-		d, mac, err := vhostuser.NewNet(*nc, m.mem, m.log)
+		d, mac, err := vhostuser.NewNet(*nc, m.mem, m.prev, m.log)
 		if err != nil {
 			return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("net %s: %w", nc.ID, err))
 		}

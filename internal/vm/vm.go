@@ -23,6 +23,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
 	"github.com/nimbus-vmm/nimbus/internal/memory"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/balloon"
+	"github.com/nimbus-vmm/nimbus/internal/virtio/vhostuser"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
@@ -45,8 +46,9 @@ var ProcessStart = time.Now()
 // Factory returns the MachineFactory that builds KVM machines, logging to
 // log (nil discards).
 func Factory(log *slog.Logger) vmm.MachineFactory {
-	return func(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.MachineExit) (vmm.Machine, error) {
-		return New(cfg, cons, exits, log)
+	return func(cfg *config.VmConfig, cons *console.Devices, prev vmm.Handover, exits chan<- vmm.MachineExit) (vmm.Machine, error) {
+		ho, _ := prev.(*vhostuser.Handover) // nil at a boot
+		return newVM(cfg, cons, ho, exits, log)
 	}
 }
 
@@ -74,8 +76,11 @@ type VM struct {
 	cpuhp   *cpuhp.Device   // ACPI CPU hotplug registers
 	memhp   memHotplug      // ACPI memory hotplug window and registers
 	balloon *balloon.Device // --balloon, or nil
-	vcpuMu  sync.Mutex      // vcpus: appended by hot add, read by kickAll on vCPU threads
-	vcpus   []*vcpu
+	// prev is what the machine before a reboot handed over, taken by the
+	// vhost-user devices Build makes (nil otherwise).
+	prev   *vhostuser.Handover
+	vcpuMu sync.Mutex // vcpus: appended by hot add, read by kickAll on vCPU threads
+	vcpus  []*vcpu
 
 	// run state shared with the vCPU goroutines
 	mu       sync.Mutex
@@ -98,10 +103,15 @@ type VM struct {
 // none), which the caller made for cfg with console.OpenDevices and
 // closes after Shutdown. On error nothing New opened is left open.
 func New(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.MachineExit, log *slog.Logger) (*VM, error) {
+	return newVM(cfg, cons, nil, exits, log)
+}
+
+// newVM is New for a machine that takes over what prev holds (a reboot).
+func newVM(cfg *config.VmConfig, cons *console.Devices, prev *vhostuser.Handover, exits chan<- vmm.MachineExit, log *slog.Logger) (*VM, error) {
 	if cfg.Payload == nil || (cfg.Payload.Kernel == "" && cfg.Payload.Firmware == "") {
 		return nil, wrap(ErrSetup, errors.New("no kernel or firmware payload"))
 	}
-	m, err := Build(cfg, cons, exits, log)
+	m, err := build(cfg, cons, prev, exits, log)
 	if err != nil {
 		return nil, err
 	}
@@ -119,13 +129,17 @@ func New(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.MachineEx
 // cfg and runtime values (tap name, MAC) written back into it. On error
 // nothing Build opened is left open.
 func Build(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.MachineExit, log *slog.Logger) (_ *VM, err error) {
+	return build(cfg, cons, nil, exits, log)
+}
+
+func build(cfg *config.VmConfig, cons *console.Devices, prev *vhostuser.Handover, exits chan<- vmm.MachineExit, log *slog.Logger) (_ *VM, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if cons == nil {
 		cons = &console.Devices{}
 	}
-	m := &VM{log: log, exits: exits, entry: make(chan struct{})}
+	m := &VM{log: log, exits: exits, entry: make(chan struct{}), prev: prev}
 	m.cond = sync.NewCond(&m.mu)
 	m.hp.notify = make(chan struct{}, 1)
 	defer func() {
@@ -209,6 +223,7 @@ func Build(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.Machine
 	if m.memhp.regs != nil {
 		m.tables.MemoryHotplug = &acpi.MemoryHotplug{Base: memhp.Base, Slots: memhp.Slots}
 	}
+	m.prev = nil // the loop closes it; devices added later dial their own
 	return m, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/devices/console"
 	"github.com/nimbus-vmm/nimbus/internal/events"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 	"github.com/nimbus-vmm/nimbus/internal/vmm/vmmtest"
@@ -791,4 +793,70 @@ func TestCreateRefusesASocketConsole(t *testing.T) {
 	h.expectErr(vmm.CreateVM{Config: cfg}, vmm.ErrCreateConsoleDevices, "The VM could not be created",
 		"Error creating console devices", "No socket option support for console device")
 	h.expectErr(vmm.CreateVM{Config: validConfig(t)}, vmm.ErrAlreadyCreated, "The VM could not be created", "VM is already created")
+}
+
+// rebootingMachine is a vmmtest machine with something to hand over.
+type rebootingMachine struct {
+	*vmmtest.Machine
+	ho *fakeHandover
+}
+
+func (m *rebootingMachine) ShutdownForReboot() (vmm.Handover, error) {
+	m.Machine.Shutdown()
+	return m.ho, nil
+}
+
+type fakeHandover struct{ closed atomic.Int32 }
+
+func (h *fakeHandover) Close() error { h.closed.Add(1); return nil }
+
+// TestRebootHandsOver: at a reboot (vm.reboot, or the guest's own reset)
+// what the old machine hands over reaches the factory building the new
+// one and is closed after it; a boot passes nothing; a shutdown hands
+// nothing over.
+func TestRebootHandsOver(t *testing.T) {
+	f := &vmmtest.Factory{}
+	var mu sync.Mutex
+	var prevs []vmm.Handover
+	var hos []*fakeHandover
+	factory := func(cfg *config.VmConfig, cons *console.Devices, prev vmm.Handover, exits chan<- vmm.MachineExit) (vmm.Machine, error) {
+		m, err := f.New(cfg, cons, nil, exits)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if prev != nil && prev.(*fakeHandover).closed.Load() != 0 {
+			t.Error("the hand-over was closed before the new machine was built")
+		}
+		prevs = append(prevs, prev)
+		ho := &fakeHandover{}
+		hos = append(hos, ho)
+		return &rebootingMachine{Machine: m.(*vmmtest.Machine), ho: ho}, nil
+	}
+	mon := events.New(nil)
+	defer mon.Close()
+	c := vmm.New(vmm.Options{Factory: factory, Events: mon, Signals: make(chan os.Signal)})
+	done := make(chan error, 1)
+	go func() { done <- c.Run(context.Background()) }()
+	ctx := context.Background()
+	for _, cmd := range []vmm.Command{vmm.CreateVM{Config: validConfig(t)}, vmm.BootVM{}, vmm.RebootVM{}, vmm.ShutdownVMM{}} {
+		if _, err := c.Do(ctx, cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(prevs) != 2 || prevs[0] != nil || prevs[1] != vmm.Handover(hos[0]) {
+		t.Fatalf("factory got %v; want nil at boot, then the first machine's hand-over", prevs)
+	}
+	if n := hos[0].closed.Load(); n != 1 {
+		t.Errorf("the reboot's hand-over closed %d times, want once", n)
+	}
+	if n := hos[1].closed.Load(); n != 0 {
+		t.Errorf("a shutdown made a hand-over and closed it %d times", n)
+	}
 }

@@ -194,7 +194,7 @@ func (c *Controller) vmBoot() error {
 	if err := c.openConsoles(); err != nil {
 		return err
 	}
-	if err := c.newMachine(); err != nil {
+	if err := c.newMachine(nil); err != nil {
 		// A failed build may have started them: the next boot makes new ones.
 		c.closeConsoles()
 		return err
@@ -209,10 +209,11 @@ func (c *Controller) vmBoot() error {
 	return nil
 }
 
-// newMachine builds a machine for the stored config (upstream Vm::new).
-func (c *Controller) newMachine() error {
+// newMachine builds a machine for the stored config (upstream Vm::new),
+// taking over what prev holds (nil but at a reboot).
+func (c *Controller) newMachine(prev Handover) error {
 	exits := make(chan MachineExit, 1)
-	m, err := c.opts.Factory(c.cfg, c.consoles, exits)
+	m, err := c.opts.Factory(c.cfg, c.consoles, prev, exits)
 	if err != nil {
 		return err
 	}
@@ -228,15 +229,28 @@ func (c *Controller) newMachine() error {
 
 // dropMachine shuts the machine down (if any) and forgets it.
 func (c *Controller) dropMachine() error {
+	_, err := c.takeDownMachine(false)
+	return err
+}
+
+// takeDownMachine is dropMachine; for a reboot (reboot true) it returns
+// what the machine hands over to the next one, if it is a Rebooter.
+func (c *Controller) takeDownMachine(reboot bool) (Handover, error) {
 	m := c.machine
 	c.machine, c.exits, c.state, c.ejected = nil, nil, "", nil
 	if m == nil {
-		return nil
+		return nil, nil
 	}
-	err := m.Shutdown()
+	var ho Handover
+	var err error
+	if r, ok := m.(Rebooter); ok && reboot {
+		ho, err = r.ShutdownForReboot()
+	} else {
+		err = m.Shutdown()
+	}
 	// After the machine: its devices write to them until it stops.
 	c.closeConsoles()
-	return err
+	return ho, err
 }
 
 // vmShutdown is upstream's vm_shutdown: the machine is taken out and
@@ -267,13 +281,22 @@ func (c *Controller) vmReboot() error {
 	if c.machine == nil {
 		return ErrNotCreated
 	}
-	if err := c.dropMachine(); err != nil {
+	ho, err := c.takeDownMachine(true)
+	if ho != nil {
+		// Whatever the new machine did not take, or all of it if none is built.
+		defer func() {
+			if err := ho.Close(); err != nil {
+				c.log.Warn("releasing what the old machine handed over failed", "err", err)
+			}
+		}()
+	}
+	if err != nil {
 		return err
 	}
 	if err := c.openConsoles(); err != nil {
 		return err
 	}
-	if err := c.newMachine(); err != nil {
+	if err := c.newMachine(ho); err != nil {
 		c.closeConsoles()
 		return err
 	}

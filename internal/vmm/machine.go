@@ -38,6 +38,23 @@ type Machine interface {
 	DeviceTree() map[string]*DeviceNode
 }
 
+// Handover is what a machine that reboots passes to the machine built
+// next: connections to vhost-user back ends, which (virtiofsd) may serve
+// one front end and exit when it hangs up. The loop closes it once the
+// next machine is built (or failed to be), which releases what that
+// machine did not take.
+type Handover interface {
+	Close() error
+}
+
+// Rebooter is a Machine with something to hand over at a reboot.
+type Rebooter interface {
+	// ShutdownForReboot is Shutdown, except that what the next machine
+	// can take over is kept in the Handover (never nil) rather than
+	// released.
+	ShutdownForReboot() (Handover, error)
+}
+
 // Hotplugger is a Machine that adds and removes PCI devices on a running
 // guest (upstream's PCI hotplug through the ACPI GED). The loop calls it
 // with configs whose ids it assigned; a machine without it answers every
@@ -139,7 +156,9 @@ type MachineExit struct {
 // exit before the loop has looked is coalesced into the first. cfg is the
 // loop's stored config: the machine may write runtime fill-ins into it
 // during the factory call and Boot, and must not touch it afterwards.
-type MachineFactory func(cfg *config.VmConfig, cons *console.Devices, exits chan<- MachineExit) (Machine, error)
+// prev is what the previous machine handed over at a reboot (nil at a
+// boot); the machine takes what it uses from it, the loop closes it.
+type MachineFactory func(cfg *config.VmConfig, cons *console.Devices, prev Handover, exits chan<- MachineExit) (Machine, error)
 
 // NotifyExit reports e on exits without blocking; it returns false when an
 // exit is already pending (the new one is dropped).
@@ -160,7 +179,7 @@ var kvmDevice = "/dev/kvm"
 // ("KVM is not available: open /dev/kvm: no such file or directory"), and
 // when KVM is there it says the machine is not built yet. It never
 // pretends to boot.
-func NoKVMFactory(cfg *config.VmConfig, cons *console.Devices, exits chan<- MachineExit) (Machine, error) {
+func NoKVMFactory(cfg *config.VmConfig, cons *console.Devices, _ Handover, exits chan<- MachineExit) (Machine, error) {
 	f, err := os.OpenFile(kvmDevice, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("KVM is not available: %w", err)

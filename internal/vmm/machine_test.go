@@ -12,7 +12,7 @@ func TestNoKVMFactory(t *testing.T) {
 	defer func() { kvmDevice = old }()
 
 	kvmDevice = filepath.Join(t.TempDir(), "kvm")
-	m, err := NoKVMFactory(nil, nil, nil)
+	m, err := NoKVMFactory(nil, nil, nil, nil)
 	if m != nil || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing device: %v %v", m, err)
 	}
@@ -24,7 +24,7 @@ func TestNoKVMFactory(t *testing.T) {
 	if err := os.WriteFile(kvmDevice, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m, err = NoKVMFactory(nil, nil, nil)
+	m, err = NoKVMFactory(nil, nil, nil, nil)
 	if m != nil || !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("present device: %v %v", m, err)
 	}

@@ -39,13 +39,36 @@ echo "FS-%[1]s-SUM=$(cat /mnt/%[1]s/tree/d*/f* | md5sum | cut -d' ' -f1) in $(( 
 	return s + fmt.Sprintf("sync; umount /mnt/%[1]s && echo FS-%[1]s-DONE\n", tag)
 }
 
+// rebootScript, first at every boot: after the reboot (a "rebooted" file in
+// kataShared) it reads both shares again and powers off; otherwise it does
+// nothing. rebootLast, last at the first boot, leaves that file and
+// reboots the guest.
+const (
+	rebootScript = `
+mkdir -p /mnt/r /mnt/h
+if mount -t virtiofs kataShared /mnt/r && [ -e /mnt/r/rebooted ]; then
+  echo "FS-REBOOT-READ=$(cat /mnt/r/hello.txt)"
+  mount -t virtiofs hot /mnt/h && echo "FS-REBOOT-HOT=$(cat /mnt/h/hello.txt)" && umount /mnt/h
+  echo "after the reboot" > /mnt/r/reboot.txt; sync; umount /mnt/r
+  poweroff -f
+fi
+umount /mnt/r 2>/dev/null
+`
+	rebootLast = `
+mount -t virtiofs kataShared /mnt/r && touch /mnt/r/rebooted && sync && umount /mnt/r && echo FS-REBOOTING && reboot -f
+`
+)
+
 // TestVirtioFs: vhost-user-fs against Debian's virtiofsd in a real guest,
 // Kata's way (memory shared=on, two PCI segments, the device on segment 1,
 // one request queue of 1024): the guest mounts the tag, reads the host's
 // file, writes one the host reads, and writes and reads back a tree of a
 // thousand small files, which the host checks one by one; a second share
-// is added with vm.add-fs while the guest runs, and both daemons exit once
-// Nimbus has gone.
+// is added with vm.add-fs while the guest runs. The guest then reboots:
+// Nimbus hands both daemons' connections to the rebuilt machine (each
+// virtiofsd serves one front end and exits when it hangs up, so upstream
+// cannot reboot such a guest unless something restarts them), and the
+// guest mounts both shares again. Both daemons exit once Nimbus has gone.
 func TestVirtioFs(t *testing.T) {
 	g := newGuest(t, "virtiofs")
 	dir, err := os.MkdirTemp("", "nimbus-fs")
@@ -60,7 +83,7 @@ func TestVirtioFs(t *testing.T) {
 		os.WriteFile(filepath.Join(shares[tag], "hello.txt"), []byte("from the host to "+tag+"\n"), 0o644)
 	}
 	cold := guesttest.StartVirtiofsd(t, filepath.Join(dir, "cold.Sock"), shares["kataShared"])
-	p := g.start(t, cmdline(false, fsScript("kataShared", true)+fsScript("hot", false)),
+	p := g.start(t, cmdline(false, rebootScript+fsScript("kataShared", true)+fsScript("hot", false)+rebootLast),
 		"--memory", "size=512M,shared=on", "--platform", "num_pci_segments=2",
 		"--fs", "tag=kataShared,socket="+cold.Sock+",num_queues=1,queue_size=1024,pci_segment=1")
 	p.waitOutput("the guest's small-file workload", 0, 10*time.Minute, "FS-kataShared-DONE")
@@ -116,8 +139,21 @@ func TestVirtioFs(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(shares["hot"], "guest.txt")); err != nil || string(got) != "written by the guest into hot\n" {
 		t.Fatalf("the guest's file in the hot-added share: %q, %v", got, err)
 	}
+	p.waitOutput("the guest's reads after its reboot", 0, bootTimeout, "FS-REBOOT-READ=")
 	if code := p.waitExit(exitTimeout); code != 0 {
 		t.Fatalf("exit status %d", code)
+	}
+	out = p.output()
+	for _, want := range []string{"FS-REBOOT-READ=from the host to kataShared", "FS-REBOOT-HOT=from the host to hot"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("after the reboot the guest did not print %q:\n%s", want, out)
+		}
+	}
+	if got, err := os.ReadFile(filepath.Join(shares["kataShared"], "reboot.txt")); err != nil || string(got) != "after the reboot\n" {
+		t.Fatalf("the guest's file after the reboot: %q, %v", got, err)
+	}
+	if countEvents(p.events(), "vm rebooted") == 0 {
+		t.Error("no vm rebooted event")
 	}
 	for _, v := range []*guesttest.Virtiofsd{cold, hot} {
 		select {

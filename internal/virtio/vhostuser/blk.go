@@ -24,7 +24,7 @@ const blkNumQueuesOffset = 34
 // cfg.NumQueues queues of cfg.QueueSize served by the back end at
 // cfg.VhostSocket (qemu-storage-daemon, SPDK, ...), which also supplies
 // the config space (GET_CONFIG); num_queues in it is Nimbus's count.
-func NewBlk(cfg config.DiskConfig, ram RAM, log *slog.Logger) (*Device, error) {
+func NewBlk(cfg config.DiskConfig, ram RAM, h *Handover, log *slog.Logger) (*Device, error) {
 	n := max(cfg.NumQueues, 1)
 	sizes := make([]uint16, n)
 	for i := range sizes {
@@ -37,7 +37,7 @@ func NewBlk(cfg config.DiskConfig, ram RAM, log *slog.Logger) (*Device, error) {
 	d, err := New(Spec{
 		Name: "vhost-user-blk", Type: virtio.TypeBlock, QueueSizes: sizes,
 		Features: features, ConfigSize: blk.ConfigSize,
-	}, cfg.VhostSocket, ram, log)
+	}, cfg.VhostSocket, ram, h, log)
 	if err != nil {
 		return nil, err
 	}

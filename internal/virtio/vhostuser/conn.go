@@ -70,6 +70,13 @@ func (c *Conn) markBroken(err error) {
 	}
 }
 
+// failed says whether the back end hung up.
+func (c *Conn) failed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.broken != nil
+}
+
 // Close closes the connection; the back end sees the hang-up.
 func (c *Conn) Close() error { return c.c.Close() }
 
@@ -199,6 +206,14 @@ func (c *Conn) SetMemTable(t MemTable, fds []int) error {
 func (c *Conn) AddMemReg(r MemoryRegion, fd int) error {
 	b, _ := SingleMemRegion(r).MarshalBinary()
 	_, err := c.request(AddMemReg, b, fd)
+	return err
+}
+
+// RemMemReg is VHOST_USER_REM_MEM_REG (CONFIGURE_MEM_SLOTS): the back end
+// unmaps the region ADD_MEM_REG gave it.
+func (c *Conn) RemMemReg(r MemoryRegion) error {
+	b, _ := SingleMemRegion(r).MarshalBinary()
+	_, err := c.request(RemMemReg, b)
 	return err
 }
 

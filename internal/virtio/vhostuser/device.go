@@ -75,7 +75,10 @@ type Device struct {
 	runner virtio.Runner
 	// sent are the RAM regions (by guest address) the back end has, so
 	// that hot-added RAM and a second activation send each one once.
-	sent   map[uint64]bool
+	sent map[uint64]bool
+	// added are the regions sent with ADD_MEM_REG since the last
+	// SET_MEM_TABLE (which replaces them all).
+	added  []memory.RegionInfo
 	warned bool // gone logged the back end's disappearance
 	paused bool // Pause disabled the rings; a reconnection leaves them so
 	closed bool
@@ -109,8 +112,12 @@ var _ virtio.Device = (*Device)(nil)
 // New connects to the back end at socket (retrying for ConnectTimeout as
 // upstream's client mode) and negotiates as upstream's
 // negotiate_features_vhost_user: SET_OWNER, the features both sides have,
-// the protocol features, and the queue count the back end allows.
-func New(spec Spec, socket string, ram RAM, log *slog.Logger) (_ *Device, err error) {
+// the protocol features, and the queue count the back end allows. Where
+// the previous machine handed over its connection to socket (h, nil at a
+// first boot), the device takes it instead and negotiates again without
+// SET_OWNER (the back end is owned already); if that connection fails,
+// it dials anew.
+func New(spec Spec, socket string, ram RAM, h *Handover, log *slog.Logger) (_ *Device, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -121,20 +128,35 @@ func New(spec Spec, socket string, ram RAM, log *slog.Logger) (_ *Device, err er
 			return nil, fmt.Errorf("%s: %w: guest RAM %v is not shared with the back end (memory shared=on)", spec.Name, ErrProtocol, r.Region)
 		}
 	}
-	c, err := Dial(socket, ConnectTimeout)
-	if err != nil {
-		return nil, err
-	}
-	d := &Device{spec: spec, socket: socket, conn: c, ram: ram, log: log, config: spec.Config, sent: map[uint64]bool{},
+	d := &Device{spec: spec, socket: socket, ram: ram, log: log, config: spec.Config, sent: map[uint64]bool{},
 		quit: make(chan struct{}), reconnectTimeout: ReconnectTimeout}
+	if c := h.take(socket, spec.Name); c != nil {
+		d.conn = c
+		if err := d.negotiate(false); err == nil {
+			log.Info("vhost-user back end taken over from the previous machine", "device", spec.Name, "socket", socket)
+		} else {
+			log.Warn("vhost-user: the connection handed over failed; dialling again", "device", spec.Name, "socket", socket, "err", err)
+			c.Close()
+			d.conn = nil
+		}
+	}
+	dialled := d.conn == nil
+	if dialled {
+		if d.conn, err = Dial(socket, ConnectTimeout); err != nil {
+			return nil, err
+		}
+	}
+	c := d.conn
 	defer func() {
 		if err != nil {
 			c.Close()
 			err = fmt.Errorf("%s (%s): %w", spec.Name, socket, err)
 		}
 	}()
-	if err := d.negotiate(); err != nil {
-		return nil, err
+	if dialled {
+		if err := d.negotiate(true); err != nil {
+			return nil, err
+		}
 	}
 	if d.config == nil && spec.ConfigSize > 0 {
 		if d.proto&ProtocolConfig == 0 {
@@ -151,13 +173,16 @@ func New(spec Spec, socket string, ram RAM, log *slog.Logger) (_ *Device, err er
 }
 
 // negotiate is upstream's negotiate_features_vhost_user on d.conn:
-// SET_OWNER, the features (on a reconnection the new back end must offer
-// what was negotiated before), the protocol features, the queue count.
-// mu held, or d unshared.
-func (d *Device) negotiate() error {
+// SET_OWNER (unless the connection is owned already: handed over), the
+// features (on a reconnection the new back end must offer what was
+// negotiated before), the protocol features, the queue count. mu held, or
+// d unshared.
+func (d *Device) negotiate(setOwner bool) error {
 	c := d.conn
-	if err := c.SetOwner(); err != nil {
-		return err
+	if setOwner {
+		if err := c.SetOwner(); err != nil {
+			return err
+		}
 	}
 	f, err := c.Features()
 	if err != nil {
@@ -250,9 +275,10 @@ func (d *Device) resume(c *Conn) error {
 	}
 	old, oldWatch := d.conn, d.hangup
 	d.conn = c
-	err := d.negotiate()
+	err := d.negotiate(true)
 	if err == nil && d.act != nil {
 		clear(d.sent)
+		d.added = nil
 		err = d.setup()
 	}
 	if err == nil {
@@ -424,6 +450,7 @@ func (d *Device) sendMemory() error {
 			return err
 		}
 		clear(d.sent)
+		d.added = nil
 		for _, r := range regions {
 			d.sent[r.GPA] = true
 		}
@@ -448,6 +475,7 @@ func (d *Device) addRegion(r memory.RegionInfo) error {
 		return err
 	}
 	d.sent[r.GPA] = true
+	d.added = append(d.added, r)
 	return nil
 }
 
@@ -595,6 +623,39 @@ func (d *Device) Close() error {
 	err = errors.Join(err, d.hangup.stop())
 	d.mu.Lock()
 	return errors.Join(err, d.conn.Close())
+}
+
+// HandOver is Close for a machine that reboots: the rings stop as at a
+// reset and the back end forgets the guest's RAM, but the connection goes
+// to h for the next machine's device on the same socket instead of being
+// closed. A connection that failed is closed as by Close.
+func (d *Device) HandOver(h *Handover) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	err := d.reset()
+	// Regions added one by one stay until removed, and the next machine's
+	// may overlap them if it adds its own one by one too (SET_MEM_TABLE
+	// would replace them all).
+	for _, r := range d.added {
+		if err == nil {
+			err = d.conn.RemMemReg(memRegion(r))
+		}
+	}
+	d.added = nil
+	close(d.quit)
+	d.mu.Unlock()
+	d.bg.Wait()
+	err = errors.Join(err, d.hangup.stop())
+	d.mu.Lock()
+	if err != nil || d.warned || d.conn.failed() {
+		return errors.Join(err, d.conn.Close())
+	}
+	h.put(d.socket, &handedConn{name: d.spec.Name, conn: d.conn})
+	return nil
 }
 
 // Counters implements virtio.Device: the back end keeps the counts.

@@ -189,7 +189,7 @@ func fsDevice(t *testing.T, sock string, ram *memory.Memory) (*Device, []*virtio
 		qs = append(qs, q)
 	}
 	qs[1].Size, qs[1].Ready, qs[1].DescAddr, qs[1].AvailAddr, qs[1].UsedAddr = 256, true, 0x10000, 0x11000, 0x12000
-	d, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 256}, ram, nil)
+	d, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 256}, ram, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func fsDevice(t *testing.T, sock string, ram *memory.Memory) (*Device, []*virtio
 // guest, REPLY_ACK honoured from then on.
 func TestNegotiation(t *testing.T) {
 	b, sock := newFakeBackend(t, allFeatures, ProtocolMQ|ProtocolReplyAck|ProtocolLogShmfd)
-	d, err := NewFs(config.FsConfig{Tag: "myfs", Socket: sock, NumQueues: 1, QueueSize: 1024}, sharedRAM(t), nil)
+	d, err := NewFs(config.FsConfig{Tag: "myfs", Socket: sock, NumQueues: 1, QueueSize: 1024}, sharedRAM(t), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,12 +229,12 @@ func TestNegotiation(t *testing.T) {
 
 func TestRefusals(t *testing.T) {
 	_, sock := newFakeBackend(t, virtio.FIndirectDesc, 0)
-	if _, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 128}, sharedRAM(t), nil); err == nil ||
+	if _, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 128}, sharedRAM(t), nil, nil); err == nil ||
 		!strings.Contains(err.Error(), "VERSION_1") {
 		t.Errorf("a back end without VERSION_1: %v", err)
 	}
 	_, sock = newFakeBackendQueues(t, allFeatures, ProtocolMQ, 1)
-	if _, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 128}, sharedRAM(t), nil); err == nil ||
+	if _, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 128}, sharedRAM(t), nil, nil); err == nil ||
 		!strings.Contains(err.Error(), "2 queues requested, the back end supports 1") {
 		t.Errorf("too many queues: %v", err)
 	}
@@ -318,7 +318,7 @@ func TestPrivateRAMRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ram.Close()
-	if _, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 256}, ram, nil); err == nil ||
+	if _, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 256}, ram, nil, nil); err == nil ||
 		!strings.Contains(err.Error(), "shared=on") {
 		t.Fatalf("a device over private RAM: %v", err)
 	}
@@ -407,5 +407,88 @@ func TestReconnect(t *testing.T) {
 	}
 	if got := b2.requests(len(want)); !slices.Equal(got, []string{"VHOST_USER_SET_VRING_ENABLE fds=0", "VHOST_USER_GET_VRING_BASE fds=0"}) {
 		t.Errorf("reset after the reconnection: %v", got)
+	}
+}
+
+// TestHandOver: at a reboot the old machine's device stops its rings,
+// takes back the regions it added one by one and hands the connection to
+// the next machine's device on the same socket, which negotiates again
+// without SET_OWNER and sends the new machine's RAM. The fake back end,
+// like virtiofsd, accepts one front end only.
+func TestHandOver(t *testing.T) {
+	b, sock := newFakeBackend(t, allFeatures, ProtocolReplyAck|ProtocolConfigureMemSlots)
+	ram := sharedRAM(t)
+	d, qs := fsDevice(t, sock, ram)
+	defer d.Close()
+	if err := d.Activate(ram, virtio.FVersion1, qs, virtiotest.NewInterrupt()); err != nil {
+		t.Fatal(err)
+	}
+	// Hot-added RAM goes with ADD_MEM_REG (the boot RAM went in the table).
+	hot := ram.Regions()[0]
+	hot.GPA += 1 << 32
+	if err := d.AddRegion(hot); err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandover()
+	defer h.Close()
+	mark := b.count()
+	if err := d.HandOver(h); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"VHOST_USER_SET_VRING_ENABLE fds=0", "VHOST_USER_GET_VRING_BASE fds=0", "VHOST_USER_REM_MEM_REG fds=0"}
+	if r, _ := SingleMemRegion(memRegion(hot)).MarshalBinary(); string(b.payload(RemMemReg)) != string(r) {
+		t.Errorf("REM_MEM_REG % x\nwant the hot-added region % x", b.payload(RemMemReg), r)
+	}
+	if got := b.requests(mark); !slices.Equal(got, want) {
+		t.Fatalf("hand-over requests %v\nwant %v", got, want)
+	}
+	if h.Len() != 1 {
+		t.Fatalf("%d connections handed over, want 1", h.Len())
+	}
+	// Another kind of device on the socket does not take it.
+	if c := h.take(sock, "vhost-user-blk"); c != nil {
+		t.Fatal("a vhost-user-blk device took a vhost-user-fs connection")
+	}
+
+	ram2 := sharedRAM(t)
+	mark = b.count()
+	d2, err := NewFs(config.FsConfig{Tag: "t", Socket: sock, NumQueues: 1, QueueSize: 256}, ram2, h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	want = []string{"VHOST_USER_GET_FEATURES fds=0", "VHOST_USER_GET_PROTOCOL_FEATURES fds=0", "VHOST_USER_SET_PROTOCOL_FEATURES fds=0"}
+	if got := b.requests(mark); !slices.Equal(got, want) {
+		t.Fatalf("negotiation on the handed-over connection %v\nwant %v", got, want)
+	}
+	if h.Len() != 0 {
+		t.Fatalf("%d connections left after the new device took its own", h.Len())
+	}
+	if err := d2.Activate(ram2, virtio.FVersion1, qs, virtiotest.NewInterrupt()); err != nil {
+		t.Fatal(err)
+	}
+	tbl, _ := MemTable{memRegion(ram2.Regions()[0])}.MarshalBinary()
+	if got := b.payload(SetMemTable); string(got) != string(tbl) {
+		t.Errorf("SET_MEM_TABLE % x\nwant the new machine's RAM % x", got, tbl)
+	}
+}
+
+// TestHandOverUntaken: a connection no device takes (the device is gone
+// from the config) is hung up when the hand-over closes.
+func TestHandOverUntaken(t *testing.T) {
+	b, sock := newFakeBackend(t, allFeatures, ProtocolReplyAck)
+	d, _ := fsDevice(t, sock, sharedRAM(t))
+	defer d.Close()
+	h := NewHandover()
+	if err := d.HandOver(h); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-b.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the back end still has a front end after the hand-over closed")
 	}
 }

@@ -34,7 +34,7 @@ func (c FsConfig) MarshalBinary() ([]byte, error) {
 // a high-priority queue plus cfg.NumQueues request queues of
 // cfg.QueueSize, served by a virtiofsd listening on cfg.Socket; the config
 // space carries the tag the guest mounts.
-func NewFs(cfg config.FsConfig, ram RAM, log *slog.Logger) (*Device, error) {
+func NewFs(cfg config.FsConfig, ram RAM, h *Handover, log *slog.Logger) (*Device, error) {
 	sizes := make([]uint16, 1+cfg.NumQueues)
 	for i := range sizes {
 		sizes[i] = cfg.QueueSize
@@ -43,5 +43,5 @@ func NewFs(cfg config.FsConfig, ram RAM, log *slog.Logger) (*Device, error) {
 	return New(Spec{
 		Name: "vhost-user-fs", Type: virtio.TypeFs, QueueSizes: sizes,
 		Features: DefaultFeatures, Config: c,
-	}, cfg.Socket, ram, log)
+	}, cfg.Socket, ram, h, log)
 }

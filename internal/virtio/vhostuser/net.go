@@ -18,7 +18,7 @@ import (
 // offered as upstream's offload_csum/tso/ufo say, where the back end has
 // them. Multiqueue (a control queue served here), the MTU and server
 // mode are refused by the VM before this is called.
-func NewNet(cfg config.NetConfig, ram RAM, log *slog.Logger) (*Device, string, error) {
+func NewNet(cfg config.NetConfig, ram RAM, h *Handover, log *slog.Logger) (*Device, string, error) {
 	mac := cfg.MAC
 	if mac == "" {
 		var err error
@@ -46,7 +46,7 @@ func NewNet(cfg config.NetConfig, ram RAM, log *slog.Logger) (*Device, string, e
 	d, err := New(Spec{
 		Name: "vhost-user-net", Type: virtio.TypeNet, QueueSizes: []uint16{cfg.QueueSize, cfg.QueueSize},
 		Features: features, FrontendFeatures: vnet.FMAC, Config: cs,
-	}, cfg.VhostSocket, ram, log)
+	}, cfg.VhostSocket, ram, h, log)
 	if err != nil {
 		return nil, "", err
 	}

@@ -32,6 +32,7 @@ const (
 	GetConfig           Request = 24
 	GetMaxMemSlots      Request = 36
 	AddMemReg           Request = 37
+	RemMemReg           Request = 38
 )
 
 var requestNames = map[Request]string{
@@ -41,7 +42,7 @@ var requestNames = map[Request]string{
 	SetVringCall: "SET_VRING_CALL", GetProtocolFeatures: "GET_PROTOCOL_FEATURES",
 	SetProtocolFeatures: "SET_PROTOCOL_FEATURES", GetQueueNum: "GET_QUEUE_NUM",
 	SetVringEnable: "SET_VRING_ENABLE", GetConfig: "GET_CONFIG", GetMaxMemSlots: "GET_MAX_MEM_SLOTS",
-	AddMemReg: "ADD_MEM_REG",
+	AddMemReg: "ADD_MEM_REG", RemMemReg: "REM_MEM_REG",
 }
 
 func (r Request) String() string {

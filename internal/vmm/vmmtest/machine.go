@@ -85,7 +85,7 @@ type Factory struct {
 }
 
 // New is a vmm.MachineFactory.
-func (f *Factory) New(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.MachineExit) (vmm.Machine, error) {
+func (f *Factory) New(cfg *config.VmConfig, cons *console.Devices, _ vmm.Handover, exits chan<- vmm.MachineExit) (vmm.Machine, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.Err != nil {
