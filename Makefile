@@ -60,7 +60,7 @@ test-unit:
 # KVM tier: every KVM_TEST_PKGS test binary in one sandbox boot, with
 # NIMBUS_REQUIRE_KVM=1 so that nothing skips for lack of /dev/kvm.
 test-kvm:
-	$(SANDBOX) test -qemu -timeout 45m -pkg-timeout 15m -stall 2m -rerun-failed $(KVM_TEST_PKGS)
+	$(SANDBOX) test -qemu -timeout 55m -pkg-timeout 15m -stall 2m -rerun-failed $(KVM_TEST_PKGS)
 	$(SANDBOX) test -qemu -timeout 15m -pkg-timeout 5m -stall 2m -rerun-failed $(KVM_FIRMWARE_PKGS)
 
 # Every test: unit tests, then the KVM tier.

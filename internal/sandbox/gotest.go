@@ -266,17 +266,25 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	// With Rerun, a failed package's failed tests (the whole package after
 	// a panic or timeout) get a fresh boot, up to MaxReruns times; the package counts
 	// as passed only if they pass there, and the summary says how many did.
+	// Packages a dying sandbox left unfinished go into the next round too:
+	// the L1 panics come in runs (a CI run lost two boots in a row).
 	var rerun []int
-	for round := 1; round <= MaxReruns && tc.Rerun && err == nil && res.ExitStatus == 0 && ctx.Err() == nil; round++ {
+	dead := func(err error) bool { return errors.Is(err, ErrBoot) || errors.Is(err, ErrStalled) }
+	for round := 1; round <= MaxReruns && tc.Rerun && ctx.Err() == nil; round++ {
+		if err != nil && !dead(err) || err == nil && res.ExitStatus != 0 {
+			break
+		}
 		var again []string
 		for i, st := range rep.status {
-			if st <= 0 {
+			if st == 0 {
 				continue
 			}
 			if !slices.Contains(rerun, i) {
 				rerun = append(rerun, i)
 			}
-			runs[i].run = rep.rerunPattern(i)
+			if st > 0 {
+				runs[i].run = rep.rerunPattern(i)
+			}
 			what := "all tests"
 			if runs[i].run != "" {
 				what = runs[i].run
@@ -288,7 +296,7 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 			break
 		}
 		fmt.Fprintf(tc.Log, "nimbus-sandbox: rerun %d in a fresh boot: %s\n", round, strings.Join(again, ", "))
-		res, err = runUnfinished(1)
+		res, err = runUnfinished(2)
 	}
 	for i, p := range run {
 		switch st := rep.status[i]; {

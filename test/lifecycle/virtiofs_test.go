@@ -86,7 +86,7 @@ func TestVirtioFs(t *testing.T) {
 	p := g.start(t, cmdline(false, rebootScript+fsScript("kataShared", true)+fsScript("hot", false)+rebootLast),
 		"--memory", "size=512M,shared=on", "--platform", "num_pci_segments=2",
 		"--fs", "tag=kataShared,socket="+cold.Sock+",num_queues=1,queue_size=1024,pci_segment=1")
-	p.waitOutput("the guest's small-file workload", 0, 10*time.Minute, "FS-kataShared-DONE")
+	p.waitOutput("the guest's small-file workload", 0, 4*time.Minute, "FS-kataShared-DONE")
 	out := p.output()
 	if !strings.Contains(out, "FS-kataShared-READ=from the host to kataShared") {
 		t.Fatalf("the guest did not read the host's file:\n%s", out)
