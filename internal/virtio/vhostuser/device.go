@@ -608,7 +608,17 @@ func (d *Device) gone(err error) error {
 }
 
 // Close implements virtio.Device: a reset, then the connection is closed.
-func (d *Device) Close() error {
+func (d *Device) Close() error { return d.shutdown(nil) }
+
+// HandOver is Close for a machine that reboots: the rings stop as at a
+// reset and the back end forgets the RAM it was given region by region,
+// but the connection goes to h for the next machine's device on the same
+// socket instead of being closed. A connection that failed is closed as
+// by Close.
+func (d *Device) HandOver(h *Handover) error { return d.shutdown(h) }
+
+// shutdown is Close (h nil) and HandOver.
+func (d *Device) shutdown(h *Handover) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -616,42 +626,24 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	err := d.reset()
+	if h != nil {
+		// Regions added one by one stay until removed, and the next
+		// machine's may overlap them if it adds its own one by one too
+		// (SET_MEM_TABLE would replace them all).
+		for _, r := range d.added {
+			if err == nil {
+				err = d.conn.RemMemReg(memRegion(r))
+			}
+		}
+		d.added = nil
+	}
 	close(d.quit)
 	d.mu.Unlock()
 	// Outside mu: the watcher's lost() and a reconnection take it.
 	d.bg.Wait()
 	err = errors.Join(err, d.hangup.stop())
 	d.mu.Lock()
-	return errors.Join(err, d.conn.Close())
-}
-
-// HandOver is Close for a machine that reboots: the rings stop as at a
-// reset and the back end forgets the guest's RAM, but the connection goes
-// to h for the next machine's device on the same socket instead of being
-// closed. A connection that failed is closed as by Close.
-func (d *Device) HandOver(h *Handover) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil
-	}
-	d.closed = true
-	err := d.reset()
-	// Regions added one by one stay until removed, and the next machine's
-	// may overlap them if it adds its own one by one too (SET_MEM_TABLE
-	// would replace them all).
-	for _, r := range d.added {
-		if err == nil {
-			err = d.conn.RemMemReg(memRegion(r))
-		}
-	}
-	d.added = nil
-	close(d.quit)
-	d.mu.Unlock()
-	d.bg.Wait()
-	err = errors.Join(err, d.hangup.stop())
-	d.mu.Lock()
-	if err != nil || d.warned || d.conn.failed() {
+	if h == nil || err != nil || d.warned || d.conn.failed() {
 		return errors.Join(err, d.conn.Close())
 	}
 	h.put(d.socket, &handedConn{name: d.spec.Name, conn: d.conn})
