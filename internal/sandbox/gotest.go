@@ -257,7 +257,12 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 			if err == nil || !dead || deaths == maxDeaths || ctx.Err() != nil || len(unfinished()) == 0 {
 				return res, err
 			}
-			fmt.Fprintf(tc.Log, "nimbus-sandbox: the sandbox died: %v\nnimbus-sandbox: running the %d unfinished package(s) again in a fresh boot\n", err, len(unfinished()))
+			// The tests that passed before it died stand: a death late in
+			// a package of forty guest boots would cost them all again.
+			for _, i := range unfinished() {
+				runs[i].skip = rep.skipPattern(i)
+			}
+			fmt.Fprintf(tc.Log, "nimbus-sandbox: the sandbox died: %v\nnimbus-sandbox: running the %d unfinished package(s) again in a fresh boot, without the tests that passed\n", err, len(unfinished()))
 		}
 	}
 	res, err := runUnfinished(4)
@@ -331,6 +336,7 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 type testRun struct {
 	bin, dir string
 	run      string // -test.run for this package when rerunning its failures
+	skip     string // -test.skip: what passed before the sandbox died under it
 }
 
 // runTestScript runs the packages todo (indexes into runs) in one sandbox,
@@ -351,6 +357,9 @@ func runTestScript(ctx context.Context, tc TestConfig, rep *testReporter, todo [
 			args = append(args, "-test.run", runs[i].run)
 		case tc.Run != "":
 			args = append(args, "-test.run", tc.Run)
+		}
+		if runs[i].skip != "" {
+			args = append(args, "-test.skip", runs[i].skip)
 		}
 		for j := range args {
 			args[j] = quote(args[j])
@@ -395,8 +404,10 @@ type testReporter struct {
 	start  time.Time
 	cur    int // the package running (-1: none)
 	buf    []byte
-	// failed lists each package's failed top-level tests ("--- FAIL: X").
+	// failed lists each package's failed top-level tests ("--- FAIL: X"),
+	// passed those that passed ("--- PASS: X").
 	failed map[int][]string
+	passed map[int][]string
 }
 
 // overrun fails when the running package has run longer than limit: its
@@ -471,15 +482,48 @@ func (r *testReporter) line(l string) {
 			return
 		}
 	}
-	if name, ok := strings.CutPrefix(l, "--- FAIL: "); ok && r.cur >= 0 {
-		if name, _, ok = strings.Cut(name, " "); ok && !slices.Contains(r.failed[r.cur], name) {
-			if r.failed == nil {
-				r.failed = map[int][]string{}
-			}
-			r.failed[r.cur] = append(r.failed[r.cur], name)
+	if r.cur >= 0 {
+		if name, ok := strings.CutPrefix(l, "--- FAIL: "); ok {
+			r.failed = addTestName(r.failed, r.cur, name)
+		} else if name, ok := strings.CutPrefix(l, "--- PASS: "); ok {
+			r.passed = addTestName(r.passed, r.cur, name)
 		}
 	}
 	fmt.Fprintln(r.out, l)
+}
+
+// addTestName adds the test named at the start of rest ("X (1.2s)") to
+// m[i] once.
+func addTestName(m map[int][]string, i int, rest string) map[int][]string {
+	name, _, ok := strings.Cut(rest, " ")
+	if !ok || slices.Contains(m[i], name) {
+		return m
+	}
+	if m == nil {
+		m = map[int][]string{}
+	}
+	m[i] = append(m[i], name)
+	return m
+}
+
+// skipPattern is the -test.skip pattern for package i's tests that have
+// passed, or "".
+func (r *testReporter) skipPattern(i int) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return namesPattern(r.passed[i])
+}
+
+// namesPattern matches exactly the tests named, or is "" for none.
+func namesPattern(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	q := make([]string, len(names))
+	for j, n := range names {
+		q[j] = regexp.QuoteMeta(n)
+	}
+	return "^(" + strings.Join(q, "|") + ")$"
 }
 
 // MaxReruns is how many fresh boots -rerun-failed gives a failed
@@ -498,14 +542,10 @@ func (r *testReporter) rerunPattern(i int) string {
 	defer r.mu.Unlock()
 	names := r.failed[i]
 	delete(r.failed, i)
-	if r.status[i] != 1 || len(names) == 0 {
+	if r.status[i] != 1 {
 		return ""
 	}
-	q := make([]string, len(names))
-	for j, n := range names {
-		q[j] = regexp.QuoteMeta(n)
-	}
-	return "^(" + strings.Join(q, "|") + ")$"
+	return namesPattern(names)
 }
 
 // listPackages expands patterns with go list.

@@ -193,6 +193,20 @@ func TestReporterRerunPattern(t *testing.T) {
 	}
 }
 
+// TestReporterSkipPattern: the tests that passed before the sandbox died
+// (no end marker) are skipped in the next boot; subtests do not count.
+func TestReporterSkipPattern(t *testing.T) {
+	var out bytes.Buffer
+	r := &testReporter{out: &out, nonce: "n", pkgs: []testPkg{{ImportPath: "x/a"}}, status: []int{-1}, cur: -1}
+	r.Write([]byte("NIMBUS-TEST-BEGIN n 0\n--- PASS: TestA (1.00s)\n    --- PASS: TestB/sub (0.50s)\n--- PASS: TestB.x (0.1s)\n--- FAIL: TestC (2.00s)\n=== RUN   TestD\n[ 9.9] Kernel panic\n"))
+	if r.status[0] != -1 {
+		t.Fatalf("status %d: the package has not ended", r.status[0])
+	}
+	if got, want := r.skipPattern(0), `^(TestA|TestB\.x)$`; got != want {
+		t.Errorf("skip %q, want %q", got, want)
+	}
+}
+
 func TestReporterOverrun(t *testing.T) {
 	var out bytes.Buffer
 	r := &testReporter{out: &out, nonce: "n1", pkgs: []testPkg{{ImportPath: "x/a"}}, status: []int{-1}, cur: -1}
