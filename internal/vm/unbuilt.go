@@ -52,9 +52,6 @@ func refuseUnbuilt(cfg *config.VmConfig) error {
 			return notBuilt("fw_cfg (payload.fw_cfg_config)")
 		}
 	}
-	if len(cfg.RateLimitGroups) > 0 {
-		return notBuilt("Rate limiter groups (rate_limit_groups)")
-	}
 	for i := range cfg.Disks {
 		if err := refuseDisk(fmt.Sprintf("disks[%d]", i), &cfg.Disks[i]); err != nil {
 			return err
@@ -120,8 +117,6 @@ func refuseDisk(f string, d *config.DiskConfig) error {
 	case d.VhostUser && (d.Readonly || d.Direct || d.Serial != ""):
 		// The back end owns the image: these would be dropped.
 		return notBuilt("readonly, direct and serial beside vhost_user (%s; the back end decides them)", f)
-	case d.RateLimitGroup != "" || d.RateLimiterConfig != nil:
-		return notBuilt("Disk rate limiting (%s.rate_limiter_config, rate_limit_group)", f)
 	case len(d.QueueAffinity) > 0:
 		return notBuilt("Virtqueue affinity (%s.queue_affinity)", f)
 	case d.IOMMU:

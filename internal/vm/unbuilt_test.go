@@ -57,13 +57,13 @@ var fieldVerdicts = map[string]string{
 	"payload.fw_cfg_config.items.item_list[].name": `"payload":{"kernel":"/k","fw_cfg_config":{}}`,
 	"payload.fw_cfg_config.items.item_list[].file": `"payload":{"kernel":"/k","fw_cfg_config":{}}`,
 
-	"rate_limit_groups[].id":                                           `"rate_limit_groups":[{"id":"g","rate_limiter_config":{}}]`,
-	"rate_limit_groups[].rate_limiter_config.bandwidth.size":           `"rate_limit_groups":[{"id":"g","rate_limiter_config":{}}]`,
-	"rate_limit_groups[].rate_limiter_config.bandwidth.one_time_burst": `"rate_limit_groups":[{"id":"g","rate_limiter_config":{}}]`,
-	"rate_limit_groups[].rate_limiter_config.bandwidth.refill_time":    `"rate_limit_groups":[{"id":"g","rate_limiter_config":{}}]`,
-	"rate_limit_groups[].rate_limiter_config.ops.size":                 `"rate_limit_groups":[{"id":"g","rate_limiter_config":{}}]`,
-	"rate_limit_groups[].rate_limiter_config.ops.one_time_burst":       `"rate_limit_groups":[{"id":"g","rate_limiter_config":{}}]`,
-	"rate_limit_groups[].rate_limiter_config.ops.refill_time":          `"rate_limit_groups":[{"id":"g","rate_limiter_config":{}}]`,
+	"rate_limit_groups[].id":                                           built, // internal/ratelimit
+	"rate_limit_groups[].rate_limiter_config.bandwidth.size":           built, // internal/ratelimit
+	"rate_limit_groups[].rate_limiter_config.bandwidth.one_time_burst": built, // internal/ratelimit
+	"rate_limit_groups[].rate_limiter_config.bandwidth.refill_time":    built, // internal/ratelimit
+	"rate_limit_groups[].rate_limiter_config.ops.size":                 built, // internal/ratelimit
+	"rate_limit_groups[].rate_limiter_config.ops.one_time_burst":       built, // internal/ratelimit
+	"rate_limit_groups[].rate_limiter_config.ops.refill_time":          built, // internal/ratelimit
 
 	// Raw images only: qcow2 and the other formats are refused when the
 	// image is opened (virtio/blk), pci_segment != 0 when the device is
@@ -74,16 +74,16 @@ var fieldVerdicts = map[string]string{
 	"disks[].image_type": built, "disks[].lock_granularity": built,
 	"disks[].id": built, "disks[].pci_segment": built, "disks[].pci_device_id": built,
 	"disks[].vhost_user": built, "disks[].vhost_socket": built,
-	"disks[].rate_limit_group":                             `"disks":[{"path":"/d","rate_limit_group":"g"}]`,
+	"disks[].rate_limit_group":                             built, // internal/ratelimit
 	"disks[].queue_affinity[].queue_index":                 `"disks":[{"path":"/d","queue_affinity":[{"queue_index":0,"host_cpus":[0]}]}]`,
 	"disks[].queue_affinity[].host_cpus":                   `"disks":[{"path":"/d","queue_affinity":[{"queue_index":0,"host_cpus":[0]}]}]`,
 	"disks[].iommu":                                        `"disks":[{"path":"/d","iommu":true}]`,
-	"disks[].rate_limiter_config.bandwidth.size":           `"disks":[{"path":"/d","rate_limiter_config":{}}]`,
-	"disks[].rate_limiter_config.bandwidth.one_time_burst": `"disks":[{"path":"/d","rate_limiter_config":{}}]`,
-	"disks[].rate_limiter_config.bandwidth.refill_time":    `"disks":[{"path":"/d","rate_limiter_config":{}}]`,
-	"disks[].rate_limiter_config.ops.size":                 `"disks":[{"path":"/d","rate_limiter_config":{}}]`,
-	"disks[].rate_limiter_config.ops.one_time_burst":       `"disks":[{"path":"/d","rate_limiter_config":{}}]`,
-	"disks[].rate_limiter_config.ops.refill_time":          `"disks":[{"path":"/d","rate_limiter_config":{}}]`,
+	"disks[].rate_limiter_config.bandwidth.size":           built, // internal/ratelimit
+	"disks[].rate_limiter_config.bandwidth.one_time_burst": built, // internal/ratelimit
+	"disks[].rate_limiter_config.bandwidth.refill_time":    built, // internal/ratelimit
+	"disks[].rate_limiter_config.ops.size":                 built, // internal/ratelimit
+	"disks[].rate_limiter_config.ops.one_time_burst":       built, // internal/ratelimit
+	"disks[].rate_limiter_config.ops.refill_time":          built, // internal/ratelimit
 
 	"net[].tap": built, "net[].ip": built, "net[].mask": built, "net[].mac": built, "net[].host_mac": built,
 	"net[].mtu": built, "net[].num_queues": built, "net[].queue_size": built, "net[].fds": built,

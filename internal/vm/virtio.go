@@ -95,6 +95,7 @@ func (m *VM) addDisk(dc *config.DiskConfig) (pci.BDF, error) {
 	if err != nil {
 		return pci.BDF{}, wrap(ErrSetup, fmt.Errorf("disk %s: %w", dc.ID, err))
 	}
+	d.SetLimiter(m.diskLimiter(dc))
 	return m.addVirtio(dc.ID, d, dc.PciCommon)
 }
 

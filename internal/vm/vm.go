@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/devmgr"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
 	"github.com/nimbus-vmm/nimbus/internal/memory"
+	"github.com/nimbus-vmm/nimbus/internal/ratelimit"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/balloon"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/vhostuser"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
@@ -78,9 +80,14 @@ type VM struct {
 	balloon *balloon.Device // --balloon, or nil
 	// prev is what the machine before a reboot handed over, taken by the
 	// vhost-user devices Build makes (nil otherwise).
-	prev   *vhostuser.Handover
-	vcpuMu sync.Mutex // vcpus: appended by hot add, read by kickAll on vCPU threads
-	vcpus  []*vcpu
+	prev *vhostuser.Handover
+	// rateGroups are the config's rate_limit_groups; limitGroups their
+	// limiters, shared by the disks in each (boot and hot add).
+	rateGroups  []config.RateLimiterGroupConfig
+	limitMu     sync.Mutex
+	limitGroups map[string]*ratelimit.Limiter
+	vcpuMu      sync.Mutex // vcpus: appended by hot add, read by kickAll on vCPU threads
+	vcpus       []*vcpu
 
 	// run state shared with the vCPU goroutines
 	mu       sync.Mutex
@@ -147,6 +154,7 @@ func build(cfg *config.VmConfig, cons *console.Devices, prev *vhostuser.Handover
 			m.release()
 		}
 	}()
+	m.rateGroups = slices.Clone(cfg.RateLimitGroups)
 	if err = refuseUnbuilt(cfg); err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/ratelimit"
 	"github.com/nimbus-vmm/nimbus/internal/virtio"
 )
 
@@ -35,6 +36,8 @@ type Device struct {
 	writeback atomic.Bool
 
 	stats counters
+	// limiter, if any, paces requests (rate_limiter_config).
+	limiter *ratelimit.Limiter
 }
 
 var _ virtio.Device = (*Device)(nil)
@@ -131,6 +134,11 @@ func (d *Device) WriteConfig(off uint64, p []byte) {
 	d.mu.Unlock()
 }
 
+// SetLimiter makes the device consult l (rate_limiter_config or the
+// rate_limit_group's shared limiter) before each request; call it before
+// Activate. A nil l limits nothing.
+func (d *Device) SetLimiter(l *ratelimit.Limiter) { d.limiter = l }
+
 // Activate implements virtio.Device.
 func (d *Device) Activate(mem virtio.GuestMemory, features uint64, queues []*virtio.Queue, irq virtio.Interrupt) error {
 	return d.life.Activate(mem, features, queues, irq)
@@ -151,7 +159,7 @@ func (d *Device) start() {
 			continue
 		}
 		r.Watch(q.Notify)
-		w := &worker{d: d, mem: d.life.Mem(), bounce: alignedBuf(1 << 17)}
+		w := &worker{d: d, r: r, mem: d.life.Mem(), bounce: alignedBuf(1 << 17)}
 		r.Go(func() { virtio.ServeQueue(r, q, i, d.life.Irq(), w.handle) })
 	}
 }
@@ -183,6 +191,7 @@ func (d *Device) Counters() map[string]uint64 { return d.stats.snapshot() }
 // worker is one queue's request processor; bounce is its own buffer.
 type worker struct {
 	d      *Device
+	r      *virtio.Runner
 	mem    virtio.GuestMemory
 	bounce []byte
 	iov    [][]byte // reused across requests
@@ -210,6 +219,14 @@ func (w *worker) handle(c *virtio.Chain) uint32 {
 		typ := binary.LittleEndian.Uint32(hdr[0:])
 		sector := binary.LittleEndian.Uint64(hdr[8:])
 		_, payload := virtio.SplitBuffers(c.Readable, headerSize)
+		switch typ {
+		case TIn:
+			w.throttle(total(data))
+		case TOut:
+			w.throttle(total(payload))
+		default:
+			w.throttle(0) // an operation without bytes, as upstream
+		}
 		status, written = w.execute(typ, sector, payload, data)
 		if status == SOK {
 			switch typ {
@@ -225,6 +242,20 @@ func (w *worker) handle(c *virtio.Chain) uint32 {
 		return 0
 	}
 	return written + 1
+}
+
+// throttle waits until the rate limiter allows one operation of n bytes
+// (upstream stops serving the queue until its refill timer fires). A
+// device being stopped goes on at once: Pause and Reset do not wait for
+// tokens.
+func (w *worker) throttle(n uint64) {
+	for {
+		ok, wait := w.d.limiter.Consume(n)
+		if ok || w.r.Stopping() {
+			return
+		}
+		time.Sleep(min(wait, 20*time.Millisecond))
+	}
 }
 
 func total(bs []virtio.Buffer) uint64 {
