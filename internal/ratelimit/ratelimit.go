@@ -139,6 +139,21 @@ func (l *Limiter) Consume(n uint64) (bool, time.Duration) {
 	return true, 0
 }
 
+// Wait blocks until Consume allows one operation of n bytes, or until
+// stopping reports true (a device being paused or reset goes on at once:
+// it must not wait for tokens). Devices call it from their queue
+// goroutines; upstream instead stops serving the queue until its refill
+// timer fires, which the guest sees the same way.
+func (l *Limiter) Wait(n uint64, stopping func() bool) {
+	for {
+		ok, wait := l.Consume(n)
+		if ok || stopping() {
+			return
+		}
+		time.Sleep(min(wait, 20*time.Millisecond))
+	}
+}
+
 // take is RateLimiter::consume for one bucket (nil: no limit). mu held.
 func (l *Limiter) take(b *bucket, n uint64, now time.Time) bool {
 	if b == nil {

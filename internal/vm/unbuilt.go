@@ -136,8 +136,9 @@ func refuseNet(f string, n *config.NetConfig) error {
 	case n.VhostUser && (n.Tap != "" || len(n.Fds) > 0 || n.HostMAC != "" || n.IP != "" || n.Mask != ""):
 		// The back end owns the host side: these would be dropped.
 		return notBuilt("tap, fds, host_mac, ip and mask beside vhost_user (%s; the back end owns the host side)", f)
-	case n.RateLimiterConfig != nil:
-		return notBuilt("Network rate limiting (%s.rate_limiter_config)", f)
+	case n.VhostUser && n.RateLimiterConfig != nil:
+		// The back end moves the frames: nothing here could pace them.
+		return notBuilt("Rate limiting a vhost-user-net device (%s.rate_limiter_config)", f)
 	case n.IOMMU:
 		return notBuilt("The virtual IOMMU (%s.iommu)", f)
 	}

@@ -92,12 +92,12 @@ var fieldVerdicts = map[string]string{
 	"net[].vhost_user": built, "net[].vhost_socket": built, // client mode, one queue pair
 	"net[].vhost_mode": `"net":[{"vhost_user":true,"vhost_socket":"/s","vhost_mode":"Server"}]`,
 	"net[].iommu":      `"net":[{"iommu":true}]`,
-	"net[].rate_limiter_config.bandwidth.size":           `"net":[{"rate_limiter_config":{}}]`,
-	"net[].rate_limiter_config.bandwidth.one_time_burst": `"net":[{"rate_limiter_config":{}}]`,
-	"net[].rate_limiter_config.bandwidth.refill_time":    `"net":[{"rate_limiter_config":{}}]`,
-	"net[].rate_limiter_config.ops.size":                 `"net":[{"rate_limiter_config":{}}]`,
-	"net[].rate_limiter_config.ops.one_time_burst":       `"net":[{"rate_limiter_config":{}}]`,
-	"net[].rate_limiter_config.ops.refill_time":          `"net":[{"rate_limiter_config":{}}]`,
+	"net[].rate_limiter_config.bandwidth.size":           built, // internal/ratelimit, rx and tx
+	"net[].rate_limiter_config.bandwidth.one_time_burst": built, // internal/ratelimit, rx and tx
+	"net[].rate_limiter_config.bandwidth.refill_time":    built, // internal/ratelimit, rx and tx
+	"net[].rate_limiter_config.ops.size":                 built, // internal/ratelimit, rx and tx
+	"net[].rate_limiter_config.ops.one_time_burst":       built, // internal/ratelimit, rx and tx
+	"net[].rate_limiter_config.ops.refill_time":          built, // internal/ratelimit, rx and tx
 
 	"rng.src": built, "rng.id": built, "rng.pci_segment": built, "rng.pci_device_id": built,
 	"rng.iommu": `"rng":{"src":"/dev/urandom","iommu":true}`,

@@ -244,19 +244,9 @@ func (w *worker) handle(c *virtio.Chain) uint32 {
 	return written + 1
 }
 
-// throttle waits until the rate limiter allows one operation of n bytes
-// (upstream stops serving the queue until its refill timer fires). A
-// device being stopped goes on at once: Pause and Reset do not wait for
-// tokens.
-func (w *worker) throttle(n uint64) {
-	for {
-		ok, wait := w.d.limiter.Consume(n)
-		if ok || w.r.Stopping() {
-			return
-		}
-		time.Sleep(min(wait, 20*time.Millisecond))
-	}
-}
+// throttle waits for the rate limiter's tokens for one request of n
+// bytes.
+func (w *worker) throttle(n uint64) { w.d.limiter.Wait(n, w.r.Stopping) }
 
 func total(bs []virtio.Buffer) uint64 {
 	var n uint64

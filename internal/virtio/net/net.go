@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/ratelimit"
 	"github.com/nimbus-vmm/nimbus/internal/virtio"
 )
 
@@ -46,6 +47,9 @@ type Device struct {
 	skipOffload bool
 
 	rxBytes, rxFrames, txBytes, txFrames atomic.Uint64
+	// limits is rate_limiter_config: each queue of each pair gets a
+	// limiter of its own from it, as upstream's rx and tx limiters.
+	limits *config.RateLimiterConfig
 }
 
 var _ virtio.Device = (*Device)(nil)
@@ -114,7 +118,7 @@ func closeTaps(taps []*tap) {
 }
 
 func newDevice(cfg config.NetConfig, taps []*tap) (*Device, error) {
-	d := &Device{taps: taps, pairs: len(taps), qsize: cfg.QueueSize}
+	d := &Device{taps: taps, pairs: len(taps), qsize: cfg.QueueSize, limits: cfg.RateLimiterConfig}
 	if d.qsize == 0 {
 		d.qsize = DefaultQueueSize
 	}
@@ -226,11 +230,12 @@ func (d *Device) start() {
 		r.Watch(t)
 		if rx.Ready {
 			r.Watch(rx.Notify)
-			r.Go(func() { d.receive(t, rx, 2*p) })
+			lim := ratelimit.New(d.limits)
+			r.Go(func() { d.receive(t, rx, 2*p, lim, r.Stopping) })
 		}
 		if tx.Ready {
 			r.Watch(tx.Notify)
-			w := &txWorker{d: d, t: t, buf: make([]byte, maxFrame)}
+			w := &txWorker{d: d, t: t, buf: make([]byte, maxFrame), lim: ratelimit.New(d.limits), stopping: r.Stopping}
 			r.Go(func() { virtio.ServeQueue(r, tx, 2*p+1, irq, w.handle) })
 		}
 	}
@@ -241,9 +246,11 @@ func (d *Device) start() {
 }
 
 type txWorker struct {
-	d   *Device
-	t   *tap
-	buf []byte
+	d        *Device
+	t        *tap
+	buf      []byte
+	lim      *ratelimit.Limiter
+	stopping func() bool
 }
 
 // handle sends one TX chain (vnet header + frame) as one tap write.
@@ -252,6 +259,7 @@ func (w *txWorker) handle(c *virtio.Chain) uint32 {
 	if err != nil || n < HeaderSize {
 		return 0
 	}
+	w.lim.Wait(uint64(n), w.stopping)
 	if _, err := w.t.f.Write(w.buf[:n]); err != nil {
 		return 0 // dropped, as a NIC drops; interrupted writes end here too
 	}
@@ -260,8 +268,9 @@ func (w *txWorker) handle(c *virtio.Chain) uint32 {
 	return 0
 }
 
-// receive moves frames from the tap into RX buffers until stopped.
-func (d *Device) receive(t *tap, q *virtio.Queue, idx int) {
+// receive moves frames from the tap into RX buffers until stopped, each
+// once lim allows it.
+func (d *Device) receive(t *tap, q *virtio.Queue, idx int, lim *ratelimit.Limiter, stopping func() bool) {
 	buf := make([]byte, maxFrame)
 	for {
 		n, err := t.f.Read(buf)
@@ -272,6 +281,7 @@ func (d *Device) receive(t *tap, q *virtio.Queue, idx int) {
 			continue
 		}
 		binary.LittleEndian.PutUint16(buf[offNumBuffers:], 1)
+		lim.Wait(uint64(n), stopping)
 		if !d.deliver(q, idx, buf[:n]) {
 			return
 		}
