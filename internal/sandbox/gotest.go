@@ -307,7 +307,9 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 		switch st := rep.status[i]; {
 		case st == 0:
 			sum.Passed++
-			if slices.Contains(rerun, i) {
+			// Failures before a sandbox death were run again with what
+			// the death left unfinished: they count as reruns too.
+			if slices.Contains(rerun, i) || rep.hadFailures(i) {
 				sum.PassedOnRerun++
 			}
 		case st < 0:
@@ -504,6 +506,14 @@ func addTestName(m map[int][]string, i int, rest string) map[int][]string {
 	}
 	m[i] = append(m[i], name)
 	return m
+}
+
+// hadFailures reports whether package i has failed tests not yet taken
+// by rerunPattern.
+func (r *testReporter) hadFailures(i int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.failed[i]) > 0
 }
 
 // skipPattern is the -test.skip pattern for package i's tests that have
