@@ -253,8 +253,7 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	runUnfinished := func(maxDeaths int) (res *Result, err error) {
 		for deaths := 0; ; deaths++ {
 			res, err = runTestScript(ctx, tc, rep, unfinished(), runs, scriptPath, runScript, holder, files, env, mode, k)
-			dead := errors.Is(err, ErrBoot) || errors.Is(err, ErrStalled)
-			if err == nil || !dead || deaths == maxDeaths || ctx.Err() != nil || len(unfinished()) == 0 {
+			if err == nil || !sandboxDied(err) || deaths == maxDeaths || ctx.Err() != nil || len(unfinished()) == 0 {
 				return res, err
 			}
 			// The tests that passed before it died stand: a death late in
@@ -274,9 +273,8 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	// Packages a dying sandbox left unfinished go into the next round too:
 	// the L1 panics come in runs (a CI run lost two boots in a row).
 	var rerun []int
-	dead := func(err error) bool { return errors.Is(err, ErrBoot) || errors.Is(err, ErrStalled) }
 	for round := 1; round <= MaxReruns && tc.Rerun && ctx.Err() == nil; round++ {
-		if err != nil && !dead(err) || err == nil && res.ExitStatus != 0 {
+		if err != nil && !sandboxDied(err) || err == nil && res.ExitStatus != 0 {
 			break
 		}
 		var again []string
@@ -332,6 +330,10 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	}
 	return sum, nil
 }
+
+// sandboxDied says whether err is the sandbox dying (no exit marker) or
+// stalling, after which a fresh boot can go on.
+func sandboxDied(err error) bool { return errors.Is(err, ErrBoot) || errors.Is(err, ErrStalled) }
 
 // testRun is where one package's test binary runs: guest paths, already
 // shipped through loc.

@@ -5,28 +5,22 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/ratelimit"
 )
 
+// groupLimiters makes one limiter per rate_limit_group, shared by the
+// group's disks at boot and hot add.
+func groupLimiters(groups []config.RateLimiterGroupConfig) map[string]*ratelimit.Limiter {
+	m := make(map[string]*ratelimit.Limiter, len(groups))
+	for _, g := range groups {
+		m[g.ID] = ratelimit.New(&g.RateLimiterConfig)
+	}
+	return m
+}
+
 // diskLimiter is the rate limiter disk dc consults: its own
-// rate_limiter_config, or the limiter its rate_limit_group shares with the
-// group's other disks (made on first use; validation has checked that the
-// group exists and that a disk does not name both).
+// rate_limiter_config, or its rate_limit_group's (validation has checked
+// that the group exists and that a disk does not name both).
 func (m *VM) diskLimiter(dc *config.DiskConfig) *ratelimit.Limiter {
 	if dc.RateLimitGroup == "" {
 		return ratelimit.New(dc.RateLimiterConfig)
 	}
-	m.limitMu.Lock()
-	defer m.limitMu.Unlock()
-	if l, ok := m.limitGroups[dc.RateLimitGroup]; ok {
-		return l
-	}
-	for _, g := range m.rateGroups {
-		if g.ID == dc.RateLimitGroup {
-			l := ratelimit.New(&g.RateLimiterConfig)
-			if m.limitGroups == nil {
-				m.limitGroups = map[string]*ratelimit.Limiter{}
-			}
-			m.limitGroups[g.ID] = l
-			return l
-		}
-	}
-	return nil
+	return m.limitGroups[dc.RateLimitGroup]
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"sync"
 	"time"
 
@@ -81,10 +80,7 @@ type VM struct {
 	// prev is what the machine before a reboot handed over, taken by the
 	// vhost-user devices Build makes (nil otherwise).
 	prev *vhostuser.Handover
-	// rateGroups are the config's rate_limit_groups; limitGroups their
-	// limiters, shared by the disks in each (boot and hot add).
-	rateGroups  []config.RateLimiterGroupConfig
-	limitMu     sync.Mutex
+	// limitGroups are the rate_limit_groups' limiters, by group id.
 	limitGroups map[string]*ratelimit.Limiter
 	vcpuMu      sync.Mutex // vcpus: appended by hot add, read by kickAll on vCPU threads
 	vcpus       []*vcpu
@@ -154,7 +150,7 @@ func build(cfg *config.VmConfig, cons *console.Devices, prev *vhostuser.Handover
 			m.release()
 		}
 	}()
-	m.rateGroups = slices.Clone(cfg.RateLimitGroups)
+	m.limitGroups = groupLimiters(cfg.RateLimitGroups)
 	if err = refuseUnbuilt(cfg); err != nil {
 		return nil, err
 	}

@@ -798,10 +798,12 @@ func TestCreateRefusesASocketConsole(t *testing.T) {
 // rebootingMachine is a vmmtest machine with something to hand over.
 type rebootingMachine struct {
 	*vmmtest.Machine
-	ho *fakeHandover
+	ho        *fakeHandover
+	forReboot atomic.Int32 // ShutdownForReboot calls
 }
 
 func (m *rebootingMachine) ShutdownForReboot() (vmm.Handover, error) {
+	m.forReboot.Add(1)
 	m.Machine.Shutdown()
 	return m.ho, nil
 }
@@ -819,6 +821,7 @@ func TestRebootHandsOver(t *testing.T) {
 	var mu sync.Mutex
 	var prevs []vmm.Handover
 	var hos []*fakeHandover
+	var machines []*rebootingMachine
 	factory := func(cfg *config.VmConfig, cons *console.Devices, prev vmm.Handover, exits chan<- vmm.MachineExit) (vmm.Machine, error) {
 		m, err := f.New(cfg, cons, nil, exits)
 		if err != nil {
@@ -832,7 +835,9 @@ func TestRebootHandsOver(t *testing.T) {
 		prevs = append(prevs, prev)
 		ho := &fakeHandover{}
 		hos = append(hos, ho)
-		return &rebootingMachine{Machine: m.(*vmmtest.Machine), ho: ho}, nil
+		rm := &rebootingMachine{Machine: m.(*vmmtest.Machine), ho: ho}
+		machines = append(machines, rm)
+		return rm, nil
 	}
 	mon := events.New(nil)
 	defer mon.Close()
@@ -855,6 +860,9 @@ func TestRebootHandsOver(t *testing.T) {
 	}
 	if n := hos[0].closed.Load(); n != 1 {
 		t.Errorf("the reboot's hand-over closed %d times, want once", n)
+	}
+	if a, b := machines[0].forReboot.Load(), machines[1].forReboot.Load(); a != 1 || b != 0 {
+		t.Errorf("ShutdownForReboot called %d times on the rebooted machine (want 1), %d on the one shut down (want 0)", a, b)
 	}
 	if n := hos[1].closed.Load(); n != 0 {
 		t.Errorf("a shutdown made a hand-over and closed it %d times", n)

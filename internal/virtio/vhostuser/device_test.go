@@ -442,8 +442,8 @@ func TestHandOver(t *testing.T) {
 	if got := b.requests(mark); !slices.Equal(got, want) {
 		t.Fatalf("hand-over requests %v\nwant %v", got, want)
 	}
-	if h.Len() != 1 {
-		t.Fatalf("%d connections handed over, want 1", h.Len())
+	if h.len() != 1 {
+		t.Fatalf("%d connections handed over, want 1", h.len())
 	}
 	// Another kind of device on the socket does not take it.
 	if c := h.take(sock, "vhost-user-blk"); c != nil {
@@ -461,8 +461,8 @@ func TestHandOver(t *testing.T) {
 	if got := b.requests(mark); !slices.Equal(got, want) {
 		t.Fatalf("negotiation on the handed-over connection %v\nwant %v", got, want)
 	}
-	if h.Len() != 0 {
-		t.Fatalf("%d connections left after the new device took its own", h.Len())
+	if h.len() != 0 {
+		t.Fatalf("%d connections left after the new device took its own", h.len())
 	}
 	if err := d2.Activate(ram2, virtio.FVersion1, qs, virtiotest.NewInterrupt()); err != nil {
 		t.Fatal(err)

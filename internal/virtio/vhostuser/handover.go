@@ -52,8 +52,8 @@ func (h *Handover) take(socket, name string) *Conn {
 	return c.conn
 }
 
-// Len is how many connections wait to be taken.
-func (h *Handover) Len() int {
+// len is how many connections wait to be taken.
+func (h *Handover) len() int {
 	if h == nil {
 		return 0
 	}
