@@ -47,9 +47,11 @@ type Device struct {
 	skipOffload bool
 
 	rxBytes, rxFrames, txBytes, txFrames atomic.Uint64
-	// limits is rate_limiter_config: each queue of each pair gets a
-	// limiter of its own from it, as upstream's rx and tx limiters.
+	// limits is rate_limiter_config: at each activation every queue of
+	// every pair gets a limiter of its own from it (upstream's rx and tx
+	// limiters), kept across pause and resume. lims[q] is queue q's.
 	limits *config.RateLimiterConfig
+	lims   []*ratelimit.Limiter
 }
 
 var _ virtio.Device = (*Device)(nil)
@@ -204,6 +206,10 @@ func (d *Device) bind(features uint64) error {
 		return err
 	}
 	d.acked = features
+	d.lims = make([]*ratelimit.Limiter, 2*d.pairs)
+	for q := range d.lims {
+		d.lims[q] = ratelimit.New(d.limits)
+	}
 	return nil
 }
 
@@ -230,12 +236,11 @@ func (d *Device) start() {
 		r.Watch(t)
 		if rx.Ready {
 			r.Watch(rx.Notify)
-			lim := ratelimit.New(d.limits)
-			r.Go(func() { d.receive(t, rx, 2*p, lim, r.Stopping) })
+			r.Go(func() { d.receive(t, rx, 2*p, d.lims[2*p], r.Stopping) })
 		}
 		if tx.Ready {
 			r.Watch(tx.Notify)
-			w := &txWorker{d: d, t: t, buf: make([]byte, maxFrame), lim: ratelimit.New(d.limits), stopping: r.Stopping}
+			w := &txWorker{d: d, t: t, buf: make([]byte, maxFrame), lim: d.lims[2*p+1], stopping: r.Stopping}
 			r.Go(func() { virtio.ServeQueue(r, tx, 2*p+1, irq, w.handle) })
 		}
 	}
