@@ -54,6 +54,8 @@ const (
 	sizeofXSave           = 4096 // struct kvm_xsave (without KVM_GET_XSAVE2 extension)
 	sizeofXCRs            = 392  // struct kvm_xcrs
 	sizeofIdentityMapAddr = 8    // __u64
+	sizeofIRQChip         = 520  // struct kvm_irqchip
+	sizeofPitState2       = 112  // struct kvm_pit_state2
 )
 
 // Ioctl numbers from <linux/kvm.h>, grouped by the file descriptor they
@@ -75,6 +77,8 @@ var (
 	kvmSetIdentityMapAddr  = iow(0x48, sizeofIdentityMapAddr)
 	kvmCreateIRQChip       = io(0x60)
 	kvmIRQLine             = iow(0x61, sizeofIRQLevel)
+	kvmGetIRQChip          = iowr(0x62, sizeofIRQChip)
+	kvmSetIRQChip          = ior(0x63, sizeofIRQChip) // _IOR in <linux/kvm.h>, for historical reasons
 	kvmSetGSIRouting       = iow(0x6a, sizeofIRQRouting)
 	kvmIRQFD               = iow(0x76, sizeofIRQFD)
 	kvmCreatePIT2          = iow(0x77, sizeofPitConfig)
@@ -82,6 +86,8 @@ var (
 	kvmSetClock            = iow(0x7b, sizeofClockData)
 	kvmGetClock            = ior(0x7c, sizeofClockData)
 	kvmEnableCap           = iow(0xa3, sizeofEnableCap) // also a vCPU ioctl
+	kvmGetPIT2             = ior(0x9f, sizeofPitState2)
+	kvmSetPIT2             = iow(0xa0, sizeofPitState2)
 	kvmSignalMSI           = iow(0xa5, sizeofMSI)
 	kvmSetTSCKHz           = io(0xa2) // vCPU (and VM since Linux 6.0)
 	kvmGetTSCKHz           = io(0xa3)

@@ -57,6 +57,10 @@ func TestIoctlNumbers(t *testing.T) {
 		{"KVM_SET_XSAVE", kvmSetXSave, 0x5000aea5},
 		{"KVM_GET_XCRS", kvmGetXCRs, 0x8188aea6},
 		{"KVM_SET_XCRS", kvmSetXCRs, 0x4188aea7},
+		{"KVM_GET_IRQCHIP", kvmGetIRQChip, 0xc208ae62},
+		{"KVM_SET_IRQCHIP", kvmSetIRQChip, 0x8208ae63},
+		{"KVM_GET_PIT2", kvmGetPIT2, 0x8070ae9f},
+		{"KVM_SET_PIT2", kvmSetPIT2, 0x4070aea0},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %#x, want %#x", c.name, c.got, c.want)

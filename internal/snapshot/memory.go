@@ -1,0 +1,180 @@
+package snapshot
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// Range is one guest RAM range in memory-ranges (upstream's MemoryRange).
+type Range struct {
+	GPA    uint64 `json:"gpa"`
+	Length uint64 `json:"length"`
+}
+
+// RangeTable is upstream's MemoryRangeTable.
+type RangeTable struct {
+	Data []Range `json:"data"`
+}
+
+// Size is the bytes the ranges take in memory-ranges.
+func (t RangeTable) Size() uint64 {
+	var n uint64
+	for _, r := range t.Data {
+		n += r.Length
+	}
+	return n
+}
+
+// RAM gives the host mapping of guest RAM (*memory.Memory).
+type RAM interface {
+	Slice(gpa, n uint64) ([]byte, error)
+}
+
+const pageSize = 4096
+
+// WriteMemory writes memory-ranges: the ranges in table order, densely.
+// Pages never touched (not resident) and pages of zeros are left as
+// holes, so the file takes the space of the RAM the guest uses.
+func WriteMemory(dir string, t RangeTable, ram RAM) (written uint64, err error) {
+	f, err := create(dir, MemoryFile)
+	if err != nil {
+		return 0, fmt.Errorf("Error creating memory snapshot file: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	var off uint64
+	for _, r := range t.Data {
+		b, err := ram.Slice(r.GPA, r.Length)
+		if err != nil {
+			return written, fmt.Errorf("memory range %#x+%#x: %w", r.GPA, r.Length, err)
+		}
+		n, err := writeSparse(f, int64(off), b)
+		written += n
+		if err != nil {
+			return written, fmt.Errorf("Error writing memory snapshot: %w", err)
+		}
+		off += r.Length
+	}
+	if err := f.Truncate(int64(off)); err != nil {
+		return written, fmt.Errorf("Error writing memory snapshot: %w", err)
+	}
+	return written, nil
+}
+
+var zeroPage [pageSize]byte
+
+// writeSparse writes b at off, skipping pages that are not resident or
+// hold only zeros. It returns the bytes written.
+func writeSparse(f *os.File, off int64, b []byte) (uint64, error) {
+	const chunk = 2 << 20
+	var written uint64
+	vec := make([]byte, chunk/pageSize)
+	for c := 0; c < len(b); c += chunk {
+		part := b[c:min(c+chunk, len(b))]
+		pages := (len(part) + pageSize - 1) / pageSize
+		// Untouched anonymous memory reads as zeros; mincore says which
+		// pages exist without faulting the others in.
+		if err := mincore(part, vec[:pages]); err != nil {
+			for i := range vec[:pages] {
+				vec[i] = 1
+			}
+		}
+		start := -1 // first page of the run being collected
+		flush := func(end int) error {
+			if start < 0 {
+				return nil
+			}
+			s, e := start*pageSize, min(end*pageSize, len(part))
+			start = -1
+			if _, err := f.WriteAt(part[s:e], off+int64(c+s)); err != nil {
+				return err
+			}
+			written += uint64(e - s)
+			return nil
+		}
+		for p := range pages {
+			pg := part[p*pageSize : min((p+1)*pageSize, len(part))]
+			if vec[p]&1 == 0 || bytes.Equal(pg, zeroPage[:len(pg)]) {
+				if err := flush(p); err != nil {
+					return written, err
+				}
+				continue
+			}
+			if start < 0 {
+				start = p
+			}
+		}
+		if err := flush(pages); err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+// ReadMemory copies memory-ranges into guest RAM, reading only the file's
+// data (its holes are zeros, as fresh guest RAM is). With prefault every
+// page of the ranges is populated as well (upstream's prefault).
+func ReadMemory(dir string, t RangeTable, ram RAM, prefault bool) error {
+	p := filepath.Join(dir, MemoryFile)
+	f, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("Error opening memory snapshot file %q: %w", p, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if uint64(fi.Size()) != t.Size() {
+		return fmt.Errorf("%s is %d bytes, its memory ranges need %d: %w", MemoryFile, fi.Size(), t.Size(), ErrFormat)
+	}
+	var off int64
+	for _, r := range t.Data {
+		b, err := ram.Slice(r.GPA, r.Length)
+		if err != nil {
+			return fmt.Errorf("memory range %#x+%#x: %w", r.GPA, r.Length, err)
+		}
+		if prefault {
+			_ = unix.Madvise(b, unix.MADV_POPULATE_WRITE) // best effort (Linux 5.14+)
+		}
+		if err := readData(f, off, b); err != nil {
+			return fmt.Errorf("Error reading memory snapshot: %w", err)
+		}
+		off += int64(r.Length)
+	}
+	return nil
+}
+
+// readData reads the data extents of f's [off, off+len(b)) into b.
+func readData(f *os.File, off int64, b []byte) error {
+	end := off + int64(len(b))
+	fd := int(f.Fd())
+	for pos := off; pos < end; {
+		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) || (err == nil && data >= end) {
+			return nil // only holes left
+		}
+		if err != nil {
+			// No SEEK_DATA on this file system: read everything.
+			data = pos
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil || hole > end {
+			hole = end
+		}
+		if _, err := f.ReadAt(b[data-off:hole-off], data); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		pos = hole
+	}
+	return nil
+}
