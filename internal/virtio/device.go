@@ -18,7 +18,10 @@
 // Devices see only queues, guest memory and their backend, never PCI.
 package virtio
 
-import "errors"
+import (
+	"encoding/json"
+	"errors"
+)
 
 // Sentinel error categories.
 var (
@@ -124,3 +127,24 @@ type Device interface {
 	// (vm.counters); nil for devices without counters.
 	Counters() map[string]uint64
 }
+
+// Snapshotter is a device that a snapshot can carry. The transport saves
+// what it holds (status, features, queues) and activates a restored
+// device as the driver left it; the device adds its own state (nil when
+// it has none beyond that). RestoreSnapshot runs before that activation,
+// on a device built from the same configuration. Devices without it make
+// a snapshot fail rather than come back wrong.
+type Snapshotter interface {
+	SaveSnapshot() (json.RawMessage, error)
+	RestoreSnapshot(json.RawMessage) error
+}
+
+// Stateless is embedded by devices whose whole state the transport holds
+// (queues, features, status): it implements Snapshotter with no state.
+type Stateless struct{}
+
+// SaveSnapshot implements Snapshotter.
+func (Stateless) SaveSnapshot() (json.RawMessage, error) { return nil, nil }
+
+// RestoreSnapshot implements Snapshotter.
+func (Stateless) RestoreSnapshot(json.RawMessage) error { return nil }

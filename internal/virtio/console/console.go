@@ -36,6 +36,8 @@ const maxOut = 64 << 10
 
 // Device is a virtio-console device. Create it with New or Open.
 type Device struct {
+	virtio.Stateless // the transport holds the rest (snapshots)
+
 	backend hostconsole.Backend
 
 	inMu     sync.Mutex

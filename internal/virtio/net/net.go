@@ -34,6 +34,8 @@ const maxFrame = HeaderSize + 65535 + 14 + 4
 
 // Device is one virtio-net device. Create it with New.
 type Device struct {
+	virtio.Stateless // the transport holds the rest (snapshots)
+
 	taps     []*tap
 	tapName  string
 	pairs    int

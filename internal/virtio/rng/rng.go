@@ -24,6 +24,8 @@ const maxRequest = 64 << 10
 
 // Device is a virtio-rng device. Create it with New.
 type Device struct {
+	virtio.Stateless // the transport holds the rest (snapshots)
+
 	src *os.File
 
 	life virtio.Lifecycle
