@@ -16,6 +16,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/cli"
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/events"
+	"github.com/nimbus-vmm/nimbus/internal/vm"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
@@ -53,6 +54,7 @@ func runVMM(o *cli.Options) error {
 
 	ctrl := vmm.New(vmm.Options{
 		Factory:      machineFactory(logger),
+		Restorer:     vm.RestoreFactory(logger),
 		Events:       mon,
 		NoShutdown:   o.NoShutdown,
 		Version:      versionNumber(),

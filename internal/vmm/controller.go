@@ -20,6 +20,9 @@ import (
 type Options struct {
 	// Factory builds machines at boot and reboot; nil means NoKVMFactory.
 	Factory MachineFactory
+	// Restorer builds machines from snapshots (vm.restore, --restore);
+	// nil refuses restores as unsupported.
+	Restorer RestoreFactory
 	// Events receives lifecycle events; nil discards them.
 	Events *events.Monitor
 	// NoShutdown (--no-shutdown): a guest poweroff shuts the VM down but

@@ -65,22 +65,14 @@ func (c *Controller) handle(cmd Command) (value any, err error, exit bool) {
 		}
 		return ctrs, nil, false
 	case Snapshot:
-		return nil, wrap("The VM could not be snapshotted", c.vmSnapshot()), false
+		return nil, wrap("The VM could not be snapshotted", c.vmSnapshot(v.DestinationURL)), false
 	case Coredump:
 		if c.machine == nil {
 			return nil, wrap("The VM could not be coredumped", ErrNotRunning), false
 		}
 		return nil, wrap("The VM could not be coredumped", fmt.Errorf("coredump: %w", ErrUnsupported)), false
 	case Restore:
-		CloseFiles(v.Fds)
-		if want := restoreFdCount(&v.Config); len(v.Fds) != want {
-			return nil, wrap("The VM could not be restored", leaf(ErrBadConfig,
-				"Number of FDs expected: %d, but received: %d", want, len(v.Fds))), false
-		}
-		if c.cfg != nil || c.machine != nil {
-			return nil, wrap("The VM could not be restored", ErrAlreadyCreated), false
-		}
-		return nil, wrap("The VM could not be restored", fmt.Errorf("restore: %w", ErrUnsupported)), false
+		return nil, wrap("The VM could not be restored", c.vmRestore(v)), false
 	case ReceiveMigration:
 		CloseFiles(v.Fds)
 		return nil, wrap("Error receiving migration", fmt.Errorf("live migration: %w", ErrUnsupported)), false
@@ -379,20 +371,6 @@ func (c *Controller) vmResume() error {
 	c.state = StateRunning
 	c.emit("vm", "resumed")
 	return nil
-}
-
-// vmSnapshot checks upstream's preconditions; writing snapshots is not
-// implemented yet.
-func (c *Controller) vmSnapshot() error {
-	if c.machine == nil {
-		return ErrNotRunning
-	}
-	c.emit("vm", "snapshotting")
-	if c.state != StatePaused {
-		return fmt.Errorf("Cannot snapshot VM: %w", fmt.Errorf("Failed to snapshot migratable component: %w",
-			leaf(ErrInvalidState, "Trying to snapshot while VM is running")))
-	}
-	return fmt.Errorf("Cannot snapshot VM: %w", fmt.Errorf("snapshot: %w", ErrUnsupported))
 }
 
 func (c *Controller) vmInfo() (*VmInfo, error) {

@@ -55,6 +55,25 @@ type Rebooter interface {
 	ShutdownForReboot() (Handover, error)
 }
 
+// Snapshotter is a Machine that writes snapshots (vm.snapshot). The loop
+// calls it on a paused machine after writing config.json into dir; the
+// machine writes the rest (state.json, memory-ranges).
+type Snapshotter interface {
+	Snapshot(dir string) error
+}
+
+// RestoreSource says where and how a restore reads a snapshot.
+type RestoreSource struct {
+	Dir      string // the snapshot directory (from source_url)
+	Prefault bool   // populate all of guest RAM at once
+}
+
+// RestoreFactory builds a Machine from a snapshot (upstream's Vm::new with
+// a snapshot): cfg is the snapshot's config.json, validated and with the
+// restore's fds patched in; the machine comes back paused, and Resume
+// continues the guest. Otherwise as MachineFactory.
+type RestoreFactory func(cfg *config.VmConfig, cons *console.Devices, src RestoreSource, exits chan<- MachineExit) (Machine, error)
+
 // Hotplugger is a Machine that adds and removes PCI devices on a running
 // guest (upstream's PCI hotplug through the ACPI GED). The loop calls it
 // with configs whose ids it assigned; a machine without it answers every
