@@ -21,7 +21,9 @@ type Machine struct {
 	Consoles *console.Devices
 
 	// Preset errors, returned by the matching method.
-	BootErr, PauseErr, ResumeErr, ShutdownErr, PowerButtonErr, NMIErr error
+	BootErr, PauseErr, ResumeErr, ShutdownErr, PowerButtonErr, NMIErr, SnapshotErr error
+	// Restored is where Factory.Restore built this machine from (nil: New).
+	Restored *vmm.RestoreSource
 	// Values returned by the query methods.
 	Tree map[string]*vmm.DeviceNode
 	Ctrs vmm.Counters
@@ -54,6 +56,9 @@ func (m *Machine) NMI() error { return m.record("NMI", m.NMIErr) }
 
 // Counters implements vmm.Machine.
 func (m *Machine) Counters() vmm.Counters { m.record("Counters", nil); return m.Ctrs }
+
+// Snapshot implements vmm.Snapshotter; it records "Snapshot <dir>".
+func (m *Machine) Snapshot(dir string) error { return m.record("Snapshot "+dir, m.SnapshotErr) }
 
 // DeviceTree implements vmm.Machine.
 func (m *Machine) DeviceTree() map[string]*vmm.DeviceNode { return m.Tree }
@@ -101,6 +106,17 @@ func (f *Factory) New(cfg *config.VmConfig, cons *console.Devices, _ vmm.Handove
 		f.Hotplugs = append(f.Hotplugs, h)
 		return h, nil
 	}
+	return m, nil
+}
+
+// Restore is a vmm.RestoreFactory: New, with the source recorded in the
+// machine's Restored.
+func (f *Factory) Restore(cfg *config.VmConfig, cons *console.Devices, src vmm.RestoreSource, exits chan<- vmm.MachineExit) (vmm.Machine, error) {
+	m, err := f.New(cfg, cons, nil, exits)
+	if err != nil {
+		return nil, err
+	}
+	f.Last().Restored = &src
 	return m, nil
 }
 
