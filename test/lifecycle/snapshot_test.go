@@ -2,6 +2,8 @@ package lifecycle
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -115,4 +117,45 @@ func TestSnapshotRestore(t *testing.T) {
 func lastLines(s string, n int) string {
 	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(l[max(0, len(l)-n):], "\n")
+}
+
+// TestSnapshotRestoreCycles: one VMM restores a guest, lets it count,
+// pauses, snapshots it and deletes it, ten times over (each cycle from
+// the previous cycle's snapshot): the guest counts on across every cycle
+// and the VMM's threads, fds and RSS stay flat.
+func TestSnapshotRestoreCycles(t *testing.T) {
+	g := newGuest(t)
+	disk := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := g.start(t, cmdline(true, diskTicker), "--disk", "path="+disk)
+	p.waitBoots(1)
+	p.waitFor("guest ticks", bootTimeout, func() bool { n, _ := ticks(t, p.output()); return len(n) >= 3 })
+	maxTick := func() int {
+		n, _ := ticks(t, p.output())
+		return n[len(n)-1]
+	}
+	var first usage
+	for i := range 10 {
+		p.do("pause", p.api.Pause)
+		last := maxTick()
+		snap := t.TempDir()
+		p.do("snapshot", func(ctx context.Context) error { return p.api.Snapshot(ctx, "file://"+snap) })
+		p.do("delete", p.api.Delete)
+		u := p.usage()
+		t.Logf("cycle %d: tick %d, threads %d, fds %d, RSS %d kB", i, last, u.threads, u.fds, u.rssKB)
+		if i == 1 {
+			first = u // after the first restore: the runtime has its threads
+		}
+		if i > 1 && (u.threads > first.threads+2 || u.fds > first.fds) {
+			t.Fatalf("cycle %d: threads %d fds %d, after cycle 1 %d and %d", i, u.threads, u.fds, first.threads, first.fds)
+		}
+		body, _ := json.Marshal(map[string]any{"source_url": "file://" + snap, "resume": true})
+		p.do("restore", func(ctx context.Context) error { return p.api.Restore(ctx, body) })
+		p.waitFor(fmt.Sprintf("ticks past %d after restore %d", last, i), bootTimeout, func() bool { return maxTick() >= last+3 })
+	}
+	if boots(p.output()) != 1 {
+		t.Fatalf("the guest booted again during the cycles")
+	}
 }
