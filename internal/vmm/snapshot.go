@@ -77,6 +77,11 @@ func (c *Controller) vmRestore(r Restore) (err error) {
 	if err := validateConfig(cfg); err != nil {
 		return err
 	}
+	if r.Config.MemoryRestoreMode == config.MemoryRestoreOnDemand {
+		// Upstream maps RAM with userfaultfd and fills it on fault; this
+		// build only copies. Refused, not quietly copied.
+		return fmt.Errorf("memory_restore_mode=ondemand: %w", ErrUnsupported)
+	}
 	// Each net_fds entry's fds replace the NIC's (in upstream's order:
 	// the entries in turn, num_fds each); VFIO fds have no device here.
 	rest := files
