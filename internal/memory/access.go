@@ -23,16 +23,29 @@ func badAddress(gpa uint64, n int) error {
 // Slice returns the n bytes of guest RAM at gpa, aliasing guest memory.
 // The range must lie in one region. Use the slice for the duration of one
 // request only: it dangles after Close.
+//
+// While dirty logging is on (StartDirtyLog), the caller may write the
+// slice at any time until its request ends, so its pages are counted as
+// written in the final round (DirtyRanges with final set), when devices
+// are paused, rather than in the round in which Slice was called.
 func (m *Memory) Slice(gpa, n uint64) ([]byte, error) {
+	r, b, err := m.slice(gpa, n)
+	if err == nil {
+		r.markSliced(gpa-r.GPA, n)
+	}
+	return b, err
+}
+
+func (m *Memory) slice(gpa, n uint64) (*region, []byte, error) {
 	r := m.find(gpa)
 	if r == nil {
-		return nil, badAddress(gpa, int(min(n, 1<<31)))
+		return nil, nil, badAddress(gpa, int(min(n, 1<<31)))
 	}
 	off := gpa - r.GPA
 	if n > r.Size-off {
-		return nil, badAddress(gpa, int(min(n, 1<<31)))
+		return nil, nil, badAddress(gpa, int(min(n, 1<<31)))
 	}
-	return r.data[off : off+n : off+n], nil
+	return r, r.data[off : off+n : off+n], nil
 }
 
 // ReadAt copies guest RAM at guest-physical address off into p. It may
@@ -67,6 +80,7 @@ func (m *Memory) access(p []byte, off int64, write bool) (int, error) {
 		var n int
 		if write {
 			n = copy(mem, p[done:])
+			r.markWritten(cur-r.GPA, uint64(n))
 		} else {
 			n = copy(p[done:], mem)
 		}
@@ -77,7 +91,11 @@ func (m *Memory) access(p []byte, off int64, write bool) (int, error) {
 
 // fixed returns the size bytes at gpa; little-endian scalar accesses must
 // not straddle regions.
-func (m *Memory) fixed(gpa, size uint64) ([]byte, error) { return m.Slice(gpa, size) }
+func (m *Memory) fixed(gpa, size uint64) ([]byte, error) {
+	_, b, err := m.slice(gpa, size)
+	return b, err
+}
+
 
 // ReadU8 reads a byte at gpa.
 func (m *Memory) ReadU8(gpa uint64) (uint8, error) {
@@ -117,40 +135,44 @@ func (m *Memory) ReadU64(gpa uint64) (uint64, error) {
 
 // WriteU8 writes a byte at gpa.
 func (m *Memory) WriteU8(gpa uint64, v uint8) error {
-	b, err := m.fixed(gpa, 1)
+	r, b, err := m.slice(gpa, 1)
 	if err != nil {
 		return err
 	}
 	b[0] = v
+	r.markWritten(gpa-r.GPA, 1)
 	return nil
 }
 
 // WriteU16 writes a little-endian uint16 at gpa.
 func (m *Memory) WriteU16(gpa uint64, v uint16) error {
-	b, err := m.fixed(gpa, 2)
+	r, b, err := m.slice(gpa, 2)
 	if err != nil {
 		return err
 	}
 	binary.LittleEndian.PutUint16(b, v)
+	r.markWritten(gpa-r.GPA, 2)
 	return nil
 }
 
 // WriteU32 writes a little-endian uint32 at gpa.
 func (m *Memory) WriteU32(gpa uint64, v uint32) error {
-	b, err := m.fixed(gpa, 4)
+	r, b, err := m.slice(gpa, 4)
 	if err != nil {
 		return err
 	}
 	binary.LittleEndian.PutUint32(b, v)
+	r.markWritten(gpa-r.GPA, 4)
 	return nil
 }
 
 // WriteU64 writes a little-endian uint64 at gpa.
 func (m *Memory) WriteU64(gpa uint64, v uint64) error {
-	b, err := m.fixed(gpa, 8)
+	r, b, err := m.slice(gpa, 8)
 	if err != nil {
 		return err
 	}
 	binary.LittleEndian.PutUint64(b, v)
+	r.markWritten(gpa-r.GPA, 8)
 	return nil
 }

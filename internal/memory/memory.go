@@ -79,6 +79,8 @@ type region struct {
 	RegionInfo
 	data []byte // the region's part of its zone's mapping
 	huge bool   // from a hugetlb zone
+	// log is the VMM's own writes while dirty logging is on (nil off).
+	log *dirtyBits
 }
 
 // Memory is a guest's RAM: host mappings laid out in guest-physical

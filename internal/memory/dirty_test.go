@@ -1,0 +1,72 @@
+package memory
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/nimbus-vmm/nimbus/internal/kvm"
+)
+
+// logVM is a DirtyLogger whose KVM log says the pages in logged are dirty.
+type logVM struct {
+	fakeVM
+	logged map[uint32][]uint64 // slot -> pages
+}
+
+func (l *logVM) DirtyLog(slot uint32, bitmap []uint64) error {
+	for _, p := range l.logged[slot] {
+		bitmap[p/64] |= 1 << (p % 64)
+	}
+	delete(l.logged, slot)
+	return nil
+}
+
+func TestDirtyRanges(t *testing.T) {
+	m := newMem(t, Zone{Size: 4 * mib})
+	vm := &logVM{fakeVM: fakeVM{fail: -1}}
+	if _, err := m.Register(vm, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.DirtyRanges(vm, false); err == nil {
+		t.Fatal("DirtyRanges with logging off succeeded")
+	}
+	if err := m.StartDirtyLog(vm); err != nil {
+		t.Fatal(err)
+	}
+	if last := vm.slots[len(vm.slots)-1]; last.Flags&kvm.MemLogDirtyPages == 0 {
+		t.Fatalf("slot registered again without dirty logging: %+v", last)
+	}
+	// vCPU writes (KVM's log): pages 63-65, a run across a bitmap word.
+	vm.logged = map[uint32][]uint64{0: {63, 64, 65, 1023}}
+	// VMM writes: a copy across pages 2-3, a scalar on page 10.
+	if _, err := m.WriteAt(make([]byte, PageSize), 2*PageSize+8); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WriteU32(10*PageSize, 1); err != nil {
+		t.Fatal(err)
+	}
+	// A device buffer: only the final round counts it.
+	if _, err := m.Slice(20*PageSize, 2*PageSize); err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.DirtyRanges(vm, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Region{{2 * PageSize, 2 * PageSize}, {10 * PageSize, PageSize}, {63 * PageSize, 3 * PageSize}, {1023 * PageSize, PageSize}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("round 1: %v, want %v", got, want)
+	}
+	if got, _ := m.DirtyRanges(vm, false); len(got) != 0 {
+		t.Fatalf("round 2 (nothing written): %v", got)
+	}
+	if got, _ := m.DirtyRanges(vm, true); !slices.Equal(got, []Region{{20 * PageSize, 2 * PageSize}}) {
+		t.Fatalf("final round: %v, want the sliced pages", got)
+	}
+	if err := m.StopDirtyLog(vm); err != nil {
+		t.Fatal(err)
+	}
+	if last := vm.slots[len(vm.slots)-1]; last.Flags&kvm.MemLogDirtyPages != 0 {
+		t.Fatalf("dirty logging still on: %+v", last)
+	}
+}
