@@ -3,6 +3,9 @@
 package vmmtest
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
@@ -57,8 +60,16 @@ func (m *Machine) NMI() error { return m.record("NMI", m.NMIErr) }
 // Counters implements vmm.Machine.
 func (m *Machine) Counters() vmm.Counters { m.record("Counters", nil); return m.Ctrs }
 
-// Snapshot implements vmm.Snapshotter; it records "Snapshot <dir>".
-func (m *Machine) Snapshot(dir string) error { return m.record("Snapshot "+dir, m.SnapshotErr) }
+// Snapshot implements vmm.Snapshotter: it records "Snapshot <dir>" and
+// writes a state.json and an empty memory-ranges, the files a machine
+// adds to the loop's config.json.
+func (m *Machine) Snapshot(dir string) error {
+	if err := m.record("Snapshot "+dir, m.SnapshotErr); err != nil {
+		return err
+	}
+	return errors.Join(os.WriteFile(filepath.Join(dir, "state.json"), []byte(`{"snapshots":{},"snapshot_data":null}`), 0o600),
+		os.WriteFile(filepath.Join(dir, "memory-ranges"), nil, 0o600))
+}
 
 // DeviceTree implements vmm.Machine.
 func (m *Machine) DeviceTree() map[string]*vmm.DeviceNode { return m.Tree }
