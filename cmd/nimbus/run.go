@@ -55,6 +55,7 @@ func runVMM(o *cli.Options) error {
 	ctrl := vmm.New(vmm.Options{
 		Factory:      machineFactory(logger),
 		Restorer:     vm.RestoreFactory(logger),
+		Incoming:     vm.IncomingFactory(logger),
 		Events:       mon,
 		NoShutdown:   o.NoShutdown,
 		Version:      versionNumber(),

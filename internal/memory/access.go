@@ -36,6 +36,13 @@ func (m *Memory) Slice(gpa, n uint64) ([]byte, error) {
 	return b, err
 }
 
+// Mapping is Slice for reading guest RAM out (snapshots, migration): it
+// does not count the pages as written.
+func (m *Memory) Mapping(gpa, n uint64) ([]byte, error) {
+	_, b, err := m.slice(gpa, n)
+	return b, err
+}
+
 func (m *Memory) slice(gpa, n uint64) (*region, []byte, error) {
 	r := m.find(gpa)
 	if r == nil {
@@ -95,7 +102,6 @@ func (m *Memory) fixed(gpa, size uint64) ([]byte, error) {
 	_, b, err := m.slice(gpa, size)
 	return b, err
 }
-
 
 // ReadU8 reads a byte at gpa.
 func (m *Memory) ReadU8(gpa uint64) (uint8, error) {

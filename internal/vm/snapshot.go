@@ -10,7 +10,9 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/devices/console"
 	"github.com/nimbus-vmm/nimbus/internal/devmgr"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
+	"github.com/nimbus-vmm/nimbus/internal/memory"
 	"github.com/nimbus-vmm/nimbus/internal/snapshot"
+	"github.com/nimbus-vmm/nimbus/internal/virtio"
 	vpci "github.com/nimbus-vmm/nimbus/internal/virtio/pci"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
@@ -60,47 +62,84 @@ var _ vmm.Snapshotter = (*VM)(nil)
 // Snapshot implements vmm.Snapshotter: it writes state.json and
 // memory-ranges into dir. The machine must be paused.
 func (m *VM) Snapshot(dir string) error {
-	m.mu.Lock()
-	paused := m.paused && m.parked == m.alive
-	m.mu.Unlock()
-	if !paused || m.clock == nil {
-		return fmt.Errorf("snapshot: the machine is not paused: %w", vmm.ErrInvalidState)
-	}
-	if m.mem.Size() != m.ramSize {
-		return fmt.Errorf("snapshot with hot-added memory: %w", vmm.ErrUnsupported)
-	}
-	top, err := m.saveVM()
+	top, ranges, err := m.saveState()
 	if err != nil {
 		return err
 	}
-	cpus, err := m.saveCPUs()
-	if err != nil {
-		return err
-	}
-	devs, err := m.saveDevices()
-	if err != nil {
-		return err
-	}
-	var ranges snapshot.RangeTable
-	for _, r := range m.mem.Regions() {
-		ranges.Data = append(ranges.Data, snapshot.Range{GPA: r.GPA, Length: r.Size})
-	}
-	mem, err := snapshot.New(memoryState{MemoryRanges: ranges})
-	if err != nil {
-		return err
-	}
-	top.Add(cpuManagerID, cpus)
-	top.Add(memoryManagerID, mem)
-	top.Add(deviceManagerID, devs)
 	if err := snapshot.WriteState(dir, top); err != nil {
 		return err
 	}
-	written, err := snapshot.WriteMemory(dir, ranges, m.mem)
+	written, err := snapshot.WriteMemory(dir, ranges, ramReader{m.mem})
 	if err != nil {
 		return err
 	}
 	m.log.Info("snapshot written", "dir", dir, "ram", m.ramSize, "ram_written", written)
 	return nil
+}
+
+// ramReader reads guest RAM out without counting it as written.
+type ramReader struct{ mem *memory.Memory }
+
+func (r ramReader) Slice(gpa, n uint64) ([]byte, error) { return r.mem.Mapping(gpa, n) }
+
+// saveState is the paused machine's state tree (state.json) and its RAM
+// ranges (memory-ranges' table).
+func (m *VM) saveState() (*snapshot.Snapshot, snapshot.RangeTable, error) {
+	var ranges snapshot.RangeTable
+	m.mu.Lock()
+	paused := m.paused && m.parked == m.alive
+	m.mu.Unlock()
+	if !paused || m.clock == nil {
+		return nil, ranges, fmt.Errorf("snapshot: the machine is not paused: %w", vmm.ErrInvalidState)
+	}
+	if err := m.checkSnapshot(); err != nil {
+		return nil, ranges, err
+	}
+	top, err := m.saveVM()
+	if err != nil {
+		return nil, ranges, err
+	}
+	cpus, err := m.saveCPUs()
+	if err != nil {
+		return nil, ranges, err
+	}
+	devs, err := m.saveDevices()
+	if err != nil {
+		return nil, ranges, err
+	}
+	ranges = m.ramRanges()
+	mem, err := snapshot.New(memoryState{MemoryRanges: ranges})
+	if err != nil {
+		return nil, ranges, err
+	}
+	top.Add(cpuManagerID, cpus)
+	top.Add(memoryManagerID, mem)
+	top.Add(deviceManagerID, devs)
+	return top, ranges, nil
+}
+
+// checkSnapshot refuses what a snapshot cannot carry yet, before any work.
+func (m *VM) checkSnapshot() error {
+	if m.mem.Size() != m.ramSize {
+		return fmt.Errorf("snapshot with hot-added memory: %w", vmm.ErrUnsupported)
+	}
+	for _, n := range m.dm.Nodes() {
+		if n.Kind != devmgr.Virtio {
+			continue
+		}
+		if _, ok := n.Device.(virtio.Snapshotter); !ok {
+			return fmt.Errorf("snapshot %s: %w: %w", n.ID, vmm.ErrUnsupported, vpci.ErrNoSnapshot)
+		}
+	}
+	return nil
+}
+
+func (m *VM) ramRanges() snapshot.RangeTable {
+	var t snapshot.RangeTable
+	for _, r := range m.mem.Regions() {
+		t.Data = append(t.Data, snapshot.Range{GPA: r.GPA, Length: r.Size})
+	}
+	return t
 }
 
 func (m *VM) saveVM() (*snapshot.Snapshot, error) {
@@ -209,11 +248,21 @@ func RestoreFactory(log *slog.Logger) vmm.RestoreFactory {
 // and loads the snapshot's state into it instead of a payload: guest RAM,
 // the irqchip, the vCPUs and every device. The machine comes back paused,
 // its vCPU threads parked: Resume continues the guest where it was.
-func Restore(cfg *config.VmConfig, cons *console.Devices, src vmm.RestoreSource, exits chan<- vmm.MachineExit, log *slog.Logger) (_ *VM, err error) {
+func Restore(cfg *config.VmConfig, cons *console.Devices, src vmm.RestoreSource, exits chan<- vmm.MachineExit, log *slog.Logger) (*VM, error) {
 	top, err := snapshot.ReadState(src.Dir)
 	if err != nil {
 		return nil, wrap(ErrSetup, err)
 	}
+	return restoreState(cfg, cons, top, nil, exits, log, func(m *VM, ranges snapshot.RangeTable) error {
+		return snapshot.ReadMemory(src.Dir, ranges, m.mem, src.Prefault)
+	})
+}
+
+// restoreState builds the machine for cfg (on mem, when not nil: its RAM
+// already holds the guest's) and loads top into it; loadRAM fills guest
+// RAM from the snapshot's ranges. The machine comes back paused.
+func restoreState(cfg *config.VmConfig, cons *console.Devices, top *snapshot.Snapshot, mem *memory.Memory,
+	exits chan<- vmm.MachineExit, log *slog.Logger, loadRAM func(*VM, snapshot.RangeTable) error) (_ *VM, err error) {
 	var vs vmState
 	if err := top.Decode(&vs); err != nil {
 		return nil, wrap(ErrSetup, err)
@@ -222,7 +271,7 @@ func Restore(cfg *config.VmConfig, cons *console.Devices, src vmm.RestoreSource,
 		return nil, wrap(ErrSetup, fmt.Errorf("the snapshot's state is version %d, this Nimbus reads version %d: %w",
 			vs.NimbusVersion, stateVersion, snapshot.ErrFormat))
 	}
-	m, err := build(cfg, cons, nil, exits, log)
+	m, err := buildOn(cfg, cons, nil, mem, exits, log)
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +280,7 @@ func Restore(cfg *config.VmConfig, cons *console.Devices, src vmm.RestoreSource,
 			m.release()
 		}
 	}()
-	if err := m.restoreMemory(top, src); err != nil {
+	if err := m.restoreMemory(top, loadRAM); err != nil {
 		return nil, err
 	}
 	if err := m.restoreVM(&vs); err != nil {
@@ -256,7 +305,7 @@ func Restore(cfg *config.VmConfig, cons *console.Devices, src vmm.RestoreSource,
 	return m, nil
 }
 
-func (m *VM) restoreMemory(top *snapshot.Snapshot, src vmm.RestoreSource) error {
+func (m *VM) restoreMemory(top *snapshot.Snapshot, loadRAM func(*VM, snapshot.RangeTable) error) error {
 	c, err := top.Child(memoryManagerID)
 	if err != nil {
 		return wrap(ErrSetup, err)
@@ -265,14 +314,10 @@ func (m *VM) restoreMemory(top *snapshot.Snapshot, src vmm.RestoreSource) error 
 	if err := c.Decode(&ms); err != nil {
 		return wrap(ErrSetup, err)
 	}
-	var here []snapshot.Range
-	for _, r := range m.mem.Regions() {
-		here = append(here, snapshot.Range{GPA: r.GPA, Length: r.Size})
-	}
-	if !slices.Equal(here, ms.MemoryRanges.Data) {
+	if here := m.ramRanges().Data; !slices.Equal(here, ms.MemoryRanges.Data) {
 		return wrap(ErrSetup, fmt.Errorf("guest RAM %v here, %v in the snapshot: %w", here, ms.MemoryRanges.Data, snapshot.ErrFormat))
 	}
-	if err := snapshot.ReadMemory(src.Dir, ms.MemoryRanges, m.mem, src.Prefault); err != nil {
+	if err := loadRAM(m, ms.MemoryRanges); err != nil {
 		return wrap(ErrSetup, err)
 	}
 	return nil

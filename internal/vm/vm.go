@@ -135,14 +135,22 @@ func Build(cfg *config.VmConfig, cons *console.Devices, exits chan<- vmm.Machine
 	return build(cfg, cons, nil, exits, log)
 }
 
-func build(cfg *config.VmConfig, cons *console.Devices, prev *vhostuser.Handover, exits chan<- vmm.MachineExit, log *slog.Logger) (_ *VM, err error) {
+func build(cfg *config.VmConfig, cons *console.Devices, prev *vhostuser.Handover, exits chan<- vmm.MachineExit, log *slog.Logger) (*VM, error) {
+	return buildOn(cfg, cons, prev, nil, exits, log)
+}
+
+// buildOn is build on guest RAM made beforehand (an incoming migration
+// fills it before the machine exists), which the machine then owns, even
+// when building fails; nil makes it from cfg.
+func buildOn(cfg *config.VmConfig, cons *console.Devices, prev *vhostuser.Handover, mem *memory.Memory,
+	exits chan<- vmm.MachineExit, log *slog.Logger) (_ *VM, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if cons == nil {
 		cons = &console.Devices{}
 	}
-	m := &VM{log: log, exits: exits, entry: make(chan struct{}), prev: prev}
+	m := &VM{log: log, exits: exits, entry: make(chan struct{}), prev: prev, mem: mem}
 	m.cond = sync.NewCond(&m.mu)
 	m.hp.notify = make(chan struct{}, 1)
 	defer func() {
@@ -189,8 +197,10 @@ func build(cfg *config.VmConfig, cons *console.Devices, prev *vhostuser.Handover
 	if err = m.kvm.CreatePIT2(kvm.PitConfig{Flags: kvm.PitSpeakerDummy}); err != nil {
 		return nil, wrap(ErrKVM, err)
 	}
-	if m.mem, err = newMemory(cfg.Memory); err != nil {
-		return nil, wrap(ErrSetup, fmt.Errorf("guest memory: %w", err))
+	if m.mem == nil {
+		if m.mem, err = newMemory(cfg.Memory); err != nil {
+			return nil, wrap(ErrSetup, fmt.Errorf("guest memory: %w", err))
+		}
 	}
 	m.ramSize = m.mem.Size()
 	if _, err = m.mem.Register(m.kvm, 0, 0); err != nil {

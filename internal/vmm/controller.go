@@ -20,6 +20,9 @@ import (
 type Options struct {
 	// Factory builds machines at boot and reboot; nil means NoKVMFactory.
 	Factory MachineFactory
+	// Incoming makes the RAM of incoming migrations (vm.receive-migration);
+	// nil refuses them as unsupported.
+	Incoming IncomingFactory
 	// Restorer builds machines from snapshots (vm.restore, --restore);
 	// nil refuses restores as unsupported.
 	Restorer RestoreFactory
@@ -51,6 +54,7 @@ const (
 	StopGuestFatal                      // a fatal guest error
 	StopRebootFailed                    // a guest reset could not reboot the VM
 	StopContext                         // Run's context ended
+	StopMigrated                        // the VM was migrated away
 )
 
 // Controller is the VMM control loop: one goroutine (Run) owns the VM
@@ -76,6 +80,8 @@ type Controller struct {
 	// consoles are the serial and console backends for the next or
 	// current machine (upstream's console_info); nil when none are open.
 	consoles *console.Devices
+	// migrating is the outgoing migration in progress, nil without one.
+	migrating *outgoing
 }
 
 // New returns a Controller; start it with Run.
@@ -163,12 +169,17 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.vmmShutdown()
 			c.reason = StopSignal
 			return nil
-		case <-c.ejected:
+		case <-c.ejectedChan():
 			c.releaseEjected()
-		case ex := <-c.exits:
+		case ex := <-c.exitsChan():
 			if stop, err := c.guestExit(ex); stop != StopNone {
 				c.reason = stop
 				return err
+			}
+		case res := <-c.migrationDone():
+			if c.migrationFinished(res) {
+				c.reason = StopMigrated
+				return nil
 			}
 		case <-ctx.Done():
 			c.vmmShutdown()

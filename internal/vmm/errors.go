@@ -40,6 +40,8 @@ var (
 	// ErrDeviceManager: the machine's device manager failed a hotplug
 	// (upstream's Error::DeviceManager, 500).
 	ErrDeviceManager = errors.New("Error from device manager")
+	// ErrMigrating: the VM is being migrated (upstream's VmMigrating, 500).
+	ErrMigrating = errors.New("VM is currently migrating and can't be modified")
 	// ErrUnsupported: Nimbus does not implement this yet.
 	ErrUnsupported = errors.New("not supported")
 )

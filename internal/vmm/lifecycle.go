@@ -12,6 +12,11 @@ import (
 // loop must stop after replying (vmm.shutdown). Every error is a chain
 // headed by upstream's ApiError text for the endpoint.
 func (c *Controller) handle(cmd Command) (value any, err error, exit bool) {
+	if c.migrating != nil {
+		if v, err, done := c.whileMigrating(cmd); done {
+			return v, err, false
+		}
+	}
 	switch v := normalize(cmd).(type) {
 	case Ping:
 		return &PingResponse{
@@ -74,13 +79,9 @@ func (c *Controller) handle(cmd Command) (value any, err error, exit bool) {
 	case Restore:
 		return nil, wrap("The VM could not be restored", c.vmRestore(v)), false
 	case ReceiveMigration:
-		CloseFiles(v.Fds)
-		return nil, wrap("Error receiving migration", fmt.Errorf("live migration: %w", ErrUnsupported)), false
+		return nil, wrap("Error receiving migration", c.vmReceiveMigration(v)), false
 	case SendMigration:
-		if c.machine == nil {
-			return nil, wrap("Error dispatching the migration worker", ErrNotRunning), false
-		}
-		return nil, wrap("Error dispatching the migration worker", fmt.Errorf("live migration: %w", ErrUnsupported)), false
+		return nil, wrap("Error dispatching the migration worker", c.vmSendMigration(v.Config)), false
 	default:
 		if r, e, ok := c.handleDevice(v); ok {
 			return r, e, false
@@ -326,6 +327,14 @@ func (c *Controller) vmDelete() error {
 // vmmShutdown deletes the VM on the way out (signals, guest exits, ctx),
 // making sure no machine survives even if deleting fails.
 func (c *Controller) vmmShutdown() {
+	if o := c.migrating; o != nil {
+		// The worker owns the machine: stop it, and take the machine back
+		// (or, if it got through, it is gone).
+		o.cancel()
+		if c.migrationFinished(<-o.done) {
+			return
+		}
+	}
 	if err := c.vmDelete(); err != nil {
 		c.log.Error("deleting the VM during VMM shutdown failed", "err", err)
 		if err := c.dropMachine(); err != nil {

@@ -1,11 +1,13 @@
 package vmm
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/devices/console"
+	"github.com/nimbus-vmm/nimbus/internal/migration"
 )
 
 // Machine is one booted (or booting) VM as the control loop sees it:
@@ -73,6 +75,43 @@ type RestoreSource struct {
 // restore's fds patched in; the machine comes back paused, and Resume
 // continues the guest. Otherwise as MachineFactory.
 type RestoreFactory func(cfg *config.VmConfig, cons *console.Devices, src RestoreSource, exits chan<- MachineExit) (Machine, error)
+
+// Migratable is a Machine that can be sent live (vm.send-migration).
+// While a migration runs, its worker goroutine owns the machine: the loop
+// calls no method on it until the worker is done.
+type Migratable interface {
+	// CheckMigratable refuses a machine whose state cannot be sent.
+	CheckMigratable() error
+	// RAM is every guest RAM range; ReadRAM maps one for sending.
+	RAM() []migration.Range
+	ReadRAM(gpa, n uint64) ([]byte, error)
+	// StartDirtyLog, DirtyRanges and StopDirtyLog track written memory
+	// (migration.Source).
+	StartDirtyLog() error
+	DirtyRanges(final bool) ([]migration.Range, error)
+	StopDirtyLog() error
+	// MigrationState is the paused machine's state for the destination;
+	// MemoryManagerData describes its RAM in the Config.
+	MigrationState() ([]byte, error)
+	MemoryManagerData() any
+	// SetDiskLocks drops the disk image locks before the state goes out
+	// and takes them again when the migration fails.
+	SetDiskLocks(locked bool) error
+}
+
+// IncomingMachine is a machine being received: RAM first, then the
+// machine itself from the sender's state.
+type IncomingMachine interface {
+	migration.RAM
+	// Restore builds the machine, paused; it owns the RAM from then on.
+	Restore(cfg *config.VmConfig, cons *console.Devices, state []byte, exits chan<- MachineExit) (Machine, error)
+	// Close frees the RAM unless Restore took it.
+	Close() error
+}
+
+// IncomingFactory makes the RAM of an incoming migration for cfg; mmData
+// is the sender's memory_manager_data.
+type IncomingFactory func(cfg *config.VmConfig, mmData json.RawMessage) (IncomingMachine, error)
 
 // Hotplugger is a Machine that adds and removes PCI devices on a running
 // guest (upstream's PCI hotplug through the ACPI GED). The loop calls it

@@ -182,7 +182,14 @@ func (g *guest) start(t *testing.T, cmdline string, extra ...string) *vmmProc {
 // API socket answers.
 func startVMM(t *testing.T, dir, bin string, args ...string) *vmmProc {
 	t.Helper()
-	p := &vmmProc{t: t, dir: dir, sock: filepath.Join(dir, "api.sock"), serial: filepath.Join(dir, "serial.log"),
+	return startVMMSerial(t, dir, filepath.Join(dir, "serial.log"), bin, args...)
+}
+
+// startVMMSerial is startVMM for a VM whose serial file is elsewhere (an
+// incoming migration's config names the source's).
+func startVMMSerial(t *testing.T, dir, serial, bin string, args ...string) *vmmProc {
+	t.Helper()
+	p := &vmmProc{t: t, dir: dir, sock: filepath.Join(dir, "api.sock"), serial: serial,
 		eventFile: filepath.Join(dir, "events.json"), done: make(chan struct{})}
 	args = append([]string{
 		"--api-socket", "path=" + p.sock,

@@ -60,7 +60,9 @@ type image struct {
 	regular  bool
 	readonly bool
 	direct   bool
-	id       [IDBytes]byte
+	// granularity is the lock's extent, to take it again (SetLocked).
+	granularity config.LockGranularity
+	id          [IDBytes]byte
 }
 
 func openImage(cfg *config.DiskConfig) (*image, error) {
@@ -111,6 +113,7 @@ func openImage(cfg *config.DiskConfig) (*image, error) {
 		return nil, fmt.Errorf("stat disk image: %w: %w", virtio.ErrBackend, err)
 	}
 	img.regular = fi.Mode().IsRegular()
+	img.granularity = cfg.LockGranularity
 	if err := img.lock(cfg.LockGranularity); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", cfg.Path, err)

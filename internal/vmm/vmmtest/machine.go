@@ -24,7 +24,10 @@ type Machine struct {
 	Consoles *console.Devices
 
 	// Preset errors, returned by the matching method.
-	BootErr, PauseErr, ResumeErr, ShutdownErr, PowerButtonErr, NMIErr, SnapshotErr error
+	BootErr, PauseErr, ResumeErr, ShutdownErr, PowerButtonErr, NMIErr, SnapshotErr, MigrateErr error
+	// RAMBytes is the guest RAM a migration sends (RAMSize bytes; made on
+	// first use) or received.
+	RAMBytes []byte
 	// Restored is where Factory.Restore built this machine from (nil: New).
 	Restored *vmm.RestoreSource
 	// Values returned by the query methods.

@@ -1,0 +1,132 @@
+package migration
+
+import (
+	"errors"
+	"fmt"
+	"io"
+)
+
+// RAM is the destination's guest memory, written by Memory requests.
+type RAM interface {
+	Slice(gpa, n uint64) ([]byte, error)
+}
+
+// Target is the VM a migration builds on the destination.
+type Target interface {
+	// Configure takes the sender's VmMigrationConfig (JSON) and makes the
+	// guest RAM the memory rounds fill.
+	Configure(config []byte) (RAM, error)
+	// Restore builds the VM from the sender's state, paused.
+	Restore(state []byte) error
+	// Complete ends the migration; resume says the VM runs again
+	// (Complete) or stays paused (CompletePaused).
+	Complete(resume bool) error
+}
+
+// ErrAbandoned: the sender gave the migration up (Abandon, or it hung up).
+var ErrAbandoned = errors.New("Migration was aborted")
+
+// maxPayload bounds a Config or State payload (a bad peer must not make
+// the destination allocate without limit).
+const maxPayload = 256 << 20
+
+// Receive serves one incoming migration on conn (upstream's
+// vm_receive_migration state machine): every request gets an OK or, when
+// it fails, an Error, after which the migration is over. It returns nil
+// once Complete (or CompletePaused) succeeded.
+func Receive(conn io.ReadWriter, t Target) error {
+	const (
+		established = iota
+		started
+		configured
+		stateReceived
+	)
+	state := established
+	var ram RAM
+	for {
+		req, err := readRequest(conn)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return fmt.Errorf("Failed to read migration request: sender likely failed: %w", ErrAbandoned)
+			}
+			return err
+		}
+		if req.Command == CmdAbandon {
+			return ErrAbandoned
+		}
+		step := func() (next int, done bool, err error) {
+			switch {
+			case state == established && req.Command == CmdStart:
+				if v := uint16(req.Headers[0]) | uint16(req.Headers[1])<<8; v != ProtocolVersion {
+					return 0, false, fmt.Errorf("Migration protocol version %d doesn't match supported versions: %d: %w", v, ProtocolVersion, ErrProtocol)
+				}
+				return started, false, nil
+			case state == started && req.Command == CmdConfig:
+				b, err := readPayload(conn, req)
+				if err != nil {
+					return 0, false, err
+				}
+				ram, err = t.Configure(b)
+				return configured, false, err
+			case state == configured && req.Command == CmdMemory:
+				return configured, false, receiveMemory(conn, req, ram)
+			case state == configured && req.Command == CmdState:
+				b, err := readPayload(conn, req)
+				if err != nil {
+					return 0, false, err
+				}
+				return stateReceived, false, t.Restore(b)
+			case state == stateReceived && (req.Command == CmdComplete || req.Command == CmdCompletePaused):
+				return stateReceived, true, t.Complete(req.Command == CmdComplete)
+			}
+			return 0, false, fmt.Errorf("Can't handle command %v in current receive state %d: %w", req.Command, state, ErrProtocol)
+		}
+		next, done, err := step()
+		if err != nil {
+			_ = writeResponse(conn, StatusError)
+			return fmt.Errorf("Migration aborted as migration command %v failed: %w", req.Command, err)
+		}
+		if err := writeResponse(conn, StatusOK); err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		state = next
+	}
+}
+
+func readPayload(r io.Reader, req Request) ([]byte, error) {
+	if req.Length > maxPayload {
+		return nil, fmt.Errorf("%v payload of %d bytes: %w", req.Command, req.Length, ErrProtocol)
+	}
+	b := make([]byte, req.Length)
+	_, err := io.ReadFull(r, b)
+	return b, err
+}
+
+// receiveMemory reads a Memory request's table and then its ranges'
+// bytes straight into guest RAM.
+func receiveMemory(r io.Reader, req Request, ram RAM) error {
+	if req.Length > maxPayload {
+		return fmt.Errorf("memory range table of %d bytes: %w", req.Length, ErrProtocol)
+	}
+	table, err := readPayload(r, req)
+	if err != nil {
+		return err
+	}
+	ranges, err := DecodeRanges(table)
+	if err != nil {
+		return err
+	}
+	for _, rg := range ranges {
+		b, err := ram.Slice(rg.GPA, rg.Length)
+		if err != nil {
+			return fmt.Errorf("Error receiving memory from socket: %w", err)
+		}
+		if _, err := io.ReadFull(r, b); err != nil {
+			return fmt.Errorf("Error receiving memory from socket: %w", err)
+		}
+	}
+	return nil
+}

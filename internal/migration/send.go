@@ -1,0 +1,207 @@
+package migration
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"time"
+)
+
+// Source is the VM a migration sends. The sender owns it while the
+// migration runs.
+type Source interface {
+	// RAM is every guest RAM range.
+	RAM() []Range
+	// Slice is the host mapping of [gpa, gpa+n), inside one RAM range.
+	Slice(gpa, n uint64) ([]byte, error)
+	// StartDirtyLog starts recording written pages; DirtyRanges returns
+	// and clears them (final: with the devices stopped, every page a
+	// device may have written); StopDirtyLog ends the recording.
+	StartDirtyLog() error
+	DirtyRanges(final bool) ([]Range, error)
+	StopDirtyLog() error
+	// Pause stops the vCPUs and devices for the last round (a paused VM
+	// stays paused).
+	Pause() error
+	// State is the paused VM's state for the destination.
+	State() ([]byte, error)
+}
+
+// SendOptions are the precopy parameters (VmSendMigrationData).
+type SendOptions struct {
+	// Downtime is the longest the last round, with the VM paused, may be
+	// expected to take: rounds go on until the dirty memory can be sent in
+	// that time at the bandwidth measured so far.
+	Downtime time.Duration
+	// Timeout bounds the precopy rounds; then the migration fails, or with
+	// IgnoreTimeout goes to the last round anyway.
+	Timeout       time.Duration
+	IgnoreTimeout bool
+	// WasPaused: the VM was paused when the migration started, so the
+	// destination leaves it paused (CompletePaused).
+	WasPaused bool
+	// Iteration reports each finished precopy round (upstream's
+	// migration-memory-iteration event); nil ignores them.
+	Iteration func(n int)
+}
+
+// Stats describe a finished migration.
+type Stats struct {
+	Rounds    int           // memory rounds, the last one included
+	Bytes     uint64        // guest memory sent
+	LastBytes uint64        // sent in the last round, with the VM paused
+	Downtime  time.Duration // from the pause to the destination's OK to Complete
+	Total     time.Duration
+}
+
+// Send migrates src over conn: Start, Config (config, upstream's
+// VmMigrationConfig as JSON), memory rounds while the VM runs until they
+// converge, then with the VM paused the last dirty memory, the State and
+// Complete. On error it tries to tell the destination to abandon; the
+// caller resumes the VM.
+func Send(conn net.Conn, config []byte, src Source, opts SendOptions) (st Stats, err error) {
+	begin := time.Now()
+	defer func() {
+		if err != nil {
+			// Best effort: a destination that already gave up reads nothing.
+			_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = writeRequest(conn, CmdAbandon, nil)
+		}
+	}()
+	if err := roundTrip(conn, CmdStart, nil); err != nil {
+		return st, fmt.Errorf("Error starting migration: %w", err)
+	}
+	if err := roundTrip(conn, CmdConfig, config); err != nil {
+		return st, fmt.Errorf("Error sending VM config: %w", err)
+	}
+	if err := src.StartDirtyLog(); err != nil {
+		return st, err
+	}
+	// Round 0: all of RAM while the guest runs.
+	ranges := src.RAM()
+	var pending []Range // dirty ranges the converged check left for the last round
+	precopy := time.Now()
+	for round := 0; ; round++ {
+		t0 := time.Now()
+		n, err := sendMemory(conn, src, ranges)
+		st.Bytes += n
+		if err != nil {
+			return st, err
+		}
+		st.Rounds++
+		if opts.Iteration != nil {
+			opts.Iteration(round)
+		}
+		bw := float64(n) / max(time.Since(t0).Seconds(), 1e-6) // bytes/s of this round
+		if ranges, err = src.DirtyRanges(false); err != nil {
+			return st, err
+		}
+		dirty := rangeBytes(ranges)
+		est := time.Duration(float64(dirty) / bw * float64(time.Second))
+		if dirty == 0 || (n > 0 && est <= opts.Downtime) {
+			pending = ranges
+			break
+		}
+		if time.Since(precopy) >= opts.Timeout {
+			if !opts.IgnoreTimeout {
+				return st, fmt.Errorf("Precopy: Timeout reached: %ds: migration didn't converge in time", int(opts.Timeout.Seconds()))
+			}
+			pending = ranges
+			break
+		}
+	}
+	paused := time.Now()
+	if err := src.Pause(); err != nil {
+		return st, err
+	}
+	last, err := src.DirtyRanges(true)
+	if err != nil {
+		return st, err
+	}
+	n, err := sendMemory(conn, src, merge(pending, last))
+	st.Bytes, st.LastBytes = st.Bytes+n, n
+	if err != nil {
+		return st, err
+	}
+	st.Rounds++
+	state, err := src.State()
+	if err != nil {
+		return st, err
+	}
+	if err := roundTrip(conn, CmdState, state); err != nil {
+		return st, fmt.Errorf("Error sending VM state: %w", err)
+	}
+	complete := CmdComplete
+	if opts.WasPaused {
+		complete = CmdCompletePaused
+	}
+	if err := roundTrip(conn, complete, nil); err != nil {
+		return st, fmt.Errorf("Error completing migration: %w", err)
+	}
+	st.Downtime, st.Total = time.Since(paused), time.Since(begin)
+	return st, nil
+}
+
+func roundTrip(conn io.ReadWriter, cmd Command, payload []byte) error {
+	if err := writeRequest(conn, cmd, payload); err != nil {
+		return err
+	}
+	return expectOK(conn, cmd)
+}
+
+// sendMemory sends one Memory request: the range table, then the ranges'
+// bytes, and waits for the OK. An empty table is not sent.
+func sendMemory(conn io.ReadWriter, src Source, ranges []Range) (uint64, error) {
+	if len(ranges) == 0 {
+		return 0, nil
+	}
+	if err := writeRequest(conn, CmdMemory, EncodeRanges(ranges)); err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, r := range ranges {
+		b, err := src.Slice(r.GPA, r.Length)
+		if err != nil {
+			return n, err
+		}
+		if _, err := conn.Write(b); err != nil {
+			return n, fmt.Errorf("sending memory: %w", err)
+		}
+		n += r.Length
+	}
+	return n, expectOK(conn, CmdMemory)
+}
+
+func rangeBytes(rs []Range) uint64 {
+	var n uint64
+	for _, r := range rs {
+		n += r.Length
+	}
+	return n
+}
+
+// merge returns a and b's ranges in GPA order, overlapping ones joined.
+// Touching ones are not: they may lie in different host mappings.
+func merge(a, b []Range) []Range {
+	all := append(append([]Range(nil), a...), b...)
+	if len(all) == 0 {
+		return nil
+	}
+	sortRanges(all)
+	out := []Range{all[0]}
+	for _, r := range all[1:] {
+		l := &out[len(out)-1]
+		if r.GPA < l.GPA+l.Length {
+			l.Length = max(l.GPA+l.Length, r.GPA+r.Length) - l.GPA
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func sortRanges(rs []Range) {
+	slices.SortFunc(rs, func(a, b Range) int { return cmp.Compare(a.GPA, b.GPA) })
+}
