@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -54,6 +55,10 @@ type Zone struct {
 	ID   string
 	Size uint64
 	Options
+	// Backing, for a Shared zone, is a memfd to map instead of making one
+	// (a local migration's destination maps the source's); the Memory
+	// keeps its own duplicate.
+	Backing *os.File
 }
 
 // RegionInfo describes one mapped RAM region.
@@ -230,7 +235,18 @@ func mapZone(z Zone) (zoneMap, error) {
 		flags |= unix.MAP_POPULATE
 	}
 	fd := -1
-	if z.Shared {
+	if z.Shared && z.Backing != nil {
+		var err error
+		if fd, err = unix.FcntlInt(z.Backing.Fd(), unix.F_DUPFD_CLOEXEC, 3); err != nil {
+			return zoneMap{}, fmt.Errorf("zone %q: backing file: %w: %w", name, ErrMap, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || uint64(st.Size) < z.Size {
+			unix.Close(fd)
+			return zoneMap{}, fmt.Errorf("zone %q: backing file of %d bytes for %#x (%v): %w", name, st.Size, z.Size, err, ErrMap)
+		}
+		flags |= unix.MAP_SHARED
+	} else if z.Shared {
 		mfd := unix.MFD_CLOEXEC
 		if z.Hugepages {
 			mfd |= unix.MFD_HUGETLB | hugeBits
@@ -262,6 +278,18 @@ func mapZone(z Zone) (zoneMap, error) {
 		_ = unix.Madvise(data, unix.MADV_HUGEPAGE)
 	}
 	return zoneMap{id: z.ID, data: data, fd: fd, huge: z.Hugepages}, nil
+}
+
+// ZoneFDs are the zones' memfds in order (-1 for a zone that is not
+// Shared), for handing guest RAM to another process.
+func (m *Memory) ZoneFDs() []int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]int, len(m.zones))
+	for i, z := range m.zones {
+		out[i] = z.fd
+	}
+	return out
 }
 
 // Size returns the total RAM in bytes, hot-added RAM included.

@@ -1,9 +1,14 @@
 package migration
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // RAM is the destination's guest memory, written by Memory requests.
@@ -13,6 +18,9 @@ type RAM interface {
 
 // Target is the VM a migration builds on the destination.
 type Target interface {
+	// MemoryFd takes guest RAM slot's memfd (a local migration), before
+	// Configure.
+	MemoryFd(slot uint32, f *os.File) error
 	// Configure takes the sender's VmMigrationConfig (JSON) and makes the
 	// guest RAM the memory rounds fill.
 	Configure(config []byte) (RAM, error)
@@ -61,6 +69,8 @@ func Receive(conn io.ReadWriter, t Target) error {
 					return 0, false, fmt.Errorf("Migration protocol version %d doesn't match supported versions: %d: %w", v, ProtocolVersion, ErrProtocol)
 				}
 				return started, false, nil
+			case state == started && req.Command == CmdMemoryFd:
+				return started, false, receiveMemoryFd(conn, req, t)
 			case state == started && req.Command == CmdConfig:
 				b, err := readPayload(conn, req)
 				if err != nil {
@@ -94,6 +104,37 @@ func Receive(conn io.ReadWriter, t Target) error {
 		}
 		state = next
 	}
+}
+
+// receiveMemoryFd reads a MemoryFd request's slot and the fd sent with it.
+func receiveMemoryFd(conn io.Reader, req Request, t Target) error {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok || req.Length != 4 {
+		return fmt.Errorf("memory fd over %T with a %d-byte payload: %w", conn, req.Length, ErrProtocol)
+	}
+	var p [4]byte
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	n, oobn, _, _, err := uc.ReadMsgUnix(p[:], oob)
+	if err != nil {
+		return fmt.Errorf("Error receiving slot from socket: %w", err)
+	}
+	var fds []int
+	if msgs, perr := unix.ParseSocketControlMessage(oob[:oobn]); perr == nil {
+		for _, m := range msgs {
+			if got, err := unix.ParseUnixRights(&m); err == nil {
+				fds = append(fds, got...)
+			}
+		}
+	}
+	if n != 4 || len(fds) != 1 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return fmt.Errorf("memory fd message of %d bytes with %d fds: %w", n, len(fds), ErrProtocol)
+	}
+	f := os.NewFile(uintptr(fds[0]), "guest-ram")
+	defer f.Close() // the target keeps its own duplicate
+	return t.MemoryFd(binary.LittleEndian.Uint32(p[:]), f)
 }
 
 func readPayload(r io.Reader, req Request) ([]byte, error) {

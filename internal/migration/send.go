@@ -2,11 +2,14 @@ package migration
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"slices"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Source is the VM a migration sends. The sender owns it while the
@@ -45,6 +48,10 @@ type SendOptions struct {
 	// Iteration reports each finished precopy round (upstream's
 	// migration-memory-iteration event); nil ignores them.
 	Iteration func(n int)
+	// MemoryFDs, when not nil, make this a local migration (upstream's
+	// local=true, over a Unix socket only): guest RAM is handed over as
+	// these memfds, slot i being the i-th, instead of being copied.
+	MemoryFDs []int
 }
 
 // Stats describe a finished migration.
@@ -73,8 +80,24 @@ func Send(conn net.Conn, config []byte, src Source, opts SendOptions) (st Stats,
 	if err := roundTrip(conn, CmdStart, nil); err != nil {
 		return st, fmt.Errorf("Error starting migration: %w", err)
 	}
+	if opts.MemoryFDs != nil {
+		if err := sendMemoryFDs(conn, opts.MemoryFDs); err != nil {
+			return st, err
+		}
+	}
 	if err := roundTrip(conn, CmdConfig, config); err != nil {
 		return st, fmt.Errorf("Error sending VM config: %w", err)
+	}
+	if opts.MemoryFDs != nil {
+		paused := time.Now()
+		if err := src.Pause(); err != nil {
+			return st, err
+		}
+		if err := finish(conn, src, opts); err != nil {
+			return st, err
+		}
+		st.Downtime, st.Total = time.Since(paused), time.Since(begin)
+		return st, nil
 	}
 	if err := src.StartDirtyLog(); err != nil {
 		return st, err
@@ -126,22 +149,58 @@ func Send(conn net.Conn, config []byte, src Source, opts SendOptions) (st Stats,
 		return st, err
 	}
 	st.Rounds++
-	state, err := src.State()
-	if err != nil {
+	if err := finish(conn, src, opts); err != nil {
 		return st, err
 	}
+	st.Downtime, st.Total = time.Since(paused), time.Since(begin)
+	return st, nil
+}
+
+// finish sends the paused VM's state and completes the migration.
+func finish(conn net.Conn, src Source, opts SendOptions) error {
+	state, err := src.State()
+	if err != nil {
+		return err
+	}
 	if err := roundTrip(conn, CmdState, state); err != nil {
-		return st, fmt.Errorf("Error sending VM state: %w", err)
+		return fmt.Errorf("Error sending VM state: %w", err)
 	}
 	complete := CmdComplete
 	if opts.WasPaused {
 		complete = CmdCompletePaused
 	}
 	if err := roundTrip(conn, complete, nil); err != nil {
-		return st, fmt.Errorf("Error completing migration: %w", err)
+		return fmt.Errorf("Error completing migration: %w", err)
 	}
-	st.Downtime, st.Total = time.Since(paused), time.Since(begin)
-	return st, nil
+	return nil
+}
+
+// sendMemoryFDs hands guest RAM over: one MemoryFd request per memfd, its
+// slot number (u32) sent with the fd attached (SCM_RIGHTS).
+func sendMemoryFDs(conn net.Conn, fds []int) error {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("--local option is only supported with UNIX sockets: %w", ErrURL)
+	}
+	for slot, fd := range fds {
+		if fd < 0 {
+			return fmt.Errorf("Local migration requires shared memory or hugepages enabled: %w", ErrProtocol)
+		}
+		r := Request{Command: CmdMemoryFd, Length: 4}
+		b, _ := r.MarshalBinary()
+		if _, err := uc.Write(b); err != nil {
+			return fmt.Errorf("Error sending memory fd request: %w", err)
+		}
+		var p [4]byte
+		binary.LittleEndian.PutUint32(p[:], uint32(slot))
+		if _, _, err := uc.WriteMsgUnix(p[:], unix.UnixRights(fd), nil); err != nil {
+			return fmt.Errorf("Error sending memory fd: %w", err)
+		}
+		if err := expectOK(uc, CmdMemoryFd); err != nil {
+			return fmt.Errorf("Error during memory fd migration: %w", err)
+		}
+	}
+	return nil
 }
 
 func roundTrip(conn io.ReadWriter, cmd Command, payload []byte) error {

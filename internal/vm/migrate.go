@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/devices/console"
@@ -103,6 +104,17 @@ func (m *VM) SetDiskLocks(locked bool) error {
 	return errors.Join(errs...)
 }
 
+// MemoryFDs implements vmm.Migratable.
+func (m *VM) MemoryFDs() ([]int, error) {
+	fds := m.mem.ZoneFDs()
+	for _, fd := range fds {
+		if fd < 0 {
+			return nil, fmt.Errorf("Local migration requires shared memory or hugepages enabled: %w", vmm.ErrBadConfig)
+		}
+	}
+	return fds, nil
+}
+
 // Incoming is a machine being received: its guest RAM exists from the
 // migration's Config on and is filled by its memory rounds; Restore
 // builds the machine on it from the sender's state.
@@ -114,19 +126,20 @@ type Incoming struct {
 
 // IncomingFactory returns the vmm.IncomingFactory for KVM machines.
 func IncomingFactory(log *slog.Logger) vmm.IncomingFactory {
-	return func(cfg *config.VmConfig, mmData json.RawMessage) (vmm.IncomingMachine, error) {
-		return NewIncoming(cfg, mmData, log)
+	return func(cfg *config.VmConfig, mmData json.RawMessage, memFiles []*os.File) (vmm.IncomingMachine, error) {
+		return NewIncoming(cfg, mmData, memFiles, log)
 	}
 }
 
-// NewIncoming makes the guest RAM cfg describes; mmData is the sender's
+// NewIncoming makes the guest RAM cfg describes, on memFiles (the
+// sender's memfds, zone by zone) when given; mmData is the sender's
 // memory_manager_data, whose ranges must be this RAM's.
-func NewIncoming(cfg *config.VmConfig, mmData json.RawMessage, log *slog.Logger) (*Incoming, error) {
+func NewIncoming(cfg *config.VmConfig, mmData json.RawMessage, memFiles []*os.File, log *slog.Logger) (*Incoming, error) {
 	var ms memoryState
 	if err := json.Unmarshal(mmData, &ms); err != nil {
 		return nil, wrap(ErrSetup, fmt.Errorf("memory_manager_data: %w", err))
 	}
-	mem, err := newMemory(cfg.Memory)
+	mem, err := newMemoryOn(cfg.Memory, memFiles)
 	if err != nil {
 		return nil, wrap(ErrSetup, fmt.Errorf("guest memory: %w", err))
 	}

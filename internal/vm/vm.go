@@ -241,7 +241,21 @@ func buildOn(cfg *config.VmConfig, cons *console.Devices, prev *vhostuser.Handov
 	return m, nil
 }
 
-func newMemory(mc config.MemoryConfig) (*memory.Memory, error) {
+func newMemory(mc config.MemoryConfig) (*memory.Memory, error) { return newMemoryOn(mc, nil) }
+
+// newMemoryOn is newMemory with the zones mapping files (a local
+// migration's memfds, zone by zone; none: new memory).
+func newMemoryOn(mc config.MemoryConfig, files []*os.File) (*memory.Memory, error) {
+	backing := func(i int) *os.File {
+		if i < len(files) {
+			return files[i]
+		}
+		return nil
+	}
+	nzones := max(len(mc.Zones), 1)
+	if files != nil && len(files) != nzones {
+		return nil, fmt.Errorf("%d memory fds for %d memory zones", len(files), nzones)
+	}
 	hp := func(p *uint64) uint64 {
 		if p == nil {
 			return 0
@@ -258,14 +272,14 @@ func newMemory(mc config.MemoryConfig) (*memory.Memory, error) {
 			zones = append(zones, memory.Zone{ID: z.ID, Size: z.Size, Options: memory.Options{
 				Shared: z.Shared, Hugepages: z.Hugepages, HugepageSize: hp(z.HugepageSize),
 				Prefault: z.Prefault, Reserve: z.Reserve, THP: mc.Thp,
-			}})
+			}, Backing: backing(len(zones))})
 		}
 		return memory.NewZones(zones)
 	}
-	return memory.New(mc.Size, memory.Options{
+	return memory.NewZones([]memory.Zone{{Size: mc.Size, Options: memory.Options{
 		Shared: mc.Shared, Hugepages: mc.Hugepages, HugepageSize: hp(mc.HugepageSize),
 		Prefault: mc.Prefault, Reserve: mc.Reserve, THP: mc.Thp,
-	})
+	}, Backing: backing(0)}})
 }
 
 // LoadPayload loads the kernel (or firmware) with its initramfs and

@@ -97,6 +97,9 @@ type Migratable interface {
 	// SetDiskLocks drops the disk image locks before the state goes out
 	// and takes them again when the migration fails.
 	SetDiskLocks(locked bool) error
+	// MemoryFDs are guest RAM's memfds, slot by slot, for a local
+	// migration; it fails unless all of RAM is shared.
+	MemoryFDs() ([]int, error)
 }
 
 // IncomingMachine is a machine being received: RAM first, then the
@@ -110,8 +113,9 @@ type IncomingMachine interface {
 }
 
 // IncomingFactory makes the RAM of an incoming migration for cfg; mmData
-// is the sender's memory_manager_data.
-type IncomingFactory func(cfg *config.VmConfig, mmData json.RawMessage) (IncomingMachine, error)
+// is the sender's memory_manager_data, memFiles its RAM's memfds by slot
+// in a local migration (nil otherwise: the RAM is new).
+type IncomingFactory func(cfg *config.VmConfig, mmData json.RawMessage, memFiles []*os.File) (IncomingMachine, error)
 
 // Hotplugger is a Machine that adds and removes PCI devices on a running
 // guest (upstream's PCI hotplug through the ACPI GED). The loop calls it

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/migration"
+	"golang.org/x/sys/unix"
 )
 
 // outgoing is a migration being sent. Its worker goroutine owns the
@@ -84,8 +85,8 @@ func (c *Controller) vmSendMigration(d config.SendMigrationData) error {
 		return ErrNotRunning
 	}
 	switch {
-	case d.Local:
-		return fmt.Errorf("local migration (memory handed over by fd): %w", ErrUnsupported)
+	case d.PreserveSource:
+		return fmt.Errorf("preserve_source: %w", ErrUnsupported)
 	case d.MemoryMode == config.MigrationPostcopy:
 		return fmt.Errorf("postcopy migration: %w", ErrUnsupported)
 	case d.TLSDir != "":
@@ -93,12 +94,22 @@ func (c *Controller) vmSendMigration(d config.SendMigrationData) error {
 	case d.Connections > 1:
 		return fmt.Errorf("migration over %d connections: %w", d.Connections, ErrUnsupported)
 	}
-	if _, _, err := migration.Endpoint(d.DestinationURL); err != nil {
+	network, _, err := migration.Endpoint(d.DestinationURL)
+	if err != nil {
 		return err
 	}
 	m, ok := c.machine.(Migratable)
 	if !ok {
 		return fmt.Errorf("live migration: %w", ErrUnsupported)
+	}
+	var memFDs []int
+	if d.Local {
+		if network != "unix" {
+			return leaf(ErrBadConfig, "--local option is only supported with UNIX sockets")
+		}
+		if memFDs, err = m.MemoryFDs(); err != nil {
+			return err
+		}
 	}
 	if c.state != StateRunning && c.state != StatePaused {
 		return fmt.Errorf("VM is not running or paused: %s: %w", c.state, ErrInvalidState)
@@ -121,7 +132,7 @@ func (c *Controller) vmSendMigration(d config.SendMigrationData) error {
 	c.migrating = o
 	opts := migration.SendOptions{
 		Downtime: time.Duration(d.DowntimeMs) * time.Millisecond, Timeout: time.Duration(d.TimeoutS) * time.Second,
-		IgnoreTimeout: d.TimeoutStrategy == config.TimeoutIgnore, WasPaused: o.wasPaused,
+		IgnoreTimeout: d.TimeoutStrategy == config.TimeoutIgnore, WasPaused: o.wasPaused, MemoryFDs: memFDs,
 		Iteration: func(n int) {
 			c.opts.Events.Emit("vm", "migration-memory-iteration", map[string]string{"id": fmt.Sprint(n)})
 		},
@@ -278,8 +289,21 @@ func (c *Controller) vmReceiveMigration(r ReceiveMigration) (err error) {
 // incomingTarget builds the VM on the loop goroutine as the migration
 // arrives.
 type incomingTarget struct {
-	c  *Controller
-	in IncomingMachine
+	c        *Controller
+	in       IncomingMachine
+	memFiles []*os.File // a local migration's memfds, by slot
+}
+
+func (t *incomingTarget) MemoryFd(slot uint32, f *os.File) error {
+	if int(slot) != len(t.memFiles) || slot > 64 {
+		return fmt.Errorf("memory fd for slot %d after %d slots", slot, len(t.memFiles))
+	}
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return err
+	}
+	t.memFiles = append(t.memFiles, os.NewFile(uintptr(fd), fmt.Sprintf("guest-ram-%d", slot)))
+	return nil
 }
 
 func (t *incomingTarget) Configure(b []byte) (migration.RAM, error) {
@@ -308,7 +332,10 @@ func (t *incomingTarget) Configure(b []byte) (migration.RAM, error) {
 	if err := c.openConsoles(); err != nil {
 		return nil, err
 	}
-	if t.in, err = c.opts.Incoming(cfg, mc.MemoryManagerData); err != nil {
+	t.in, err = c.opts.Incoming(cfg, mc.MemoryManagerData, t.memFiles)
+	CloseFiles(t.memFiles) // the RAM keeps its own
+	t.memFiles = nil
+	if err != nil {
 		return nil, err
 	}
 	return t.in, nil
@@ -340,6 +367,7 @@ func (t *incomingTarget) Complete(resume bool) error {
 // abort drops whatever the migration built.
 func (t *incomingTarget) abort() {
 	c := t.c
+	CloseFiles(t.memFiles)
 	if t.in != nil {
 		if err := t.in.Close(); err != nil {
 			c.log.Warn("freeing the incoming RAM failed", "err", err)

@@ -3,6 +3,7 @@ package vmm_test
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -15,8 +16,8 @@ import (
 
 func withIncoming(h **harness) func(*vmm.Options) {
 	return func(o *vmm.Options) {
-		o.Incoming = func(cfg *config.VmConfig, mm json.RawMessage) (vmm.IncomingMachine, error) {
-			return (*h).f.Incoming(cfg, mm)
+		o.Incoming = func(cfg *config.VmConfig, mm json.RawMessage, files []*os.File) (vmm.IncomingMachine, error) {
+			return (*h).f.Incoming(cfg, mm, files)
 		}
 	}
 }
@@ -90,7 +91,8 @@ func TestMigrationFailureKeepsTheVM(t *testing.T) {
 		want error
 	}{
 		{config.SendMigrationData{DestinationURL: "file:///x"}, nil},
-		{config.SendMigrationData{DestinationURL: url, Local: true}, vmm.ErrUnsupported},
+		{config.SendMigrationData{DestinationURL: url, Local: true}, vmm.ErrBadConfig},
+		{config.SendMigrationData{DestinationURL: "tcp:127.0.0.1:1", Local: true}, vmm.ErrBadConfig},
 		{config.SendMigrationData{DestinationURL: url, MemoryMode: config.MigrationPostcopy}, vmm.ErrUnsupported},
 	} {
 		_, err := h.do(vmm.SendMigration{Config: c.d})

@@ -3,6 +3,7 @@ package vmmtest
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/devices/console"
@@ -48,7 +49,9 @@ func (m *Machine) DirtyRanges(bool) ([]migration.Range, error) { return nil, nil
 func (m *Machine) StopDirtyLog() error { return m.record("StopDirtyLog", nil) }
 
 // MigrationState implements vmm.Migratable.
-func (m *Machine) MigrationState() ([]byte, error) { return []byte(`"state"`), m.record("MigrationState", nil) }
+func (m *Machine) MigrationState() ([]byte, error) {
+	return []byte(`"state"`), m.record("MigrationState", nil)
+}
 
 // MemoryManagerData implements vmm.Migratable.
 func (m *Machine) MemoryManagerData() any { return map[string]int{"size": RAMSize} }
@@ -58,9 +61,14 @@ func (m *Machine) SetDiskLocks(locked bool) error {
 	return m.record(fmt.Sprintf("SetDiskLocks %v", locked), nil)
 }
 
+// MemoryFDs implements vmm.Migratable: the double's RAM is not shared.
+func (m *Machine) MemoryFDs() ([]int, error) {
+	return nil, fmt.Errorf("Local migration requires shared memory or hugepages enabled: %w", vmm.ErrBadConfig)
+}
+
 // Incoming is a vmm.IncomingFactory; the machine Restore builds has the
 // received RAM.
-func (f *Factory) Incoming(cfg *config.VmConfig, mmData json.RawMessage) (vmm.IncomingMachine, error) {
+func (f *Factory) Incoming(cfg *config.VmConfig, mmData json.RawMessage, _ []*os.File) (vmm.IncomingMachine, error) {
 	var mm struct{ Size int }
 	if err := json.Unmarshal(mmData, &mm); err != nil || mm.Size != RAMSize {
 		return nil, fmt.Errorf("memory_manager_data %s: %v", mmData, err)
