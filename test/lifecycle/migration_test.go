@@ -35,19 +35,24 @@ func sums(out string) []string {
 
 // TestLiveMigration migrates a running guest that keeps writing memory
 // from one Nimbus process to another, over a Unix socket and over TCP on
-// loopback: vm.receive-migration blocks until the end, vm.send-migration
+// loopback (precopy rounds), and locally (shared RAM handed over as
+// memfds): vm.receive-migration blocks until the end, vm.send-migration
 // returns at once, the source VMM exits, and on the destination the guest
 // runs on (its tick count goes on, it does not boot again) with the
 // checksum of its memory buffer unchanged.
 func TestLiveMigration(t *testing.T) {
-	for _, transport := range []string{"unix", "tcp"} {
+	for _, transport := range []string{"unix", "tcp", "local"} {
 		t.Run(transport, func(t *testing.T) { liveMigration(t, transport) })
 	}
 }
 
 func liveMigration(t *testing.T, transport string) {
 	g := newGuest(t)
-	p := g.start(t, cmdline(true, memoryChurn), "--memory", "size=512M")
+	mem := "size=512M"
+	if transport == "local" {
+		mem += ",shared=on"
+	}
+	p := g.start(t, cmdline(true, memoryChurn), "--memory", mem)
 	p.waitBoots(1)
 	p.waitFor("the guest's checksum", bootTimeout, func() bool { return len(sums(p.output())) >= 2 && lastTick(p.output()) >= 5 })
 	want := sums(p.output())[0]
@@ -78,7 +83,7 @@ func liveMigration(t *testing.T, transport string) {
 	})
 	before := lastTick(p.output())
 	start := time.Now()
-	body, _ := json.Marshal(map[string]any{"destination_url": url})
+	body, _ := json.Marshal(map[string]any{"destination_url": url, "local": transport == "local"})
 	p.do("send-migration", func(ctx context.Context) error { return p.api.SendMigration(ctx, body) })
 	select {
 	case err := <-recv:
@@ -92,8 +97,17 @@ func liveMigration(t *testing.T, transport string) {
 	if code := p.waitExit(exitTimeout); code != 0 {
 		t.Fatalf("the source VMM exited %d after the migration", code)
 	}
-	p.wantEvents("vmm starting", "vm booting", "vm booted", "vm migration-started", "vm migration-finished",
-		"vm shutdown", "vm deleted", "vmm shutdown")
+	wantSrc := "vmm starting,vm booting,vm booted,vm migration-started,vm migration-finished,vm shutdown,vm deleted,vmm shutdown"
+	srcEvents := func() string {
+		var evs []string
+		for _, e := range vmEvents(p.events()) {
+			if e != "vm migration-memory-iteration" {
+				evs = append(evs, e)
+			}
+		}
+		return strings.Join(evs, ",")
+	}
+	p.waitFor("the source's events", apiTimeout, func() bool { return srcEvents() == wantSrc })
 	q.wantState(client.StateRunning)
 	for _, e := range []string{"vm migration-receive-ready", "vm migration-receive-started", "vm migration-receive-finished"} {
 		if !strings.Contains(strings.Join(q.events(), ","), e) {
