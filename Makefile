@@ -118,6 +118,12 @@ bench-boot:
 bench-devices: build
 	$(SANDBOX) test -qemu -run TestDiskBench ./test/devices
 
+# Snapshot, restore and live-migration figures for 512 MiB and 2 GiB guests
+# with three quarters of their RAM in use, in the sandbox. Asserts nothing.
+.PHONY: bench-snapshot
+bench-snapshot: build
+	$(SANDBOX) test -timeout 30m -pkg-timeout 25m -env NIMBUS_SNAPSHOT_FIGURES=1 -run TestSnapshotRestoreFigures ./test/lifecycle
+
 # virtio-fs benchmark: small files and one large file through the same
 # Debian virtiofsd, Nimbus vs QEMU/KVM (vhost-user-fs-pci), in the sandbox.
 .PHONY: bench-fs
