@@ -149,3 +149,36 @@ func (m *Memory) DirtyRanges(vm DirtyLogger, final bool) ([]Region, error) {
 	}
 	return out, nil
 }
+
+// ResidentRanges are the runs of guest RAM pages that may hold data
+// (Populated): what a migration's first round sends. Pages that never
+// existed read as zeros, as the destination's fresh RAM does.
+func (m *Memory) ResidentRanges() ([]Region, error) {
+	const chunk = 2 << 20
+	var out []Region
+	vec := make([]byte, chunk/PageSize)
+	for _, r := range m.list() {
+		run := -1 // index in out of the run being extended
+		for c := uint64(0); c < r.Size; c += chunk {
+			n := min(chunk, r.Size-c)
+			pages := int((n + PageSize - 1) / PageSize)
+			if err := m.Populated(r.GPA+c, n, vec); err != nil {
+				return nil, fmt.Errorf("guest RAM %v: %w", r.Region, err)
+			}
+			for p := range pages {
+				gpa := r.GPA + c + uint64(p)*PageSize
+				if vec[p]&1 == 0 {
+					run = -1
+					continue
+				}
+				if run >= 0 {
+					out[run].Size += PageSize
+					continue
+				}
+				out = append(out, Region{GPA: gpa, Size: PageSize})
+				run = len(out) - 1
+			}
+		}
+	}
+	return out, nil
+}

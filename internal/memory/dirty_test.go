@@ -70,3 +70,23 @@ func TestDirtyRanges(t *testing.T) {
 		t.Fatalf("dirty logging still on: %+v", last)
 	}
 }
+
+func TestResidentRanges(t *testing.T) {
+	t.Run("private", func(t *testing.T) { residentRanges(t, newMem(t, Zone{Size: 4 * mib})) })
+	t.Run("shared", func(t *testing.T) { residentRanges(t, newMem(t, Zone{Size: 4 * mib, Options: Options{Shared: true}})) })
+}
+
+func residentRanges(t *testing.T, m *Memory) {
+	for _, p := range []uint64{1, 2, 3, 600} {
+		if err := m.WriteU8(p*PageSize, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := m.ResidentRanges()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Region{{PageSize, 3 * PageSize}, {600 * PageSize, PageSize}}; !slices.Equal(got, want) {
+		t.Fatalf("resident %v, want %v", got, want)
+	}
+}

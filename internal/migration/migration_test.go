@@ -71,8 +71,8 @@ type source struct {
 	calls         int
 }
 
-func (s *source) RAM() []Range {
-	return []Range{{0, 64 << 10}, {1 << 20, 64 << 10}}
+func (s *source) RAM() ([]Range, error) {
+	return []Range{{0, 64 << 10}, {1 << 20, 64 << 10}}, nil
 }
 func (s *source) Slice(gpa, n uint64) ([]byte, error) { return s.ram.Slice(gpa, n) }
 func (s *source) StartDirtyLog() error                { s.logging = true; return nil }

@@ -15,8 +15,9 @@ import (
 // Source is the VM a migration sends. The sender owns it while the
 // migration runs.
 type Source interface {
-	// RAM is every guest RAM range.
-	RAM() []Range
+	// RAM is what the first round sends: all guest RAM the guest may
+	// have written (the destination's fresh RAM is zeros).
+	RAM() ([]Range, error)
 	// Slice is the host mapping of [gpa, gpa+n), inside one RAM range.
 	Slice(gpa, n uint64) ([]byte, error)
 	// StartDirtyLog starts recording written pages; DirtyRanges returns
@@ -103,7 +104,10 @@ func Send(conn net.Conn, config []byte, src Source, opts SendOptions) (st Stats,
 		return st, err
 	}
 	// Round 0: all of RAM while the guest runs.
-	ranges := src.RAM()
+	ranges, err := src.RAM()
+	if err != nil {
+		return st, err
+	}
 	var pending []Range // dirty ranges the converged check left for the last round
 	precopy := time.Now()
 	for round := 0; ; round++ {

@@ -31,9 +31,17 @@ func (t RangeTable) Size() uint64 {
 	return n
 }
 
-// RAM gives the host mapping of guest RAM (*memory.Memory).
+// RAM gives the host mapping of guest RAM.
 type RAM interface {
 	Slice(gpa, n uint64) ([]byte, error)
+}
+
+// PopulatedRAM is RAM that says which pages may hold data (one byte per
+// page, bit 0), as *memory.Memory's Populated does; WriteMemory skips the
+// others. Without it every page is looked at.
+type PopulatedRAM interface {
+	RAM
+	Populated(gpa, n uint64, vec []byte) error
 }
 
 const pageSize = 4096
@@ -57,7 +65,8 @@ func WriteMemory(dir string, t RangeTable, ram RAM) (written uint64, err error) 
 		if err != nil {
 			return written, fmt.Errorf("memory range %#x+%#x: %w", r.GPA, r.Length, err)
 		}
-		n, err := writeSparse(f, int64(off), b)
+		pop, _ := ram.(PopulatedRAM)
+		n, err := writeSparse(f, int64(off), r.GPA, b, pop)
 		written += n
 		if err != nil {
 			return written, fmt.Errorf("Error writing memory snapshot: %w", err)
@@ -72,18 +81,19 @@ func WriteMemory(dir string, t RangeTable, ram RAM) (written uint64, err error) 
 
 var zeroPage [pageSize]byte
 
-// writeSparse writes b at off, skipping pages that are not resident or
-// hold only zeros. It returns the bytes written.
-func writeSparse(f *os.File, off int64, b []byte) (uint64, error) {
+// writeSparse writes b (guest RAM at gpa) at off, skipping pages that
+// pop says never existed or that hold only zeros. It returns the bytes
+// written.
+func writeSparse(f *os.File, off int64, gpa uint64, b []byte, pop PopulatedRAM) (uint64, error) {
 	const chunk = 2 << 20
 	var written uint64
 	vec := make([]byte, chunk/pageSize)
 	for c := 0; c < len(b); c += chunk {
 		part := b[c:min(c+chunk, len(b))]
 		pages := (len(part) + pageSize - 1) / pageSize
-		// Untouched anonymous memory reads as zeros; mincore says which
-		// pages exist without faulting the others in.
-		if err := mincore(part, vec[:pages]); err != nil {
+		// Pages that never existed read as zeros; asking which exist
+		// saves faulting the others in.
+		if pop == nil || pop.Populated(gpa+uint64(c), uint64(len(part)), vec) != nil {
 			for i := range vec[:pages] {
 				vec[i] = 1
 			}

@@ -22,11 +22,20 @@ var _ vmm.Migratable = (*VM)(nil)
 // migration refuses before it starts.
 func (m *VM) CheckMigratable() error { return m.checkSnapshot() }
 
-// RAM implements vmm.Migratable.
-func (m *VM) RAM() []migration.Range {
-	var out []migration.Range
-	for _, r := range m.ramRanges().Data {
-		out = append(out, migration.Range{GPA: r.GPA, Length: r.Length})
+// RAM implements vmm.Migratable: the guest RAM that exists on the host;
+// pages never touched are zeros on the destination already.
+func (m *VM) RAM() ([]migration.Range, error) {
+	rs, err := m.mem.ResidentRanges()
+	if err != nil {
+		return nil, wrap(ErrSetup, err)
+	}
+	return toMigration(rs), nil
+}
+
+func toMigration(rs []memory.Region) []migration.Range {
+	out := make([]migration.Range, len(rs))
+	for i, r := range rs {
+		out[i] = migration.Range{GPA: r.GPA, Length: r.Size}
 	}
 	return out
 }
@@ -68,11 +77,7 @@ func (m *VM) DirtyRanges(final bool) ([]migration.Range, error) {
 	if err != nil {
 		return nil, wrap(ErrKVM, err)
 	}
-	out := make([]migration.Range, len(rs))
-	for i, r := range rs {
-		out[i] = migration.Range{GPA: r.GPA, Length: r.Size}
-	}
-	return out, nil
+	return toMigration(rs), nil
 }
 
 // MigrationState implements vmm.Migratable: the paused machine's state

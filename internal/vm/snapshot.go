@@ -82,6 +82,9 @@ type ramReader struct{ mem *memory.Memory }
 
 func (r ramReader) Slice(gpa, n uint64) ([]byte, error) { return r.mem.Mapping(gpa, n) }
 
+// Populated implements snapshot.PopulatedRAM.
+func (r ramReader) Populated(gpa, n uint64, vec []byte) error { return r.mem.Populated(gpa, n, vec) }
+
 // saveState is the paused machine's state tree (state.json) and its RAM
 // ranges (memory-ranges' table).
 func (m *VM) saveState() (*snapshot.Snapshot, snapshot.RangeTable, error) {

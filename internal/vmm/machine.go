@@ -83,7 +83,7 @@ type Migratable interface {
 	// CheckMigratable refuses a machine whose state cannot be sent.
 	CheckMigratable() error
 	// RAM is every guest RAM range; ReadRAM maps one for sending.
-	RAM() []migration.Range
+	RAM() ([]migration.Range, error)
 	ReadRAM(gpa, n uint64) ([]byte, error)
 	// StartDirtyLog, DirtyRanges and StopDirtyLog track written memory
 	// (migration.Source).

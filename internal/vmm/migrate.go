@@ -172,7 +172,7 @@ func (c *Controller) sendMigration(o *outgoing, url string, cfg []byte, opts mig
 // migrationSource is the machine as migration.Send sees it.
 type migrationSource struct{ o *outgoing }
 
-func (s migrationSource) RAM() []migration.Range { return s.o.m.RAM() }
+func (s migrationSource) RAM() ([]migration.Range, error) { return s.o.m.RAM() }
 func (s migrationSource) Slice(gpa, n uint64) ([]byte, error) {
 	return s.o.m.ReadRAM(gpa, n)
 }

@@ -29,7 +29,9 @@ func (m *Machine) ram() []byte {
 func (m *Machine) CheckMigratable() error { return m.record("CheckMigratable", m.MigrateErr) }
 
 // RAM implements vmm.Migratable.
-func (m *Machine) RAM() []migration.Range { return []migration.Range{{GPA: 0, Length: RAMSize}} }
+func (m *Machine) RAM() ([]migration.Range, error) {
+	return []migration.Range{{GPA: 0, Length: RAMSize}}, nil
+}
 
 // ReadRAM implements vmm.Migratable.
 func (m *Machine) ReadRAM(gpa, n uint64) ([]byte, error) {
