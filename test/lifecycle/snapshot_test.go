@@ -143,7 +143,7 @@ func TestSnapshotRestoreCycles(t *testing.T) {
 		snap := t.TempDir()
 		p.do("snapshot", func(ctx context.Context) error { return p.api.Snapshot(ctx, "file://"+snap) })
 		p.do("delete", p.api.Delete)
-		u := p.usage()
+		u := p.settledUsage()
 		t.Logf("cycle %d: tick %d, threads %d, fds %d, RSS %d kB", i, last, u.threads, u.fds, u.rssKB)
 		if i == 1 {
 			first = u // after the first restore: the runtime has its threads
