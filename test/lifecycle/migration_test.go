@@ -71,16 +71,7 @@ func liveMigration(t *testing.T, transport string) {
 		url = "tcp:" + l.Addr().String()
 		l.Close()
 	}
-	recv := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		body, _ := json.Marshal(map[string]string{"receiver_url": url})
-		recv <- q.api.ReceiveMigration(ctx, body)
-	}()
-	q.waitFor("the destination to listen", apiTimeout, func() bool {
-		return strings.Contains(strings.Join(q.events(), ","), "vm migration-receive-ready")
-	})
+	recv := q.receiveMigration(url)
 	before := lastTick(p.output())
 	start := time.Now()
 	body, _ := json.Marshal(map[string]any{"destination_url": url, "local": transport == "local"})
@@ -134,6 +125,23 @@ func liveMigration(t *testing.T, transport string) {
 	t.Logf("precopy rounds: %d; source log:\n%s", iters, grepLines(p.processLog(), "Migration"))
 }
 
+// receiveMigration starts vm.receive-migration on url, which returns only
+// when the migration is over (its result comes on the channel), and waits
+// until the VMM listens.
+func (p *vmmProc) receiveMigration(url string) <-chan error {
+	recv := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		body, _ := json.Marshal(map[string]string{"receiver_url": url})
+		recv <- p.api.ReceiveMigration(ctx, body)
+	}()
+	p.waitFor("the destination to listen", apiTimeout, func() bool {
+		return strings.Contains(strings.Join(p.events(), ","), "vm migration-receive-ready")
+	})
+	return recv
+}
+
 func grepLines(s, sub string) string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {
@@ -143,4 +151,3 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
-

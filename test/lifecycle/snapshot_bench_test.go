@@ -61,16 +61,7 @@ func snapshotFigures(t *testing.T, mib int) {
 	// Migrate it on over a Unix socket.
 	r := startVMMSerial(t, mustTemp(t), p.serial, filepath.Join(g.assets.BinDir, "nimbus"))
 	url := "unix:" + filepath.Join(r.dir, "mig.sock")
-	recv := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		b, _ := json.Marshal(map[string]string{"receiver_url": url})
-		recv <- r.api.ReceiveMigration(ctx, b)
-	}()
-	r.waitFor("the destination to listen", apiTimeout, func() bool {
-		return strings.Contains(strings.Join(r.events(), ","), "migration-receive-ready")
-	})
+	recv := r.receiveMigration(url)
 	b, _ := json.Marshal(map[string]any{"destination_url": url})
 	t0 = time.Now()
 	q.do("send-migration", func(ctx context.Context) error { return q.api.SendMigration(ctx, b) })

@@ -21,6 +21,20 @@ import (
 const diskTicker = `(i=0; while :; do printf '%-511s\n' $i | dd of=/dev/vda bs=512 count=1 oflag=direct conv=sync 2>/dev/null; echo "TICK $i DISK $(dd if=/dev/vda bs=512 count=1 iflag=direct 2>/dev/null | tr -d ' \n')"; i=$((i+1)); sleep 0.2 2>/dev/null || usleep 200000; done) &
 `
 
+// startDiskTicker boots a guest running diskTicker on a 1 MiB disk and
+// waits for n of its ticks.
+func startDiskTicker(t *testing.T, n int) (*guest, *vmmProc) {
+	g := newGuest(t)
+	disk := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := g.start(t, cmdline(true, diskTicker), "--disk", "path="+disk)
+	p.waitBoots(1)
+	p.waitFor("guest ticks", bootTimeout, func() bool { got, _ := ticks(t, p.output()); return len(got) >= n })
+	return g, p
+}
+
 var tickDisk = regexp.MustCompile(`(?m)^TICK (\d+) DISK (\S*)$`)
 
 // ticks are the complete "TICK n DISK m" lines of out.
@@ -44,14 +58,7 @@ func ticks(t *testing.T, out string) (n, disk []int) {
 // counting from where it was (no reboot) and reads back from its disk
 // what it writes.
 func TestSnapshotRestore(t *testing.T) {
-	g := newGuest(t)
-	disk := filepath.Join(t.TempDir(), "disk.raw")
-	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := g.start(t, cmdline(true, diskTicker), "--disk", "path="+disk)
-	p.waitBoots(1)
-	p.waitFor("guest ticks", bootTimeout, func() bool { n, _ := ticks(t, p.output()); return len(n) >= 5 })
+	g, p := startDiskTicker(t, 5)
 	p.do("pause", p.api.Pause)
 	before, beforeDisk := ticks(t, p.output())
 	last := before[len(before)-1]
@@ -124,14 +131,7 @@ func lastLines(s string, n int) string {
 // the previous cycle's snapshot): the guest counts on across every cycle
 // and the VMM's threads, fds and RSS stay flat.
 func TestSnapshotRestoreCycles(t *testing.T) {
-	g := newGuest(t)
-	disk := filepath.Join(t.TempDir(), "disk.raw")
-	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := g.start(t, cmdline(true, diskTicker), "--disk", "path="+disk)
-	p.waitBoots(1)
-	p.waitFor("guest ticks", bootTimeout, func() bool { n, _ := ticks(t, p.output()); return len(n) >= 3 })
+	_, p := startDiskTicker(t, 3)
 	maxTick := func() int {
 		n, _ := ticks(t, p.output())
 		return n[len(n)-1]
