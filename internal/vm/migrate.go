@@ -9,6 +9,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/devices/console"
+	"github.com/nimbus-vmm/nimbus/internal/devmgr"
 	"github.com/nimbus-vmm/nimbus/internal/memory"
 	"github.com/nimbus-vmm/nimbus/internal/migration"
 	"github.com/nimbus-vmm/nimbus/internal/snapshot"
@@ -100,7 +101,7 @@ func (m *VM) MemoryManagerData() any { return memoryState{MemoryRanges: m.ramRan
 func (m *VM) SetDiskLocks(locked bool) error {
 	var errs []error
 	for _, n := range m.dm.Nodes() {
-		if d, ok := n.Device.(*blk.Device); ok && n.Parent != "" {
+		if d, ok := n.Device.(*blk.Device); ok && n.Kind == devmgr.PCI {
 			if err := d.SetLocked(locked); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", n.ID, err))
 			}

@@ -127,7 +127,7 @@ func (m *VM) checkSnapshot() error {
 		return fmt.Errorf("snapshot with hot-added memory: %w", vmm.ErrUnsupported)
 	}
 	for _, n := range m.dm.Nodes() {
-		if n.Kind != devmgr.Virtio {
+		if n.Kind != devmgr.PCI { // a PCI node's Device is its virtio device
 			continue
 		}
 		if _, ok := n.Device.(virtio.Snapshotter); !ok {
