@@ -25,10 +25,14 @@ func TestSnapshotRestoreFigures(t *testing.T) {
 	}
 }
 
-// fill writes a non-zero pattern over n MiB of tmpfs (guest RAM), so
-// that neither sparse snapshots nor zero-page tricks skip it.
+// fill writes a non-zero pattern over n MiB of a tmpfs of its own (guest
+// RAM; the root file system stops at half of RAM), so that neither
+// sparse snapshots nor zero-page tricks skip it, and reports the size.
 func fill(mib int) string {
-	return fmt.Sprintf("yes nimbus-snapshot-figures | head -c %dM > /tmp/fill; echo FILLED\n", mib) + ticker
+	return fmt.Sprintf(`mkdir -p /fill && mount -t tmpfs -o size=%[1]dM tmpfs /fill
+yes nimbus-snapshot-figures | dd of=/fill/f bs=1M count=%[1]d iflag=fullblock 2>/dev/null
+echo "FILLED $(wc -c < /fill/f)"
+`, mib) + ticker
 }
 
 func snapshotFigures(t *testing.T, mib int) {
@@ -37,6 +41,9 @@ func snapshotFigures(t *testing.T, mib int) {
 	p := g.start(t, cmdline(true, fill(used)), "--memory", fmt.Sprintf("size=%dM", mib))
 	p.waitBoots(1)
 	p.waitFor("the guest's RAM filled", 5*time.Minute, func() bool { return strings.Contains(p.output(), "FILLED") })
+	if want := fmt.Sprintf("FILLED %d", used<<20); !strings.Contains(p.output(), want) {
+		t.Fatalf("the guest did not fill %d MiB:\n%s", used, p.output())
+	}
 	p.waitFor("ticks", bootTimeout, func() bool { return lastTick(p.output()) >= 2 })
 	p.do("pause", p.api.Pause)
 	snap := t.TempDir()
@@ -58,7 +65,9 @@ func snapshotFigures(t *testing.T, mib int) {
 	t.Logf("%d MiB guest, %d MiB in use: snapshot %v (memory-ranges %d MiB apparent), restore %v",
 		mib, used, snapTook.Round(time.Millisecond), fi.Size()>>20, restoreTook.Round(time.Millisecond))
 
-	// Migrate it on over a Unix socket.
+	// The snapshot's files live in the sandbox's RAM: make room for two
+	// guests at once. Then migrate it on over a Unix socket.
+	os.RemoveAll(snap)
 	r := startVMMSerial(t, mustTemp(t), p.serial, filepath.Join(g.assets.BinDir, "nimbus"))
 	url := "unix:" + filepath.Join(r.dir, "mig.sock")
 	recv := r.receiveMigration(url)
