@@ -1,6 +1,8 @@
 package memory
 
 import (
+	"bytes"
+	"os"
 	"slices"
 	"testing"
 
@@ -88,5 +90,38 @@ func residentRanges(t *testing.T, m *Memory) {
 	}
 	if want := []Region{{PageSize, 3 * PageSize}, {600 * PageSize, PageSize}}; !slices.Equal(got, want) {
 		t.Fatalf("resident %v, want %v", got, want)
+	}
+}
+
+func TestMapPrivate(t *testing.T) {
+	m := newMem(t, Zone{Size: 4 * mib})
+	f, err := os.CreateTemp(t.TempDir(), "ram")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	page := bytes.Repeat([]byte{7}, PageSize)
+	if _, err := f.WriteAt(page, 3*PageSize); err != nil || f.Truncate(4*mib) != nil {
+		t.Fatal(err)
+	}
+	if err := m.MapPrivate(0, 4*mib, f, 0); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, PageSize)
+	if _, err := m.ReadAt(got, 3*PageSize); err != nil || !bytes.Equal(got, page) {
+		t.Fatalf("read through the mapping: %v %v", got[:4], err)
+	}
+	if err := m.WriteU8(3*PageSize, 9); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ReadAt(got, 3*PageSize); err != nil || got[0] != 7 {
+		t.Fatalf("a guest write reached the file: %v", got[0])
+	}
+	// Untouched pages read the file: they all count as populated.
+	if rs, _ := m.ResidentRanges(); !slices.Equal(rs, []Region{{0, 4 * mib}}) {
+		t.Fatalf("resident ranges of a file-backed region: %v", rs)
+	}
+	if err := newMem(t, Zone{Size: 4 * mib, Options: Options{Shared: true}}).MapPrivate(0, 4*mib, f, 0); err == nil {
+		t.Fatal("MapPrivate under shared memory succeeded")
 	}
 }

@@ -84,6 +84,9 @@ type region struct {
 	RegionInfo
 	data []byte // the region's part of its zone's mapping
 	huge bool   // from a hugetlb zone
+	// fileBacked: MapPrivate put a file under it; pages never touched
+	// read the file, not zeros.
+	fileBacked bool
 	// log is the VMM's own writes while dirty logging is on (nil off).
 	log *dirtyBits
 }

@@ -27,6 +27,12 @@ func (m *Memory) Populated(gpa, n uint64, vec []byte) error {
 		return fmt.Errorf("populated: %d bytes for %d pages: %w", len(vec), pages, ErrInvalid)
 	}
 	clear(vec[:pages])
+	if r.fileBacked {
+		for i := range vec[:pages] {
+			vec[i] = 1
+		}
+		return nil
+	}
 	if r.FD >= 0 {
 		return populatedFile(r.FD, int64(r.FileOffset+off), n, vec)
 	}
@@ -89,4 +95,34 @@ func populatedPagemap(addr uint64, pages int, vec []byte) error {
 		done += k
 	}
 	return nil
+}
+
+// MapPrivate puts f's bytes from off under guest RAM [gpa, gpa+size),
+// which must be a private, non-hugetlb region's: pages are read from the
+// file when first touched and writes stay in this process (copy on
+// write). A restore maps its memory file this way instead of copying it
+// (memory_restore_mode=ondemand); the file must not change meanwhile.
+func (m *Memory) MapPrivate(gpa, size uint64, f *os.File, off int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next := append([]region(nil), m.list()...)
+	for i := range next {
+		r := &next[i]
+		if gpa < r.GPA || gpa+size > r.End() {
+			continue
+		}
+		if r.FD >= 0 || r.huge {
+			return fmt.Errorf("map a file under shared or hugetlb guest RAM %v: %w", r.Region, ErrInvalid)
+		}
+		if (gpa-r.GPA)%PageSize != 0 || size%PageSize != 0 || off%PageSize != 0 {
+			return fmt.Errorf("map a file under guest RAM at %#x+%#x, file offset %#x: %w", gpa, size, off, ErrInvalid)
+		}
+		if err := mapFileFixed(r.data[gpa-r.GPA:], size, int(f.Fd()), off); err != nil {
+			return fmt.Errorf("map a file under guest RAM %v: %w: %w", r.Region, ErrMap, err)
+		}
+		r.fileBacked = true
+		m.regions.Store(&next)
+		return nil
+	}
+	return badAddress(gpa, int(min(size, 1<<31)))
 }

@@ -188,3 +188,37 @@ func readData(f *os.File, off int64, b []byte) error {
 	}
 	return nil
 }
+
+// FileMapper puts a file's pages under guest RAM (*memory.Memory's
+// MapPrivate).
+type FileMapper interface {
+	MapPrivate(gpa, size uint64, f *os.File, off int64) error
+}
+
+// MapMemory maps memory-ranges under guest RAM instead of copying it:
+// the guest's pages come from the file as it touches them (upstream's
+// memory_restore_mode=ondemand, done by the kernel's page cache rather
+// than userfaultfd). The file must stay as it is while the VM lives.
+func MapMemory(dir string, t RangeTable, ram FileMapper) error {
+	p := filepath.Join(dir, MemoryFile)
+	f, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("Error opening memory snapshot file %q: %w", p, err)
+	}
+	defer f.Close() // the mappings keep the file
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if uint64(fi.Size()) != t.Size() {
+		return fmt.Errorf("%s is %d bytes, its memory ranges need %d: %w", MemoryFile, fi.Size(), t.Size(), ErrFormat)
+	}
+	var off int64
+	for _, r := range t.Data {
+		if err := ram.MapPrivate(r.GPA, r.Length, f, off); err != nil {
+			return err
+		}
+		off += int64(r.Length)
+	}
+	return nil
+}

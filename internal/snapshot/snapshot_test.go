@@ -115,3 +115,32 @@ func TestMemoryRoundTrip(t *testing.T) {
 		t.Errorf("size mismatch: %v", err)
 	}
 }
+
+// mapRAM maps files like memory.MapPrivate does, into fakeRAM.
+type mapRAM struct{ fakeRAM }
+
+func (m mapRAM) MapPrivate(gpa, size uint64, f *os.File, off int64) error {
+	b, err := unix.Mmap(int(f.Fd()), off, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
+	if err != nil {
+		return err
+	}
+	m.fakeRAM[gpa] = b
+	return nil
+}
+
+func TestMapMemory(t *testing.T) {
+	dir := t.TempDir()
+	src := fakeRAM{0: anon(t, 1<<20), 1 << 20: anon(t, 1<<20)}
+	copy(src[1<<20][4096:], "mapped")
+	table := RangeTable{Data: []Range{{GPA: 0, Length: 1 << 20}, {GPA: 1 << 20, Length: 1 << 20}}}
+	if _, err := WriteMemory(dir, table, src); err != nil {
+		t.Fatal(err)
+	}
+	dst := mapRAM{fakeRAM{}}
+	if err := MapMemory(dir, table, dst); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(dst.fakeRAM[1<<20], src[1<<20]) || !bytes.Equal(dst.fakeRAM[0], src[0]) {
+		t.Fatal("mapped RAM differs from the snapshot")
+	}
+}

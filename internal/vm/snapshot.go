@@ -257,6 +257,9 @@ func Restore(cfg *config.VmConfig, cons *console.Devices, src vmm.RestoreSource,
 		return nil, wrap(ErrSetup, err)
 	}
 	return restoreState(cfg, cons, top, nil, exits, log, func(m *VM, ranges snapshot.RangeTable) error {
+		if src.OnDemand {
+			return snapshot.MapMemory(src.Dir, ranges, m.mem)
+		}
 		return snapshot.ReadMemory(src.Dir, ranges, m.mem, src.Prefault)
 	})
 }

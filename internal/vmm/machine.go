@@ -68,6 +68,9 @@ type Snapshotter interface {
 type RestoreSource struct {
 	Dir      string // the snapshot directory (from source_url)
 	Prefault bool   // populate all of guest RAM at once
+	// OnDemand maps the memory file under guest RAM instead of copying
+	// it (memory_restore_mode=ondemand).
+	OnDemand bool
 }
 
 // RestoreFactory builds a Machine from a snapshot (upstream's Vm::new with

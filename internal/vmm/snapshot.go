@@ -77,11 +77,6 @@ func (c *Controller) vmRestore(r Restore) (err error) {
 	if err := validateConfig(cfg); err != nil {
 		return err
 	}
-	if r.Config.MemoryRestoreMode == config.MemoryRestoreOnDemand {
-		// Upstream maps RAM with userfaultfd and fills it on fault; this
-		// build only copies. Refused, not quietly copied.
-		return fmt.Errorf("memory_restore_mode=ondemand: %w", ErrUnsupported)
-	}
 	// Each net_fds entry's fds replace the NIC's (in upstream's order:
 	// the entries in turn, num_fds each); VFIO fds have no device here.
 	rest := files
@@ -115,7 +110,8 @@ func (c *Controller) vmRestore(r Restore) (err error) {
 		return err
 	}
 	exits := make(chan MachineExit, 1)
-	m, err := c.opts.Restorer(cfg, c.consoles, RestoreSource{Dir: dir, Prefault: r.Config.Prefault}, exits)
+	m, err := c.opts.Restorer(cfg, c.consoles, RestoreSource{Dir: dir, Prefault: r.Config.Prefault,
+		OnDemand: r.Config.MemoryRestoreMode == config.MemoryRestoreOnDemand}, exits)
 	if err != nil {
 		return err
 	}

@@ -56,8 +56,15 @@ func ticks(t *testing.T, out string) (n, disk []int) {
 // exits, and a new VMM restores it with --restore: the VM comes back
 // Paused with upstream's events, and after vm.resume the guest goes on
 // counting from where it was (no reboot) and reads back from its disk
-// what it writes.
+// what it writes. Guest RAM comes back copied, and mapped from the
+// snapshot's memory file (memory_restore_mode=ondemand).
 func TestSnapshotRestore(t *testing.T) {
+	for _, mode := range []string{"copy", "ondemand"} {
+		t.Run(mode, func(t *testing.T) { snapshotRestore(t, mode) })
+	}
+}
+
+func snapshotRestore(t *testing.T, mode string) {
 	g, p := startDiskTicker(t, 5)
 	p.do("pause", p.api.Pause)
 	before, beforeDisk := ticks(t, p.output())
@@ -84,7 +91,7 @@ func TestSnapshotRestore(t *testing.T) {
 
 	// The same directory: the snapshot's config names its serial file.
 	start = time.Now()
-	q := startVMM(t, p.dir, filepath.Join(g.assets.BinDir, "nimbus"), "--restore", "source_url=file://"+snap)
+	q := startVMM(t, p.dir, filepath.Join(g.assets.BinDir, "nimbus"), "--restore", "source_url=file://"+snap+",memory_restore_mode="+mode)
 	q.waitState(client.StatePaused, apiTimeout)
 	t.Logf("restore until the API said Paused took %v", time.Since(start))
 	q.wantEvents("vmm starting", "vm restoring", "vm restored")
