@@ -39,7 +39,8 @@ func sums(out string) []string {
 // memfds): vm.receive-migration blocks until the end, vm.send-migration
 // returns at once, the source VMM exits, and on the destination the guest
 // runs on (its tick count goes on, it does not boot again) with the
-// checksum of its memory buffer unchanged.
+// checksum of its memory buffer unchanged. Before that, over unix, a
+// migration to a socket nobody listens on fails and the guest runs on.
 func TestLiveMigration(t *testing.T) {
 	for _, transport := range []string{"unix", "tcp", "local"} {
 		t.Run(transport, func(t *testing.T) { liveMigration(t, transport) })
@@ -56,6 +57,15 @@ func liveMigration(t *testing.T, transport string) {
 	p.waitBoots(1)
 	p.waitFor("the guest's checksum", bootTimeout, func() bool { return len(sums(p.output())) >= 2 && lastTick(p.output()) >= 5 })
 	want := sums(p.output())[0]
+	if transport == "unix" {
+		// A migration to nowhere fails in its worker; the guest runs on.
+		body, _ := json.Marshal(map[string]any{"destination_url": "unix:" + filepath.Join(p.dir, "nobody.sock")})
+		p.do("send-migration to nowhere", func(ctx context.Context) error { return p.api.SendMigration(ctx, body) })
+		p.waitFor("migration-failed", apiTimeout, func() bool { return strings.Contains(strings.Join(p.events(), ","), "vm migration-failed") })
+		p.wantState(client.StateRunning)
+		n := lastTick(p.output())
+		p.waitFor("ticks after the failed migration", apiTimeout, func() bool { return lastTick(p.output()) > n+2 })
+	}
 
 	dir, err := os.MkdirTemp("", "nimbus-mig")
 	if err != nil {
@@ -89,6 +99,9 @@ func liveMigration(t *testing.T, transport string) {
 		t.Fatalf("the source VMM exited %d after the migration", code)
 	}
 	wantSrc := "vmm starting,vm booting,vm booted,vm migration-started,vm migration-finished,vm shutdown,vm deleted,vmm shutdown"
+	if transport == "unix" {
+		wantSrc = strings.Replace(wantSrc, "booted,", "booted,vm migration-started,vm migration-failed,", 1)
+	}
 	srcEvents := func() string {
 		var evs []string
 		for _, e := range vmEvents(p.events()) {
