@@ -39,15 +39,7 @@ func (m *VM) Entered() <-chan struct{} { return m.entry }
 // nothing: if a device cannot pause, the devices already paused and the
 // vCPUs run again and the VM stays running.
 func (m *VM) Pause() error {
-	m.mu.Lock()
-	m.paused = true
-	m.mu.Unlock()
-	m.kickAll()
-	m.mu.Lock()
-	for m.parked < m.alive {
-		m.cond.Wait()
-	}
-	m.mu.Unlock()
+	m.parkAll()
 	if err := m.dm.Pause(); err != nil {
 		m.unpark()
 		return wrap(ErrSetup, err)
@@ -63,6 +55,20 @@ func (m *VM) Pause() error {
 	}
 	m.clock = &kvm.ClockData{Clock: clock.Clock}
 	return nil
+}
+
+// parkAll takes every vCPU out of the guest and waits until all are
+// parked (or gone); unpark lets them run again.
+func (m *VM) parkAll() {
+	m.mu.Lock()
+	m.paused = true
+	m.mu.Unlock()
+	m.kickAll()
+	m.mu.Lock()
+	for m.parked < m.alive {
+		m.cond.Wait()
+	}
+	m.mu.Unlock()
 }
 
 func (m *VM) unpark() {

@@ -45,28 +45,41 @@ func toMigration(rs []memory.Region) []migration.Range {
 // written.
 func (m *VM) ReadRAM(gpa, n uint64) ([]byte, error) { return m.mem.Mapping(gpa, n) }
 
-// StartDirtyLog implements vmm.Migratable. Devices are paused meanwhile,
-// so that none still holds guest memory it took before the log started.
+// StartDirtyLog implements vmm.Migratable. The vCPUs and devices of a
+// running machine stop meanwhile: no device may still hold guest memory
+// it took before the log started, and the memory slots change under
+// vCPUs that are out of the guest (a guest triple-faulted once, nested,
+// when its slots got the dirty-log flag while it ran).
 func (m *VM) StartDirtyLog() error {
-	if !m.paused {
-		if err := m.dm.Pause(); err != nil {
-			return wrap(ErrSetup, err)
-		}
-		defer func() {
-			if err := m.dm.Resume(); err != nil {
-				m.log.Error("resuming devices after starting the dirty log failed", "err", err)
-			}
-		}()
-	}
-	if err := m.mem.StartDirtyLog(m.kvm); err != nil {
-		return wrap(ErrKVM, err)
-	}
-	return nil
+	return m.withStopped(func() error { return m.mem.StartDirtyLog(m.kvm) })
 }
 
 // StopDirtyLog implements vmm.Migratable.
 func (m *VM) StopDirtyLog() error {
-	if err := m.mem.StopDirtyLog(m.kvm); err != nil {
+	return m.withStopped(func() error { return m.mem.StopDirtyLog(m.kvm) })
+}
+
+// withStopped runs f with the vCPUs parked and the devices paused, then
+// lets a machine that was running run again. It leaves kvmclock alone:
+// the stop is short and the guest's clock goes on as it would.
+func (m *VM) withStopped(f func() error) error {
+	m.mu.Lock()
+	running := !m.paused
+	m.mu.Unlock()
+	if running {
+		m.parkAll()
+		if err := m.dm.Pause(); err != nil {
+			m.unpark()
+			return wrap(ErrSetup, err)
+		}
+		defer func() {
+			if err := m.dm.Resume(); err != nil {
+				m.log.Error("resuming devices after changing the dirty log failed", "err", err)
+			}
+			m.unpark()
+		}()
+	}
+	if err := f(); err != nil {
 		return wrap(ErrKVM, err)
 	}
 	return nil
