@@ -134,19 +134,11 @@ func writeSparse(f *os.File, off int64, gpa uint64, b []byte, pop PopulatedRAM) 
 // data (its holes are zeros, as fresh guest RAM is). With prefault every
 // page of the ranges is populated as well (upstream's prefault).
 func ReadMemory(dir string, t RangeTable, ram RAM, prefault bool) error {
-	p := filepath.Join(dir, MemoryFile)
-	f, err := os.Open(p)
-	if err != nil {
-		return fmt.Errorf("Error opening memory snapshot file %q: %w", p, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
+	f, err := openMemory(dir, t)
 	if err != nil {
 		return err
 	}
-	if uint64(fi.Size()) != t.Size() {
-		return fmt.Errorf("%s is %d bytes, its memory ranges need %d: %w", MemoryFile, fi.Size(), t.Size(), ErrFormat)
-	}
+	defer f.Close()
 	var off int64
 	for _, r := range t.Data {
 		b, err := ram.Slice(r.GPA, r.Length)
@@ -200,19 +192,11 @@ type FileMapper interface {
 // memory_restore_mode=ondemand, done by the kernel's page cache rather
 // than userfaultfd). The file must stay as it is while the VM lives.
 func MapMemory(dir string, t RangeTable, ram FileMapper) error {
-	p := filepath.Join(dir, MemoryFile)
-	f, err := os.Open(p)
-	if err != nil {
-		return fmt.Errorf("Error opening memory snapshot file %q: %w", p, err)
-	}
-	defer f.Close() // the mappings keep the file
-	fi, err := f.Stat()
+	f, err := openMemory(dir, t)
 	if err != nil {
 		return err
 	}
-	if uint64(fi.Size()) != t.Size() {
-		return fmt.Errorf("%s is %d bytes, its memory ranges need %d: %w", MemoryFile, fi.Size(), t.Size(), ErrFormat)
-	}
+	defer f.Close() // the mappings keep the file
 	var off int64
 	for _, r := range t.Data {
 		if err := ram.MapPrivate(r.GPA, r.Length, f, off); err != nil {
@@ -221,4 +205,22 @@ func MapMemory(dir string, t RangeTable, ram FileMapper) error {
 		off += int64(r.Length)
 	}
 	return nil
+}
+
+// openMemory opens memory-ranges, which must be as long as t's ranges.
+func openMemory(dir string, t RangeTable) (*os.File, error) {
+	p := filepath.Join(dir, MemoryFile)
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("Error opening memory snapshot file %q: %w", p, err)
+	}
+	fi, err := f.Stat()
+	if err == nil && uint64(fi.Size()) != t.Size() {
+		err = fmt.Errorf("%s is %d bytes, its memory ranges need %d: %w", MemoryFile, fi.Size(), t.Size(), ErrFormat)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
