@@ -160,6 +160,7 @@ func (m *VM) plugged(id string) func(pci.BDF, error) (*vmm.PciDeviceInfo, error)
 			}
 			return nil, vmm.DeviceManagerError(err)
 		}
+		m.hotAdded[id] = true
 		return &vmm.PciDeviceInfo{ID: id, BDF: bdf.String()}, nil
 	}
 }

@@ -41,6 +41,16 @@ type vmState struct {
 	PIT           kvm.PitState2
 }
 
+// chipField is one in-kernel irqchip and its field in a vmState.
+type chipField struct {
+	id    uint32
+	state *[]byte
+}
+
+func (s *vmState) irqChips() []chipField {
+	return []chipField{{kvm.IRQChipPICMaster, &s.PICMaster}, {kvm.IRQChipPICSlave, &s.PICSlave}, {kvm.IRQChipIOAPIC, &s.IOAPIC}}
+}
+
 type cpuState struct {
 	Vcpus []*kvm.VcpuState `json:"vcpus"`
 }
@@ -133,13 +143,23 @@ func (m *VM) checkSnapshot() error {
 		if _, ok := n.Device.(virtio.Snapshotter); !ok {
 			return fmt.Errorf("snapshot %s: %w: %w", n.ID, vmm.ErrUnsupported, vpci.ErrNoSnapshot)
 		}
+		for _, id := range n.Children {
+			if m.hotAdded[id] {
+				// The restored machine builds it with the cold devices, in
+				// config order: another slot or BAR than the guest knows.
+				return fmt.Errorf("snapshot %s, hot-added after boot: %w", id, vmm.ErrUnsupported)
+			}
+		}
 	}
 	return nil
 }
 
-func (m *VM) ramRanges() snapshot.RangeTable {
+func (m *VM) ramRanges() snapshot.RangeTable { return ramRanges(m.mem) }
+
+// ramRanges is mem's regions as a snapshot's memory range table.
+func ramRanges(mem *memory.Memory) snapshot.RangeTable {
 	var t snapshot.RangeTable
-	for _, r := range m.mem.Regions() {
+	for _, r := range mem.Regions() {
 		t.Data = append(t.Data, snapshot.Range{GPA: r.GPA, Length: r.Size})
 	}
 	return t
@@ -147,15 +167,12 @@ func (m *VM) ramRanges() snapshot.RangeTable {
 
 func (m *VM) saveVM() (*snapshot.Snapshot, error) {
 	s := vmState{NimbusVersion: stateVersion, Clock: m.clock.Clock}
-	for _, c := range []struct {
-		id  uint32
-		dst *[]byte
-	}{{kvm.IRQChipPICMaster, &s.PICMaster}, {kvm.IRQChipPICSlave, &s.PICSlave}, {kvm.IRQChipIOAPIC, &s.IOAPIC}} {
+	for _, c := range s.irqChips() {
 		chip, err := m.kvm.IRQChip(c.id)
 		if err != nil {
 			return nil, wrap(ErrKVM, fmt.Errorf("save irqchip %d: %w", c.id, err))
 		}
-		*c.dst = chip.Chip[:]
+		*c.state = chip.Chip[:]
 	}
 	pit, err := m.kvm.PIT2()
 	if err != nil {
@@ -172,8 +189,13 @@ func (m *VM) saveCPUs() (*snapshot.Snapshot, error) {
 	}
 	var s cpuState
 	for _, c := range m.vcpuList() {
-		if c.removing || !c.running.Load() {
+		switch {
+		case c.removing:
 			return nil, fmt.Errorf("snapshot while vCPU %d is being removed: %w", c.id, vmm.ErrInvalidState)
+		case !c.running.Load():
+			// The guest asked for a reset or poweroff, or the vCPU failed:
+			// the loop is about to act on it.
+			return nil, fmt.Errorf("snapshot after vCPU %d stopped: %w", c.id, vmm.ErrInvalidState)
 		}
 		st, err := c.v.SaveState(msrs)
 		if err != nil {
@@ -312,13 +334,9 @@ func restoreState(cfg *config.VmConfig, cons *console.Devices, top *snapshot.Sna
 }
 
 func (m *VM) restoreMemory(top *snapshot.Snapshot, loadRAM func(*VM, snapshot.RangeTable) error) error {
-	c, err := top.Child(memoryManagerID)
-	if err != nil {
-		return wrap(ErrSetup, err)
-	}
 	var ms memoryState
-	if err := c.Decode(&ms); err != nil {
-		return wrap(ErrSetup, err)
+	if err := decodeChild(top, memoryManagerID, &ms); err != nil {
+		return err
 	}
 	if here := m.ramRanges().Data; !slices.Equal(here, ms.MemoryRanges.Data) {
 		return wrap(ErrSetup, fmt.Errorf("guest RAM %v here, %v in the snapshot: %w", here, ms.MemoryRanges.Data, snapshot.ErrFormat))
@@ -329,16 +347,25 @@ func (m *VM) restoreMemory(top *snapshot.Snapshot, loadRAM func(*VM, snapshot.Ra
 	return nil
 }
 
+// decodeChild decodes component id's state in top into v.
+func decodeChild(top *snapshot.Snapshot, id string, v any) error {
+	c, err := top.Child(id)
+	if err == nil {
+		err = c.Decode(v)
+	}
+	if err != nil {
+		return wrap(ErrSetup, err)
+	}
+	return nil
+}
+
 func (m *VM) restoreVM(vs *vmState) error {
-	for _, c := range []struct {
-		id  uint32
-		src []byte
-	}{{kvm.IRQChipPICMaster, vs.PICMaster}, {kvm.IRQChipPICSlave, vs.PICSlave}, {kvm.IRQChipIOAPIC, vs.IOAPIC}} {
+	for _, c := range vs.irqChips() {
 		chip := kvm.IRQChip{ChipID: c.id}
-		if len(c.src) != len(chip.Chip) {
-			return wrap(ErrSetup, fmt.Errorf("irqchip %d: %d bytes: %w", c.id, len(c.src), snapshot.ErrFormat))
+		if len(*c.state) != len(chip.Chip) {
+			return wrap(ErrSetup, fmt.Errorf("irqchip %d: %d bytes: %w", c.id, len(*c.state), snapshot.ErrFormat))
 		}
-		copy(chip.Chip[:], c.src)
+		copy(chip.Chip[:], *c.state)
 		if err := m.kvm.SetIRQChip(chip); err != nil {
 			return wrap(ErrKVM, fmt.Errorf("restore irqchip %d: %w", c.id, err))
 		}
@@ -350,13 +377,9 @@ func (m *VM) restoreVM(vs *vmState) error {
 }
 
 func (m *VM) restoreCPUs(top *snapshot.Snapshot) error {
-	c, err := top.Child(cpuManagerID)
-	if err != nil {
-		return wrap(ErrSetup, err)
-	}
 	var cs cpuState
-	if err := c.Decode(&cs); err != nil {
-		return wrap(ErrSetup, err)
+	if err := decodeChild(top, cpuManagerID, &cs); err != nil {
+		return err
 	}
 	vcpus := m.vcpuList()
 	if len(cs.Vcpus) != len(vcpus) {

@@ -80,6 +80,9 @@ type VM struct {
 	// prev is what the machine before a reboot handed over, taken by the
 	// vhost-user devices Build makes (nil otherwise).
 	prev *vhostuser.Handover
+	// hotAdded are the ids of devices plugged into the running guest: a
+	// machine rebuilt from the config would place them elsewhere.
+	hotAdded map[string]bool
 	// limitGroups are the rate_limit_groups' limiters, by group id.
 	limitGroups map[string]*ratelimit.Limiter
 	vcpuMu      sync.Mutex // vcpus: appended by hot add, read by kickAll on vCPU threads
@@ -150,7 +153,7 @@ func buildOn(cfg *config.VmConfig, cons *console.Devices, prev *vhostuser.Handov
 	if cons == nil {
 		cons = &console.Devices{}
 	}
-	m := &VM{log: log, exits: exits, entry: make(chan struct{}), prev: prev, mem: mem}
+	m := &VM{log: log, exits: exits, entry: make(chan struct{}), prev: prev, mem: mem, hotAdded: map[string]bool{}}
 	m.cond = sync.NewCond(&m.mu)
 	m.hp.notify = make(chan struct{}, 1)
 	defer func() {

@@ -20,13 +20,18 @@ type outgoing struct {
 	done      chan error // the worker's result, once
 	wasPaused bool
 	info      *VmInfo // vm.info while migrating (upstream's cached VmInfo)
-	m         Migratable
-	machine   Machine
+	m         migratableMachine
 
 	mu       sync.Mutex
 	conn     net.Conn
 	canceled bool
 	unlocked bool // the disk locks were dropped for the destination
+}
+
+// migratableMachine is the machine a migration sends.
+type migratableMachine interface {
+	Machine
+	Migratable
 }
 
 // cancel makes the worker fail soon: its connection is closed.
@@ -98,7 +103,7 @@ func (c *Controller) vmSendMigration(d config.SendMigrationData) error {
 	if err != nil {
 		return err
 	}
-	m, ok := c.machine.(Migratable)
+	m, ok := c.machine.(migratableMachine)
 	if !ok {
 		return fmt.Errorf("live migration: %w", ErrUnsupported)
 	}
@@ -128,7 +133,7 @@ func (c *Controller) vmSendMigration(d config.SendMigrationData) error {
 	if err != nil {
 		return err
 	}
-	o := &outgoing{done: make(chan error, 1), wasPaused: c.state == StatePaused, info: info, m: m, machine: c.machine}
+	o := &outgoing{done: make(chan error, 1), wasPaused: c.state == StatePaused, info: info, m: m}
 	c.migrating = o
 	opts := migration.SendOptions{
 		Downtime: time.Duration(d.DowntimeMs) * time.Millisecond, Timeout: time.Duration(d.TimeoutS) * time.Second,
@@ -160,7 +165,7 @@ func (c *Controller) sendMigration(o *outgoing, url string, cfg []byte, opts mig
 	if canceled {
 		return fmt.Errorf("migration canceled: %w", ErrMigrating)
 	}
-	st, err := migration.Send(conn, cfg, migrationSource{o}, opts)
+	st, err := migration.Send(conn, cfg, migrationSource{o.m, o}, opts)
 	if err != nil {
 		return err
 	}
@@ -169,35 +174,31 @@ func (c *Controller) sendMigration(o *outgoing, url string, cfg []byte, opts mig
 	return nil
 }
 
-// migrationSource is the machine as migration.Send sees it.
-type migrationSource struct{ o *outgoing }
+// migrationSource is the machine as migration.Send sees it: the dirty
+// log and RAM ranges are the machine's own.
+type migrationSource struct {
+	migratableMachine
+	o *outgoing
+}
 
-func (s migrationSource) RAM() ([]migration.Range, error) { return s.o.m.RAM() }
-func (s migrationSource) Slice(gpa, n uint64) ([]byte, error) {
-	return s.o.m.ReadRAM(gpa, n)
-}
-func (s migrationSource) StartDirtyLog() error { return s.o.m.StartDirtyLog() }
-func (s migrationSource) DirtyRanges(final bool) ([]migration.Range, error) {
-	return s.o.m.DirtyRanges(final)
-}
-func (s migrationSource) StopDirtyLog() error { return s.o.m.StopDirtyLog() }
+func (s migrationSource) Slice(gpa, n uint64) ([]byte, error) { return s.ReadRAM(gpa, n) }
 
 // Pause stops a running VM for the last round; a paused one already is.
 func (s migrationSource) Pause() error {
 	if s.o.wasPaused {
 		return nil
 	}
-	return s.o.machine.Pause()
+	return s.migratableMachine.Pause()
 }
 
-// State drops the disk locks first: the destination opens the disks
-// while building the machine from it.
+// State drops the disk locks after taking the state: the destination
+// opens the disks while building the machine from it.
 func (s migrationSource) State() ([]byte, error) {
-	b, err := s.o.m.MigrationState()
+	b, err := s.MigrationState()
 	if err != nil {
 		return nil, err
 	}
-	if err := s.o.m.SetDiskLocks(false); err != nil {
+	if err := s.SetDiskLocks(false); err != nil {
 		return nil, err
 	}
 	s.o.mu.Lock()
@@ -229,7 +230,7 @@ func (c *Controller) migrationFinished(err error) (migrated bool) {
 	}
 	if !o.wasPaused {
 		// The last round may have paused it.
-		if err := o.machine.Resume(); err != nil {
+		if err := o.m.Resume(); err != nil {
 			c.log.Error("resuming the VM after a failed migration failed", "err", err)
 		}
 	}
@@ -253,6 +254,8 @@ func (c *Controller) vmReceiveMigration(r ReceiveMigration) (err error) {
 		return fmt.Errorf("postcopy migration: %w", ErrUnsupported)
 	case d.TLSDir != "":
 		return fmt.Errorf("migration over TLS: %w", ErrUnsupported)
+	case len(d.ZoneUpdates) > 0:
+		return fmt.Errorf("migration with zone_updates: %w", ErrUnsupported)
 	}
 	network, addr, err := migration.Endpoint(d.ReceiverURL)
 	if err != nil {

@@ -101,3 +101,20 @@ func TestMigrationFailureKeepsTheVM(t *testing.T) {
 		}
 	}
 }
+
+// TestReceiveRefusesWhatItCannotBuild: options the destination would not
+// honour are refused at once, before it listens.
+func TestReceiveRefusesWhatItCannotBuild(t *testing.T) {
+	var h *harness
+	h = start(t, false, withIncoming(&h))
+	url := "unix:" + filepath.Join(t.TempDir(), "mig.sock")
+	for _, d := range []config.ReceiveMigrationData{
+		{ReceiverURL: url, ZoneUpdates: []config.ZoneUpdate{{ID: "z0", HostNumaNode: 1}}},
+		{ReceiverURL: url, TLSDir: "/etc/tls"},
+		{ReceiverURL: url, MemoryMode: config.MigrationPostcopy},
+	} {
+		if _, err := h.do(vmm.ReceiveMigration{Config: d}); !errors.Is(err, vmm.ErrUnsupported) {
+			t.Errorf("receive %+v: %v", d, err)
+		}
+	}
+}

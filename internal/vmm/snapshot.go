@@ -92,6 +92,10 @@ func (c *Controller) vmRestore(r Restore) (err error) {
 	if len(rest) > 0 {
 		return fmt.Errorf("restore with VFIO or iommufd fds: %w", ErrUnsupported)
 	}
+	if len(r.Config.ZoneUpdates) > 0 {
+		// Memory zones are not bound to host NUMA nodes by this build.
+		return fmt.Errorf("restore with zone_updates: %w", ErrUnsupported)
+	}
 	if c.idCounter, err = fillRuntime(cfg); err != nil {
 		return err
 	}

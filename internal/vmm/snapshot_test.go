@@ -90,6 +90,13 @@ func TestRestoreFailures(t *testing.T) {
 	h = start(t, false, withRestorer(&h))
 	h.expectErr(vmm.Restore{Config: config.RestoreConfig{SourceURL: "file://" + dir}}, config.ErrInvalid,
 		"The VM could not be restored", "Failed to validate config", "Net id net0 is associated with FDs and is required")
+	zu := config.RestoreConfig{SourceURL: "file://" + dir, NetFds: []config.RestoredNetConfig{{ID: "net0", NumFds: 1}},
+		ZoneUpdates: []config.ZoneUpdate{{ID: "z0", HostNumaNode: 1}}}
+	w0, r0 := pipeFd(t)
+	if _, err := h.do(vmm.Restore{Config: zu, Fds: []*os.File{w0}}); !errors.Is(err, vmm.ErrUnsupported) {
+		t.Errorf("restore with zone_updates: %v", err)
+	}
+	assertClosed(t, r0, "the net fd of a restore refused for zone_updates")
 	h.expectErr(vmm.Restore{Config: config.RestoreConfig{SourceURL: "file://" + dir, Prefault: true,
 		MemoryRestoreMode: config.MemoryRestoreOnDemand}}, config.ErrInvalid,
 		"The VM could not be restored", "Failed to validate config", "'prefault' cannot be combined with 'memory_restore_mode=ondemand'")
