@@ -61,6 +61,13 @@ func (m *Memory) StartDirtyLog(vm SlotRegistrar) error {
 	return m.setDirtyLog(vm, true)
 }
 
+// DirtyLogging reports whether dirty logging is on.
+func (m *Memory) DirtyLogging() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.flags&kvm.MemLogDirtyPages != 0
+}
+
 // StopDirtyLog turns dirty logging off again.
 func (m *Memory) StopDirtyLog(vm SlotRegistrar) error {
 	return m.setDirtyLog(vm, false)
@@ -108,43 +115,18 @@ func (m *Memory) DirtyRanges(vm DirtyLogger, final bool) ([]Region, error) {
 		if err := vm.DirtyLog(r.Slot, kvmBits); err != nil {
 			return nil, fmt.Errorf("dirty log of guest RAM %v: %w", r.Region, err)
 		}
-		start, run := uint64(0), uint64(0) // the current run of dirty pages
-		flush := func() {
-			if run > 0 {
-				out = append(out, Region{GPA: r.GPA + start*PageSize, Size: run * PageSize})
-				run = 0
-			}
-		}
+		from, pages := len(out), r.Size/PageSize
 		for w := range words {
 			v := kvmBits[w] | r.log.written[w].Swap(0)
 			if final {
 				v |= r.log.sliced[w].Swap(0)
 			}
-			for bit := uint64(0); bit < 64; {
-				page := uint64(w)*64 + bit
-				if v>>bit == 0 {
-					flush()
-					break
+			for ; v != 0; v &= v - 1 {
+				// The last word may cover pages past the region.
+				if p := uint64(w)*64 + uint64(bits.TrailingZeros64(v)); p < pages {
+					out = addPage(out, from, r.GPA+p*PageSize)
 				}
-				if v&(1<<bit) == 0 {
-					flush()
-					bit += uint64(bits.TrailingZeros64(v >> bit))
-					continue
-				}
-				if run == 0 {
-					start = page
-				}
-				run++
-				bit++
 			}
-			if v>>63 == 0 {
-				flush()
-			}
-		}
-		flush()
-		// The last word may cover pages past the region.
-		if n := len(out); n > 0 && out[n-1].End() > r.End() {
-			out[n-1].Size = r.End() - out[n-1].GPA
 		}
 	}
 	return out, nil
@@ -158,7 +140,7 @@ func (m *Memory) ResidentRanges() ([]Region, error) {
 	var out []Region
 	vec := make([]byte, chunk/PageSize)
 	for _, r := range m.list() {
-		run := -1 // index in out of the run being extended
+		from := len(out)
 		for c := uint64(0); c < r.Size; c += chunk {
 			n := min(chunk, r.Size-c)
 			pages := int((n + PageSize - 1) / PageSize)
@@ -166,19 +148,22 @@ func (m *Memory) ResidentRanges() ([]Region, error) {
 				return nil, fmt.Errorf("guest RAM %v: %w", r.Region, err)
 			}
 			for p := range pages {
-				gpa := r.GPA + c + uint64(p)*PageSize
-				if vec[p]&1 == 0 {
-					run = -1
-					continue
+				if vec[p]&1 != 0 {
+					out = addPage(out, from, r.GPA+c+uint64(p)*PageSize)
 				}
-				if run >= 0 {
-					out[run].Size += PageSize
-					continue
-				}
-				out = append(out, Region{GPA: gpa, Size: PageSize})
-				run = len(out) - 1
 			}
 		}
 	}
 	return out, nil
+}
+
+// addPage appends the page at gpa to rs, growing the last range when it
+// ends there. Ranges from index from on are the current region's: a
+// range never spans two regions (two host mappings).
+func addPage(rs []Region, from int, gpa uint64) []Region {
+	if n := len(rs); n > from && rs[n-1].End() == gpa {
+		rs[n-1].Size += PageSize
+		return rs
+	}
+	return append(rs, Region{GPA: gpa, Size: PageSize})
 }

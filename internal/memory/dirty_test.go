@@ -32,8 +32,14 @@ func TestDirtyRanges(t *testing.T) {
 	if _, err := m.DirtyRanges(vm, false); err == nil {
 		t.Fatal("DirtyRanges with logging off succeeded")
 	}
+	if m.DirtyLogging() {
+		t.Fatal("dirty logging on before StartDirtyLog")
+	}
 	if err := m.StartDirtyLog(vm); err != nil {
 		t.Fatal(err)
+	}
+	if !m.DirtyLogging() {
+		t.Fatal("dirty logging off after StartDirtyLog")
 	}
 	if last := vm.slots[len(vm.slots)-1]; last.Flags&kvm.MemLogDirtyPages == 0 {
 		t.Fatalf("slot registered again without dirty logging: %+v", last)

@@ -106,6 +106,10 @@ type Memory struct {
 	nextSlot  uint32   // the KVM slot after the last registered one
 	freeSlots []uint32 // slots device mappings gave back
 	flags     uint32   // slot flags of Register, for plugged regions too
+
+	pagemapOnce sync.Once // Populated's /proc/self/pagemap
+	pagemap     *os.File
+	pagemapErr  error
 }
 
 // New maps size bytes of guest RAM with the upstream layout (one zone).
@@ -386,6 +390,10 @@ func (m *Memory) Close() error {
 	}
 	m.zones, m.size = nil, 0
 	m.regions.Store(nil)
+	if m.pagemap != nil {
+		errs = append(errs, m.pagemap.Close())
+		m.pagemap = nil
+	}
 	return errors.Join(errs...)
 }
 

@@ -26,39 +26,51 @@ func (m *Memory) Populated(gpa, n uint64, vec []byte) error {
 	if len(vec) < pages {
 		return fmt.Errorf("populated: %d bytes for %d pages: %w", len(vec), pages, ErrInvalid)
 	}
-	clear(vec[:pages])
-	if r.fileBacked {
-		for i := range vec[:pages] {
-			vec[i] = 1
-		}
+	vec = vec[:pages]
+	switch {
+	case r.fileBacked:
+		fill(vec, 1)
+		return nil
+	case r.FD >= 0:
+		fill(vec, 0)
+		start := int64(r.FileOffset + off)
+		return FileData(r.FD, start, start+int64(n), func(from, to int64) error {
+			fill(vec[(from-start)/PageSize:(to-start+PageSize-1)/PageSize], 1)
+			return nil
+		})
+	}
+	pm, err := m.pagemapFile()
+	if err != nil {
+		fill(vec, 1) // no pagemap: every page may hold data
 		return nil
 	}
-	if r.FD >= 0 {
-		return populatedFile(r.FD, int64(r.FileOffset+off), n, vec)
-	}
-	return populatedPagemap(r.HostAddr+off, pages, vec)
+	return populatedPagemap(pm, r.HostAddr+off, vec)
 }
 
-func populatedFile(fd int, start int64, n uint64, vec []byte) error {
-	end := start + int64(n)
+func fill(vec []byte, v byte) {
+	for i := range vec {
+		vec[i] = v
+	}
+}
+
+// FileData calls fn for each run of data in fd's [start, end)
+// (SEEK_DATA/SEEK_HOLE), clipped to the range; holes read as zeros. On a
+// file system without SEEK_DATA the whole range is data.
+func FileData(fd int, start, end int64, fn func(from, to int64) error) error {
 	for pos := start; pos < end; {
 		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) || (err == nil && data >= end) {
-			return nil
+			return nil // only holes left
 		}
 		if err != nil {
-			// No SEEK_DATA: everything may hold data.
-			for i := range vec[:(n+PageSize-1)/PageSize] {
-				vec[i] = 1
-			}
-			return nil
+			data = pos
 		}
 		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
 		if err != nil || hole > end {
 			hole = end
 		}
-		for p := (data - start) / PageSize; p < (hole-start+PageSize-1)/PageSize; p++ {
-			vec[p] = 1
+		if err := fn(data, hole); err != nil {
+			return err
 		}
 		pos = hole
 	}
@@ -71,23 +83,24 @@ const (
 	pagemapSwapped = 1 << 62
 )
 
-func populatedPagemap(addr uint64, pages int, vec []byte) error {
-	f, err := os.Open("/proc/self/pagemap")
-	if err != nil {
-		for i := range vec[:pages] {
-			vec[i] = 1
-		}
-		return nil
-	}
-	defer f.Close()
+// pagemapFile is /proc/self/pagemap, opened once; Close closes it.
+func (m *Memory) pagemapFile() (*os.File, error) {
+	m.pagemapOnce.Do(func() { m.pagemap, m.pagemapErr = os.Open("/proc/self/pagemap") })
+	return m.pagemap, m.pagemapErr
+}
+
+// populatedPagemap marks in vec the pages from addr that are present or
+// swapped out.
+func populatedPagemap(pm *os.File, addr uint64, vec []byte) error {
 	const batch = 4096
 	buf := make([]byte, 8*batch)
-	for done := 0; done < pages; {
-		k := min(batch, pages-done)
-		if _, err := f.ReadAt(buf[:8*k], int64((addr/PageSize+uint64(done))*8)); err != nil {
+	for done := 0; done < len(vec); {
+		k := min(batch, len(vec)-done)
+		if _, err := pm.ReadAt(buf[:8*k], int64((addr/PageSize+uint64(done))*8)); err != nil {
 			return fmt.Errorf("pagemap: %w", err)
 		}
 		for i := range k {
+			vec[done+i] = 0
 			if binary.LittleEndian.Uint64(buf[8*i:])&(pagemapPresent|pagemapSwapped) != 0 {
 				vec[done+i] = 1
 			}

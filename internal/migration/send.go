@@ -103,7 +103,7 @@ func Send(conn net.Conn, config []byte, src Source, opts SendOptions) (st Stats,
 	if err := src.StartDirtyLog(); err != nil {
 		return st, err
 	}
-	// Round 0: all of RAM while the guest runs.
+	// Round 0: all the RAM the guest may have written, while it runs.
 	ranges, err := src.RAM()
 	if err != nil {
 		return st, err
@@ -188,7 +188,7 @@ func sendMemoryFDs(conn net.Conn, fds []int) error {
 	}
 	for slot, fd := range fds {
 		if fd < 0 {
-			return fmt.Errorf("Local migration requires shared memory or hugepages enabled: %w", ErrProtocol)
+			return fmt.Errorf("Local migration requires shared memory (shared=on): %w", ErrProtocol)
 		}
 		r := Request{Command: CmdMemoryFd, Length: 4}
 		b, _ := r.MarshalBinary()

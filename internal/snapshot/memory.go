@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nimbus-vmm/nimbus/internal/memory"
 )
 
 // Range is one guest RAM range in memory-ranges (upstream's MemoryRange).
@@ -47,7 +49,7 @@ type PopulatedRAM interface {
 const pageSize = 4096
 
 // WriteMemory writes memory-ranges: the ranges in table order, densely.
-// Pages never touched (not resident) and pages of zeros are left as
+// Pages that never existed (PopulatedRAM) and pages of zeros are left as
 // holes, so the file takes the space of the RAM the guest uses.
 func WriteMemory(dir string, t RangeTable, ram RAM) (written uint64, err error) {
 	f, err := create(dir, MemoryFile)
@@ -59,13 +61,13 @@ func WriteMemory(dir string, t RangeTable, ram RAM) (written uint64, err error) 
 			err = cerr
 		}
 	}()
+	pop, _ := ram.(PopulatedRAM)
 	var off uint64
 	for _, r := range t.Data {
 		b, err := ram.Slice(r.GPA, r.Length)
 		if err != nil {
 			return written, fmt.Errorf("memory range %#x+%#x: %w", r.GPA, r.Length, err)
 		}
-		pop, _ := ram.(PopulatedRAM)
 		n, err := writeSparse(f, int64(off), r.GPA, b, pop)
 		written += n
 		if err != nil {
@@ -158,27 +160,12 @@ func ReadMemory(dir string, t RangeTable, ram RAM, prefault bool) error {
 
 // readData reads the data extents of f's [off, off+len(b)) into b.
 func readData(f *os.File, off int64, b []byte) error {
-	end := off + int64(len(b))
-	fd := int(f.Fd())
-	for pos := off; pos < end; {
-		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) || (err == nil && data >= end) {
-			return nil // only holes left
-		}
-		if err != nil {
-			// No SEEK_DATA on this file system: read everything.
-			data = pos
-		}
-		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
-		if err != nil || hole > end {
-			hole = end
-		}
-		if _, err := f.ReadAt(b[data-off:hole-off], data); err != nil && !errors.Is(err, io.EOF) {
+	return memory.FileData(int(f.Fd()), off, off+int64(len(b)), func(from, to int64) error {
+		if _, err := f.ReadAt(b[from-off:to-off], from); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
-		pos = hole
-	}
-	return nil
+		return nil
+	})
 }
 
 // FileMapper puts a file's pages under guest RAM (*memory.Memory's

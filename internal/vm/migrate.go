@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/devices/console"
@@ -45,17 +46,22 @@ func toMigration(rs []memory.Region) []migration.Range {
 // written.
 func (m *VM) ReadRAM(gpa, n uint64) ([]byte, error) { return m.mem.Mapping(gpa, n) }
 
-// StartDirtyLog implements vmm.Migratable. The vCPUs and devices of a
-// running machine stop meanwhile: no device may still hold guest memory
-// it took before the log started, and the memory slots change under
-// vCPUs that are out of the guest (a guest triple-faulted once, nested,
-// when its slots got the dirty-log flag while it ran).
+// StartDirtyLog implements vmm.Migratable. The devices of a running
+// machine pause meanwhile, so that none still holds guest memory it took
+// before the log started, and the vCPUs are parked while the memory
+// slots change (a few ms; whether that matters is not known: a nested
+// guest triple-faulted once while its slots changed under it, and others
+// did with no migration at all).
 func (m *VM) StartDirtyLog() error {
 	return m.withStopped(func() error { return m.mem.StartDirtyLog(m.kvm) })
 }
 
-// StopDirtyLog implements vmm.Migratable.
+// StopDirtyLog implements vmm.Migratable; with no log on (a migration
+// that failed before its first round) it stops nothing.
 func (m *VM) StopDirtyLog() error {
+	if !m.mem.DirtyLogging() {
+		return nil
+	}
 	return m.withStopped(func() error { return m.mem.StopDirtyLog(m.kvm) })
 }
 
@@ -128,7 +134,8 @@ func (m *VM) MemoryFDs() ([]int, error) {
 	fds := m.mem.ZoneFDs()
 	for _, fd := range fds {
 		if fd < 0 {
-			return nil, fmt.Errorf("Local migration requires shared memory or hugepages enabled: %w", vmm.ErrBadConfig)
+			// Upstream also takes hugepages; here only shared RAM has memfds.
+			return nil, fmt.Errorf("Local migration requires shared memory (shared=on): %w", vmm.ErrBadConfig)
 		}
 	}
 	return fds, nil
@@ -138,9 +145,8 @@ func (m *VM) MemoryFDs() ([]int, error) {
 // migration's Config on and is filled by its memory rounds; Restore
 // builds the machine on it from the sender's state.
 type Incoming struct {
-	mem    *memory.Memory
-	ranges snapshot.RangeTable
-	log    *slog.Logger
+	mem *memory.Memory
+	log *slog.Logger
 }
 
 // IncomingFactory returns the vmm.IncomingFactory for KVM machines.
@@ -162,16 +168,11 @@ func NewIncoming(cfg *config.VmConfig, mmData json.RawMessage, memFiles []*os.Fi
 	if err != nil {
 		return nil, wrap(ErrSetup, fmt.Errorf("guest memory: %w", err))
 	}
-	in := &Incoming{mem: mem, ranges: ms.MemoryRanges, log: log}
-	var here []snapshot.Range
-	for _, r := range mem.Regions() {
-		here = append(here, snapshot.Range{GPA: r.GPA, Length: r.Size})
-	}
-	if fmt.Sprint(here) != fmt.Sprint(ms.MemoryRanges.Data) {
-		in.Close()
+	if here := ramRanges(mem).Data; !slices.Equal(here, ms.MemoryRanges.Data) {
+		mem.Close()
 		return nil, wrap(ErrSetup, fmt.Errorf("guest RAM %v here, %v on the sender: %w", here, ms.MemoryRanges.Data, snapshot.ErrFormat))
 	}
-	return in, nil
+	return &Incoming{mem: mem, log: log}, nil
 }
 
 // Slice implements migration.RAM.

@@ -2,7 +2,6 @@ package net_test
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
@@ -30,19 +29,7 @@ func TestHotAddNetFd(t *testing.T) {
 
 	v := newVMM(t)
 	v.start(ctx, t, a)
-	create, err := json.Marshal(map[string]any{
-		"cpus":    map[string]any{"boot_vcpus": 1, "max_vcpus": 1},
-		"memory":  map[string]any{"size": 256 << 20},
-		"payload": map[string]any{"kernel": a.Kernel, "initramfs": initrd, "cmdline": guestCmdline(script)},
-		"serial":  map[string]any{"mode": "File", "file": v.serial},
-		"console": map[string]any{"mode": "Off"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.c.Create(ctx, create); err != nil {
-		t.Fatalf("vm.create: %v", err)
-	}
+	v.create(ctx, t, a, initrd, script)
 	if err := v.c.Boot(ctx); err != nil {
 		t.Fatalf("vm.boot: %v; %s", err, v.console())
 	}

@@ -58,6 +58,25 @@ func (v *vmmUnderTest) start(ctx context.Context, t *testing.T, a *guesttest.Ass
 	}
 }
 
+// create sends vm.create for a 1-vCPU, 256 MiB guest running script,
+// its serial port in v.serial and no console.
+func (v *vmmUnderTest) create(ctx context.Context, t *testing.T, a *guesttest.Assets, initrd, script string) {
+	t.Helper()
+	create, err := json.Marshal(map[string]any{
+		"cpus":    map[string]any{"boot_vcpus": 1, "max_vcpus": 1},
+		"memory":  map[string]any{"size": 256 << 20},
+		"payload": map[string]any{"kernel": a.Kernel, "initramfs": initrd, "cmdline": guestCmdline(script)},
+		"serial":  map[string]any{"mode": "File", "file": v.serial},
+		"console": map[string]any{"mode": "Off"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.c.Create(ctx, create); err != nil {
+		t.Fatalf("vm.create: %v", err)
+	}
+}
+
 // console is what the test shows when something fails: the serial log
 // and the VMM's output.
 func (v *vmmUnderTest) console() string {

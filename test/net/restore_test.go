@@ -2,7 +2,6 @@ package net_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -32,19 +31,7 @@ func TestRestoreWithNewTapFds(t *testing.T) {
 
 	v := newVMM(t)
 	v.start(ctx, t, a)
-	create, err := json.Marshal(map[string]any{
-		"cpus":    map[string]any{"boot_vcpus": 1, "max_vcpus": 1},
-		"memory":  map[string]any{"size": 256 << 20},
-		"payload": map[string]any{"kernel": a.Kernel, "initramfs": initrd, "cmdline": guestCmdline(script)},
-		"serial":  map[string]any{"mode": "File", "file": v.serial},
-		"console": map[string]any{"mode": "Off"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.c.Create(ctx, create); err != nil {
-		t.Fatalf("vm.create: %v", err)
-	}
+	v.create(ctx, t, a, initrd, script)
 	if _, err := v.c.AddNet(ctx, kataNetBody(mac), int(oldTap[0].Fd())); err != nil {
 		t.Fatalf("vm.add-net: %v", err)
 	}

@@ -65,7 +65,7 @@ func (m *Machine) SetDiskLocks(locked bool) error {
 
 // MemoryFDs implements vmm.Migratable: the double's RAM is not shared.
 func (m *Machine) MemoryFDs() ([]int, error) {
-	return nil, fmt.Errorf("Local migration requires shared memory or hugepages enabled: %w", vmm.ErrBadConfig)
+	return nil, fmt.Errorf("Local migration requires shared memory (shared=on): %w", vmm.ErrBadConfig)
 }
 
 // Incoming is a vmm.IncomingFactory; the machine Restore builds has the
