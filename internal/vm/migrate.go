@@ -22,7 +22,7 @@ var _ vmm.Migratable = (*VM)(nil)
 
 // CheckMigratable implements vmm.Migratable: what a snapshot refuses, a
 // migration refuses before it starts.
-func (m *VM) CheckMigratable() error { return m.checkSnapshot() }
+func (m *VM) CheckMigratable() error { return m.CheckSnapshot() }
 
 // RAM implements vmm.Migratable: the guest RAM that exists on the host;
 // pages never touched are zeros on the destination already.

@@ -105,7 +105,7 @@ func (m *VM) saveState() (*snapshot.Snapshot, snapshot.RangeTable, error) {
 	if !paused || m.clock == nil {
 		return nil, ranges, fmt.Errorf("snapshot: the machine is not paused: %w", vmm.ErrInvalidState)
 	}
-	if err := m.checkSnapshot(); err != nil {
+	if err := m.CheckSnapshot(); err != nil {
 		return nil, ranges, err
 	}
 	top, err := m.saveVM()
@@ -131,8 +131,9 @@ func (m *VM) saveState() (*snapshot.Snapshot, snapshot.RangeTable, error) {
 	return top, ranges, nil
 }
 
-// checkSnapshot refuses what a snapshot cannot carry yet, before any work.
-func (m *VM) checkSnapshot() error {
+// CheckSnapshot implements vmm.Snapshotter: it refuses what a snapshot
+// cannot carry yet, before any file is written.
+func (m *VM) CheckSnapshot() error {
 	if m.mem.Size() != m.ramSize {
 		return fmt.Errorf("snapshot with hot-added memory: %w", vmm.ErrUnsupported)
 	}

@@ -58,9 +58,11 @@ type Rebooter interface {
 }
 
 // Snapshotter is a Machine that writes snapshots (vm.snapshot). The loop
-// calls it on a paused machine after writing config.json into dir; the
-// machine writes the rest (state.json, memory-ranges).
+// asks CheckSnapshot first, so that a machine it cannot save leaves no
+// file behind; then it writes config.json into dir and calls Snapshot on
+// the paused machine, which writes the rest (state.json, memory-ranges).
 type Snapshotter interface {
+	CheckSnapshot() error
 	Snapshot(dir string) error
 }
 

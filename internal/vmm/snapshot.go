@@ -25,6 +25,9 @@ func (c *Controller) vmSnapshot(url string) error {
 	send := func(err error) error {
 		return fmt.Errorf("Cannot send VM snapshot: %w", fmt.Errorf("Failed to send migratable component snapshot: %w", err))
 	}
+	if err := s.CheckSnapshot(); err != nil {
+		return fmt.Errorf("Cannot snapshot VM: %w", err)
+	}
 	dir, err := snapshot.Dir(url)
 	if err != nil {
 		return send(err)

@@ -3,6 +3,7 @@ package vmm_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +21,25 @@ func withRestorer(h **harness) func(*vmm.Options) {
 			return (*h).f.Restore(cfg, cons, src, exits)
 		}
 	}
+}
+
+// TestSnapshotRefusedWritesNothing: a machine that cannot be saved (a
+// device without snapshot support) is refused before config.json is
+// written, so the directory can take the next snapshot.
+func TestSnapshotRefusedWritesNothing(t *testing.T) {
+	h, m := boot(t, false)
+	dir := t.TempDir()
+	h.mustDo(vmm.PauseVM{})
+	m.CheckSnapshotErr = fmt.Errorf("snapshot _vsock0: %w", vmm.ErrUnsupported)
+	_, err := h.do(vmm.Snapshot{DestinationURL: "file://" + dir})
+	if got := chain(err); !slices.Equal(got, []string{"The VM could not be snapshotted", "Cannot snapshot VM", "snapshot _vsock0", "not supported"}) {
+		t.Fatalf("refused snapshot: %q", got)
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+		t.Fatalf("the refused snapshot left %v (%v)", ents, err)
+	}
+	m.CheckSnapshotErr = nil
+	h.mustDo(vmm.Snapshot{DestinationURL: "file://" + dir})
 }
 
 // TestSnapshotThenRestore: a paused VM's snapshot writes config.json (the

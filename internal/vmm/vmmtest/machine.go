@@ -25,6 +25,9 @@ type Machine struct {
 
 	// Preset errors, returned by the matching method.
 	BootErr, PauseErr, ResumeErr, ShutdownErr, PowerButtonErr, NMIErr, SnapshotErr, MigrateErr error
+	// CheckSnapshotErr is CheckSnapshot's answer: a machine that cannot
+	// be saved.
+	CheckSnapshotErr error
 	// RAMBytes is the guest RAM a migration sends (RAMSize bytes; made on
 	// first use) or received.
 	RAMBytes []byte
@@ -62,6 +65,9 @@ func (m *Machine) NMI() error { return m.record("NMI", m.NMIErr) }
 
 // Counters implements vmm.Machine.
 func (m *Machine) Counters() vmm.Counters { m.record("Counters", nil); return m.Ctrs }
+
+// CheckSnapshot implements vmm.Snapshotter; it returns CheckSnapshotErr.
+func (m *Machine) CheckSnapshot() error { return m.record("CheckSnapshot", m.CheckSnapshotErr) }
 
 // Snapshot implements vmm.Snapshotter: it records "Snapshot <dir>" and
 // writes a state.json and an empty memory-ranges, the files a machine
