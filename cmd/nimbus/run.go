@@ -16,6 +16,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/cli"
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/events"
+	"github.com/nimbus-vmm/nimbus/internal/seccomp"
 	"github.com/nimbus-vmm/nimbus/internal/vm"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
@@ -28,6 +29,16 @@ const apiShutdownTimeout = 5 * time.Second
 // control loop has stopped and everything it started is stopped and
 // cleaned up (API socket and lock file removed, event file flushed).
 func runVMM(o *cli.Options) error {
+	// Before anything serves or runs a guest, as upstream's threads apply
+	// their filters when they start; vCPU threads add their own.
+	mode, err := seccomp.ParseMode(o.Seccomp)
+	if err == nil {
+		err = seccomp.InstallProcess(mode)
+	}
+	if err != nil {
+		return &cli.StepError{Msg: "Error applying seccomp filter", Err: err}
+	}
+
 	// Subscribed before anything else so a SIGTERM during start-up is
 	// handled by the control loop, never by the default action.
 	sigs := make(chan os.Signal, 1)

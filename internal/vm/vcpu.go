@@ -9,6 +9,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/arch/x86"
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
+	"github.com/nimbus-vmm/nimbus/internal/seccomp"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
@@ -161,6 +162,12 @@ func (m *VM) runVcpu(c *vcpu) {
 	runtime.LockOSThread()
 	if err := kvm.SetThreadName(fmt.Sprintf("vcpu%d", c.id)); err != nil {
 		m.log.Debug("naming the vCPU thread failed", "vcpu", c.id, "err", err)
+	}
+	// Before the first entry: nothing a guest makes this thread do may
+	// open files, make sockets or start threads.
+	if err := seccomp.ConfineVcpuThread(); err != nil {
+		m.fatal(c, wrap(ErrVcpu, fmt.Errorf("vcpu %d: applying the seccomp filter: %w", c.id, err)))
+		return
 	}
 	for m.park(c) { // false also when ejected by the guest (releaseVcpu)
 		if c.id == 0 {

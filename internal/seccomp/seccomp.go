@@ -1,0 +1,116 @@
+package seccomp
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	libseccomp "github.com/elastic/go-seccomp-bpf"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// placeholder is the default action the library assembles; program
+// swaps it for the mode's action (the library has no errno value).
+const placeholder = libseccomp.ActionKillProcess
+
+// installed is the mode of the process filter, once InstallProcess ran:
+// the filter is process-wide kernel state, and vCPU threads started later
+// follow it.
+var installed atomic.Int32
+
+// action is the seccomp return value for a call outside the list.
+func (m Mode) action() (uint32, error) {
+	switch m {
+	case Trap:
+		return unix.SECCOMP_RET_TRAP, nil
+	case Log:
+		return unix.SECCOMP_RET_LOG, nil
+	case Errno:
+		return unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM), nil
+	}
+	return 0, fmt.Errorf("no filter for seccomp mode %v", m)
+}
+
+// program assembles an allow-list that answers other calls as m says.
+func program(m Mode, names []string) ([]bpf.RawInstruction, error) {
+	act, err := m.action()
+	if err != nil {
+		return nil, err
+	}
+	pol := libseccomp.Policy{
+		DefaultAction: placeholder,
+		Syscalls:      []libseccomp.SyscallGroup{{Names: names, Action: libseccomp.ActionAllow}},
+	}
+	insts, err := pol.Assemble()
+	if err != nil {
+		return nil, err
+	}
+	swapped := 0
+	for i, in := range insts {
+		if r, ok := in.(bpf.RetConstant); ok && r.Val == uint32(placeholder) {
+			insts[i] = bpf.RetConstant{Val: act}
+			swapped++
+		}
+	}
+	if swapped == 0 {
+		return nil, errors.New("seccomp: the assembled filter has no default action")
+	}
+	return bpf.Assemble(insts)
+}
+
+type programs struct{ process, vcpu []bpf.RawInstruction }
+
+var assembled = map[Mode]func() (programs, error){}
+
+func init() {
+	for _, m := range []Mode{Trap, Log, Errno} {
+		assembled[m] = sync.OnceValues(func() (programs, error) {
+			p, err := program(m, processList())
+			if err != nil {
+				return programs{}, err
+			}
+			v, err := program(m, vcpuList())
+			return programs{process: p, vcpu: v}, err
+		})
+	}
+}
+
+// InstallProcess confines every thread of the process (and every thread
+// started later) to the process allow-list. Off installs nothing. Call it
+// once, before serving requests or running a guest.
+func InstallProcess(m Mode) error {
+	if m == Off {
+		return nil
+	}
+	p, err := assembled[m]()
+	if err != nil {
+		return fmt.Errorf("seccomp: %w", err)
+	}
+	if err := load(p.process, unix.SECCOMP_FILTER_FLAG_TSYNC); err != nil {
+		return err
+	}
+	installed.Store(int32(m))
+	return nil
+}
+
+// Installed is the mode InstallProcess confined the process with (Off
+// before it did).
+func Installed() Mode { return Mode(installed.Load()) }
+
+// ConfineVcpuThread adds the vCPU allow-list to the calling thread, which
+// must be locked to its goroutine for the rest of its life
+// (runtime.LockOSThread, never unlocked): the filter cannot be removed.
+// It does nothing unless the process was confined.
+func ConfineVcpuThread() error {
+	m := Installed()
+	if m == Off {
+		return nil
+	}
+	p, err := assembled[m]()
+	if err != nil {
+		return fmt.Errorf("seccomp: %w", err)
+	}
+	return load(p.vcpu, 0)
+}
