@@ -16,6 +16,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/cli"
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/events"
+	"github.com/nimbus-vmm/nimbus/internal/landlock"
 	"github.com/nimbus-vmm/nimbus/internal/seccomp"
 	"github.com/nimbus-vmm/nimbus/internal/vm"
 	"github.com/nimbus-vmm/nimbus/internal/vmm"
@@ -73,6 +74,13 @@ func runVMM(o *cli.Options) error {
 		BuildVersion: cli.Version,
 		Logger:       logger,
 		Signals:      sigs,
+		Confine: func(cfg *config.VmConfig) error {
+			abi, err := landlock.Apply(cfg)
+			if err == nil {
+				logger.Info("Landlock applied", "abi", abi)
+			}
+			return err
+		},
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

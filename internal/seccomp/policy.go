@@ -37,6 +37,8 @@ var processSyscalls = []string{
 	"set_tid_address", "uname",
 	// vCPU threads add their filter; a filter only ever narrows
 	"seccomp",
+	// Landlock, applied to every thread at vm.create (--landlock)
+	"landlock_add_rule", "landlock_create_ruleset", "landlock_restrict_self",
 	// polling
 	"epoll_create1", "epoll_pwait", "epoll_wait", "pipe2", "poll", "ppoll",
 	// files

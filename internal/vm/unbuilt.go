@@ -104,8 +104,6 @@ func refuseUnbuilt(cfg *config.VmConfig) error {
 		return notBuilt("virtio-rtc (rtc)")
 	case cfg.Tpm != nil:
 		return notBuilt("The TPM (tpm)")
-	case cfg.LandlockEnable || len(cfg.LandlockRules) > 0:
-		return notBuilt("Landlock (landlock_enable, landlock_rules)")
 	}
 	return refusePlatform(cfg.Platform)
 }

@@ -125,10 +125,9 @@ var fieldVerdicts = map[string]string{
 	"iommu":    `"iommu":true`,
 	"watchdog": `"watchdog":true`,
 	"rtc.id":   `"rtc":{}`, "rtc.iommu": `"rtc":{}`, "rtc.pci_segment": `"rtc":{}`, "rtc.pci_device_id": `"rtc":{}`,
-	"tpm.socket":                 `"tpm":{"socket":"/t"}`,
-	"landlock_enable":            `"landlock_enable":true`,
-	"landlock_rules[].path":      `"landlock_rules":[{"path":"/","access":"r"}]`,
-	"landlock_rules[].access":    `"landlock_rules":[{"path":"/","access":"r"}]`,
+	"tpm.socket": `"tpm":{"socket":"/t"}`,
+	// Applied by the control loop (vmm.Options.Confine, internal/landlock).
+	"landlock_enable": built, "landlock_rules[].path": built, "landlock_rules[].access": built,
 	"pci_segments[].pci_segment": built, "pci_segments[].mmio32_aperture_weight": built,
 	"pci_segments[].mmio64_aperture_weight": built,
 

@@ -20,6 +20,9 @@ var (
 	// ErrCreateConsoleDevices: the serial or console backend could not be
 	// made at create, boot or reboot (upstream VmError::CreateConsoleDevices).
 	ErrCreateConsoleDevices = errors.New("Error creating console devices")
+	// ErrApplyLandlock: landlock_enable could not be applied at create,
+	// restore or an incoming migration (upstream VmError::ApplyLandlock).
+	ErrApplyLandlock = errors.New("Failed to apply landlock config during vm_create")
 )
 
 // leafError is a last chain entry whose text is upstream's exact Display

@@ -37,6 +37,11 @@ type Options struct {
 	Features []string
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// Confine restricts the process's file system access to the paths a
+	// config names (internal/landlock), for a config with landlock_enable,
+	// at create, restore and an incoming migration. Nil refuses
+	// landlock_enable as unsupported.
+	Confine func(*config.VmConfig) error
 	// Signals delivers SIGTERM/SIGINT to the loop. Nil means Run subscribes
 	// to the process's SIGTERM and SIGINT itself (tests inject a channel).
 	Signals <-chan os.Signal

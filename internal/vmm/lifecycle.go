@@ -133,9 +133,27 @@ func (c *Controller) vmCreate(cfg *config.VmConfig) error {
 		return err
 	}
 	c.cfg = stored
-	// Upstream stores the config first, so even when the consoles fail
-	// the VM counts as created.
-	return c.openConsoles()
+	// Upstream stores the config first, so even when the consoles or
+	// Landlock fail the VM counts as created.
+	if err := c.openConsoles(); err != nil {
+		return err
+	}
+	return c.confine(stored)
+}
+
+// confine applies Landlock for a config that asks for it, after the
+// console backends are open (upstream's vm_create order).
+func (c *Controller) confine(cfg *config.VmConfig) error {
+	switch {
+	case !cfg.LandlockEnable:
+		return nil
+	case c.opts.Confine == nil:
+		return &causeError{ErrApplyLandlock, fmt.Errorf("Landlock: %w", ErrUnsupported)}
+	}
+	if err := c.opts.Confine(cfg); err != nil {
+		return &causeError{ErrApplyLandlock, err}
+	}
+	return nil
 }
 
 // openConsoles makes the console backends for the next machine unless

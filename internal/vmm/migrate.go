@@ -335,6 +335,9 @@ func (t *incomingTarget) Configure(b []byte) (migration.RAM, error) {
 	if err := c.openConsoles(); err != nil {
 		return nil, err
 	}
+	if err := c.confine(cfg); err != nil {
+		return nil, err
+	}
 	t.in, err = c.opts.Incoming(cfg, mc.MemoryManagerData, t.memFiles)
 	CloseFiles(t.memFiles) // the RAM keeps its own
 	t.memFiles = nil

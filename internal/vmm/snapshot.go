@@ -122,6 +122,14 @@ func (c *Controller) vmRestore(r Restore) (err error) {
 	if err != nil {
 		return err
 	}
+	// As upstream, after the snapshot is read and before the guest runs:
+	// the snapshot directory need not be in the rules.
+	if err := c.confine(cfg); err != nil {
+		if serr := m.Shutdown(); serr != nil {
+			c.log.Error("releasing the restored machine failed", "err", serr)
+		}
+		return err
+	}
 	c.machine, c.exits, c.state = m, exits, StatePaused
 	if hp, ok := m.(Hotplugger); ok {
 		c.ejected = hp.Ejected()
