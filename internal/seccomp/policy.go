@@ -8,6 +8,9 @@ var runtimeSyscalls = []string{
 	"getpid", "getrandom", "gettid", "gettimeofday", "madvise", "mmap",
 	"mprotect", "munmap", "nanosleep", "restart_syscall", "rt_sigaction",
 	"rt_sigprocmask", "rt_sigreturn", "sched_getaffinity", "sched_yield",
+	// starting the world after a GC polls the network, on whichever
+	// thread started the GC (a vCPU thread seen doing it)
+	"epoll_pwait", "epoll_wait",
 	"sigaltstack", "tgkill", "tkill",
 }
 
@@ -15,11 +18,12 @@ var runtimeSyscalls = []string{
 // ioctls (KVM_RUN, vCPU state, irq lines and MSI routes the device models
 // program on guest writes) and I/O on descriptors that exist already:
 // eventfds signalling device workers, the serial and console outputs,
-// closing what a device reset drops.
+// closing what a device reset drops, and the vhost-user messages (with
+// fds) that activating a device sends when the guest sets DRIVER_OK.
 var vcpuSyscalls = []string{
 	"close", "dup", "epoll_ctl", "eventfd2", "fcntl", "ioctl", "lseek",
-	"pread64", "preadv", "pwrite64", "pwritev", "read", "readv", "write",
-	"writev",
+	"pread64", "preadv", "pwrite64", "pwritev", "read", "readv", "recvmsg",
+	"sendmsg", "write", "writev",
 }
 
 // processSyscalls are what the rest of the VMM calls, on any thread: the
@@ -40,7 +44,7 @@ var processSyscalls = []string{
 	// Landlock, applied to every thread at vm.create (--landlock)
 	"landlock_add_rule", "landlock_create_ruleset", "landlock_restrict_self",
 	// polling
-	"epoll_create1", "epoll_pwait", "epoll_wait", "pipe2", "poll", "ppoll",
+	"epoll_create1", "pipe2", "poll", "ppoll",
 	// files
 	"access", "copy_file_range", "dup3", "faccessat", "faccessat2",
 	"fadvise64", "fallocate", "fchmod", "fchmodat", "fdatasync", "flock",
@@ -50,7 +54,7 @@ var processSyscalls = []string{
 	"statfs", "statx", "umask", "unlinkat",
 	// sockets
 	"accept4", "bind", "connect", "getpeername", "getsockname",
-	"getsockopt", "listen", "recvfrom", "recvmsg", "sendmsg", "sendto",
+	"getsockopt", "listen", "recvfrom", "sendto",
 	"setsockopt", "shutdown", "socket", "socketpair",
 }
 

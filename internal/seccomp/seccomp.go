@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	libseccomp "github.com/elastic/go-seccomp-bpf"
 	"golang.org/x/net/bpf"
@@ -88,12 +89,19 @@ func InstallProcess(m Mode) error {
 	if err != nil {
 		return fmt.Errorf("seccomp: %w", err)
 	}
+	preload()
 	if err := load(p.process, unix.SECCOMP_FILTER_FLAG_TSYNC); err != nil {
 		return err
 	}
 	installed.Store(int32(m))
 	return nil
 }
+
+// preload makes the standard library read now what it reads from files
+// on first use, which could be on a vCPU thread (which may not open
+// files) or after Landlock: the local time zone, read by the first log
+// line that formats a time (a vCPU thread's was).
+func preload() { time.Now().Local().Zone() }
 
 // Installed is the mode InstallProcess confined the process with (Off
 // before it did).

@@ -153,6 +153,7 @@ func (m *VM) setupDevices(cfg *config.VmConfig, cons *console.Devices) error {
 	if m.hp.regs, err = pcihp.NewSegments(numPCISegments(cfg), m.guestEjected); err != nil {
 		return wrap(ErrSetup, err)
 	}
+	m.hp.regs.SetLogger(m.log)
 	if err := m.addDevice(idPCIHotplug, devmgr.Platform, m.hp.regs, false, pcihp.Base, pcihp.Size); err != nil {
 		return err
 	}

@@ -205,6 +205,7 @@ func (m *VM) setupCPUHotplug(boot, maxCPUs int) error {
 	if err != nil {
 		return wrap(ErrSetup, err)
 	}
+	d.SetLogger(m.log)
 	for i := 0; i < boot; i++ {
 		if err := d.SetPresent(i, true); err != nil {
 			return wrap(ErrSetup, err)
