@@ -57,6 +57,15 @@ fmt:
 test-unit:
 	$(GO) test -count=1 ./...
 
+# Fuzzing: every `func Fuzz…` in the repo, one after another, FUZZTIME
+# each with one worker, then a table of executions, new inputs and corpus
+# sizes (scripts/fuzz.sh; FUZZ=regex picks targets). Fails when a target
+# crashed; go writes the input to testdata/fuzz/<Name>/ of its package.
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) bash scripts/fuzz.sh
+
 # KVM tier: every KVM_TEST_PKGS test binary in one sandbox boot, with
 # NIMBUS_REQUIRE_KVM=1 so that nothing skips for lack of /dev/kvm.
 test-kvm:
