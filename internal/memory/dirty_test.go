@@ -2,6 +2,8 @@ package memory
 
 import (
 	"bytes"
+	"errors"
+	"math"
 	"os"
 	"slices"
 	"testing"
@@ -126,6 +128,13 @@ func TestMapPrivate(t *testing.T) {
 	// Untouched pages read the file: they all count as populated.
 	if rs, _ := m.ResidentRanges(); !slices.Equal(rs, []Region{{0, 4 * mib}}) {
 		t.Fatalf("resident ranges of a file-backed region: %v", rs)
+	}
+	// A size that wraps gpa+size around (found by fuzzing) or a gpa past
+	// the region is not under guest RAM.
+	for _, c := range [][2]uint64{{PageSize, math.MaxUint64 - PageSize + 1}, {8 * mib, PageSize}} {
+		if err := m.MapPrivate(c[0], c[1], f, 0); !errors.Is(err, ErrBadAddress) {
+			t.Fatalf("MapPrivate(%#x, %#x): %v", c[0], c[1], err)
+		}
 	}
 	if err := newMem(t, Zone{Size: 4 * mib, Options: Options{Shared: true}}).MapPrivate(0, 4*mib, f, 0); err == nil {
 		t.Fatal("MapPrivate under shared memory succeeded")

@@ -121,7 +121,7 @@ func (m *Memory) MapPrivate(gpa, size uint64, f *os.File, off int64) error {
 	next := append([]region(nil), m.list()...)
 	for i := range next {
 		r := &next[i]
-		if gpa < r.GPA || gpa+size > r.End() {
+		if gpa < r.GPA || gpa > r.End() || size > r.End()-gpa { // no gpa+size: it can wrap
 			continue
 		}
 		if r.FD >= 0 || r.huge {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -258,5 +259,19 @@ func TestMerge(t *testing.T) {
 	want := []Range{{0, 0x1000}, {0x1000, 0x1000}, {0x3000, 0x1800}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("merge = %v, want %v", got, want)
+	}
+}
+
+// A peer that announces a large payload and sends little makes the
+// receiver hold only what arrived (found by fuzzing: it allocated the
+// announced 256 MiB up front).
+func TestPayloadGrowsAsItArrives(t *testing.T) {
+	b, err := readPayload(bytes.NewReader([]byte("0123456789")), Request{Command: CmdState, Length: maxPayload})
+	if !errors.Is(err, io.ErrUnexpectedEOF) || string(b) != "0123456789" || cap(b) > 1<<20 {
+		t.Fatalf("got %d bytes (cap %d), %v", len(b), cap(b), err)
+	}
+	b, err = readPayload(bytes.NewReader([]byte("abc")), Request{Command: CmdState, Length: 3})
+	if err != nil || string(b) != "abc" {
+		t.Fatalf("got %q, %v", b, err)
 	}
 }

@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -141,9 +142,14 @@ func readPayload(r io.Reader, req Request) ([]byte, error) {
 	if req.Length > maxPayload {
 		return nil, fmt.Errorf("%v payload of %d bytes: %w", req.Command, req.Length, ErrProtocol)
 	}
-	b := make([]byte, req.Length)
-	_, err := io.ReadFull(r, b)
-	return b, err
+	// Grown as the bytes arrive: a peer that announces 256 MiB and sends
+	// nothing does not make the receiver allocate them (found by fuzzing).
+	var b bytes.Buffer
+	_, err := io.CopyN(&b, r, int64(req.Length))
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return b.Bytes(), err
 }
 
 // receiveMemory reads a Memory request's table and then its ranges'

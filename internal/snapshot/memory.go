@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -28,6 +29,9 @@ type RangeTable struct {
 func (t RangeTable) Size() uint64 {
 	var n uint64
 	for _, r := range t.Data {
+		if n+r.Length < n {
+			return math.MaxUint64 // a crafted table must not wrap to a small size
+		}
 		n += r.Length
 	}
 	return n
