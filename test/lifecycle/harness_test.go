@@ -54,6 +54,22 @@ func newGuest(t *testing.T, extra ...string) *guest {
 	return &guest{assets: a, initramfs: a.ImageFile(t, guestimage.Options{ModuleNames: mods})}
 }
 
+// newGuestWith is newGuest with test/guestbin programs as /bin/<name>;
+// it skips when they were not built.
+func newGuestWith(t *testing.T, progs ...string) *guest {
+	t.Helper()
+	a := guestAssets(t)
+	var files []guestimage.File
+	for _, name := range progs {
+		prog := filepath.Join(a.BinDir, name)
+		if _, err := os.Stat(prog); err != nil {
+			t.Skipf("no guest program (go build -o bin/ ./test/guestbin/...): %v", err)
+		}
+		files = append(files, guestimage.File{Host: prog, Guest: "/bin/" + name})
+	}
+	return &guest{assets: a, initramfs: a.ImageFile(t, guestimage.Options{ModuleNames: guestimage.DefaultModules, Files: files})}
+}
+
 // guestAssets skips without KVM or without the nimbus binary.
 func guestAssets(t *testing.T) *guesttest.Assets {
 	t.Helper()

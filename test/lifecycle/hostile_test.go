@@ -7,8 +7,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 )
 
 // hostileScript finds every virtio function but vda's, hands them to
@@ -37,15 +35,7 @@ var hostileQueues = regexp.MustCompile(`HOSTILE-QUEUES (\S+) rounds=(\d+) needs_
 // (DEVICE_NEEDS_RESET), and keeps serving the API and the guest's other
 // disk.
 func TestHostileGuest(t *testing.T) {
-	a := guestAssets(t)
-	prog := filepath.Join(a.BinDir, "hostile")
-	if _, err := os.Stat(prog); err != nil {
-		t.Skipf("no guest program (go build -o bin/ ./test/guestbin/...): %v", err)
-	}
-	g := &guest{assets: a, initramfs: a.ImageFile(t, guestimage.Options{
-		ModuleNames: guestimage.DefaultModules,
-		Files:       []guestimage.File{{Host: prog, Guest: "/bin/hostile"}},
-	})}
+	g := newGuestWith(t, "hostile")
 	dir := t.TempDir()
 	pattern := "HOSTILE-OTHER-DISK-00000"
 	good, target := filepath.Join(dir, "good.img"), filepath.Join(dir, "target.img")

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/test/guestbin/pattern"
 )
 
@@ -37,15 +36,7 @@ const (
 // host port 5000 (the Unix socket <socket>_5000), each 4 MiB checked on
 // the host, and a guest connection to a port nobody listens on refused.
 func TestVsock(t *testing.T) {
-	a := guestAssets(t)
-	probe := filepath.Join(a.BinDir, "vsockprobe")
-	if _, err := os.Stat(probe); err != nil {
-		t.Skipf("no guest vsock program (go build -o bin/ ./test/guestbin/...): %v", err)
-	}
-	g := &guest{assets: a, initramfs: a.ImageFile(t, guestimage.Options{
-		ModuleNames: guestimage.DefaultModules,
-		Files:       []guestimage.File{{Host: probe, Guest: "/bin/vsockprobe"}},
-	})}
+	g := newGuestWith(t, "vsockprobe")
 	dir, err := os.MkdirTemp("", "nimbus-vs")
 	if err != nil {
 		t.Fatal(err)

@@ -156,6 +156,8 @@ func (f *fn) cfgWrite(off uint32, n int, v uint32) {
 
 // Common configuration offsets (virtio 1.2 §4.1.4.3).
 const (
+	cfDeviceFeatureSelect = 0
+	cfDeviceFeature       = 4
 	cfDriverFeatureSelect = 8
 	cfDriverFeature       = 12
 	cfNumQueues           = 18
@@ -178,6 +180,7 @@ func (f *fn) w32(off int, v uint32) {
 }
 func (f *fn) w64(off int, v uint64) { f.w32(off, uint32(v)); f.w32(off+4, uint32(v>>32)) }
 func (f *fn) r16(off int) uint16    { return binary.LittleEndian.Uint16(f.common[off:]) }
+func (f *fn) r32(off int) uint32    { return binary.LittleEndian.Uint32(f.common[off:]) }
 
 // page is guest memory the program owns, with its guest-physical address.
 type page struct {
@@ -233,11 +236,23 @@ func queues(rng *rand.Rand, addr string) {
 		for i := 0; i < 100 && f.common[cfStatus] != 0; i++ {
 			time.Sleep(time.Millisecond)
 		}
+		// Features the device offers (most rounds: a device refuses
+		// FEATURES_OK for others and then never starts), VERSION_1 always.
 		f.w8(cfStatus, 1|2)
-		f.w32(cfDriverFeatureSelect, 1)
-		f.w32(cfDriverFeature, 1)
-		f.w32(cfDriverFeatureSelect, 0)
-		f.w32(cfDriverFeature, uint32(rng.Uint64()))
+		var offered [2]uint32
+		for sel := range offered {
+			f.w32(cfDeviceFeatureSelect, uint32(sel))
+			offered[sel] = f.r32(cfDeviceFeature)
+		}
+		want := [2]uint32{uint32(rng.Uint64()), uint32(rng.Uint64()) | 1}
+		if r%8 != 7 {
+			want[0] &= offered[0]
+			want[1] = want[1]&offered[1]&^(1<<2) | 1 // no RING_PACKED: the rings here are split
+		}
+		for sel, v := range want {
+			f.w32(cfDriverFeatureSelect, uint32(sel))
+			f.w32(cfDriverFeature, v)
+		}
 		f.w8(cfStatus, 1|2|8)
 		nq := int(f.r16(cfNumQueues))
 		if nq > 4 {
@@ -278,12 +293,15 @@ func queues(rng *rand.Rand, addr string) {
 		}
 		if r%3 == 2 {
 			f.w8(cfStatus, 0) // reset with requests possibly in flight
-		} else {
-			time.Sleep(20 * time.Millisecond)
+			continue
 		}
-		st := f.common[cfStatus]
-		if st&64 != 0 {
-			broken++
+		// The device's workers take the requests asynchronously.
+		for i := 0; i < 50; i++ {
+			if f.common[cfStatus]&64 != 0 {
+				broken++
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
 		_ = f.isr[0] // reading ISR acknowledges
 	}
