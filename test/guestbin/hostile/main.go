@@ -283,6 +283,7 @@ func queues(rng *rand.Rand, addr string) {
 			f.w16(cfQueueEnable, 1)
 		}
 		f.w8(cfStatus, 1|2|8|4)
+		started := f.common[cfStatus]
 		fill(rng, variant, mem, f)
 		for q := range nq {
 			f.w16(cfQueueSelect, uint16(q))
@@ -302,6 +303,9 @@ func queues(rng *rand.Rand, addr string) {
 				break
 			}
 			time.Sleep(5 * time.Millisecond)
+		}
+		if r < 10 { // what each kind of garbage did, for the test's log
+			fmt.Printf("HOSTILE-ROUND %s %d queues=%d status=%#x then %#x\n", addr, variant, nq, started, f.common[cfStatus])
 		}
 		_ = f.isr[0] // reading ISR acknowledges
 	}
@@ -354,10 +358,22 @@ func fill(rng *rand.Rand, variant int, mem []page, f *fn) {
 		put(desc, 0, buf, 64, 0, 0)
 		binary.LittleEndian.PutUint16(avail[2:], 0x8000+uint16(rng.IntN(100)))
 		return
-	case 9: // random bytes everywhere
+	case 9: // random rings and indirect tables, but every address either
+		// in the zeroed buffer pages or past RAM: a device told to write
+		// anywhere in RAM (or a balloon told to drop random pages) would
+		// crash this guest, which is its right but ends the test
 		for _, p := range mem[:4] {
 			for i := range p.b[:1024] {
 				p.b[i] = byte(rng.Uint32())
+			}
+		}
+		for _, table := range [][]byte{desc, ind} {
+			for i := 0; i < 1024/16; i++ {
+				a := mem[4+rng.IntN(4)].phys + uint64(rng.IntN(4096))
+				if rng.IntN(4) == 0 {
+					a = 1<<45 + rng.Uint64()>>20
+				}
+				binary.LittleEndian.PutUint64(table[i*16:], a)
 			}
 		}
 		binary.LittleEndian.PutUint16(avail[2:], uint16(rng.IntN(qsize*2)))
