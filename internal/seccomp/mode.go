@@ -20,32 +20,23 @@ const (
 	Errno
 )
 
+// modeNames are the --seccomp values, by Mode.
+var modeNames = [...]string{Off: "false", Trap: "true", Log: "log", Errno: "errno"}
+
 // ParseMode parses the value of --seccomp.
 func ParseMode(s string) (Mode, error) {
-	switch s {
-	case "true":
-		return Trap, nil
-	case "false":
-		return Off, nil
-	case "log":
-		return Log, nil
-	case "errno":
-		return Errno, nil
+	for m, name := range modeNames {
+		if s == name {
+			return Mode(m), nil
+		}
 	}
 	return Off, fmt.Errorf("invalid seccomp mode %q: want true, false, log or errno", s)
 }
 
 // String is the --seccomp value of m.
 func (m Mode) String() string {
-	switch m {
-	case Off:
-		return "false"
-	case Trap:
-		return "true"
-	case Log:
-		return "log"
-	case Errno:
-		return "errno"
+	if m >= 0 && int(m) < len(modeNames) {
+		return modeNames[m]
 	}
 	return fmt.Sprintf("Mode(%d)", int(m))
 }

@@ -3,7 +3,6 @@ package seccomp
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,11 +14,6 @@ import (
 // placeholder is the default action the library assembles; program
 // swaps it for the mode's action (the library has no errno value).
 const placeholder = libseccomp.ActionKillProcess
-
-// installed is the mode of the process filter, once InstallProcess ran:
-// the filter is process-wide kernel state, and vCPU threads started later
-// follow it.
-var installed atomic.Int32
 
 // action is the seccomp return value for a call outside the list.
 func (m Mode) action() (uint32, error) {
@@ -61,22 +55,10 @@ func program(m Mode, names []string) ([]bpf.RawInstruction, error) {
 	return bpf.Assemble(insts)
 }
 
-type programs struct{ process, vcpu []bpf.RawInstruction }
-
-var assembled = map[Mode]func() (programs, error){}
-
-func init() {
-	for _, m := range []Mode{Trap, Log, Errno} {
-		assembled[m] = sync.OnceValues(func() (programs, error) {
-			p, err := program(m, processList())
-			if err != nil {
-				return programs{}, err
-			}
-			v, err := program(m, vcpuList())
-			return programs{process: p, vcpu: v}, err
-		})
-	}
-}
+// vcpuProgram is the vCPU allow-list, assembled for the process's mode
+// by InstallProcess: the process filter is process-wide kernel state, and
+// vCPU threads started later follow its mode.
+var vcpuProgram atomic.Pointer[[]bpf.RawInstruction]
 
 // InstallProcess confines every thread of the process (and every thread
 // started later) to the process allow-list. Off installs nothing. Call it
@@ -85,15 +67,19 @@ func InstallProcess(m Mode) error {
 	if m == Off {
 		return nil
 	}
-	p, err := assembled[m]()
+	proc, err := program(m, processList())
+	if err != nil {
+		return fmt.Errorf("seccomp: %w", err)
+	}
+	vcpu, err := program(m, vcpuList())
 	if err != nil {
 		return fmt.Errorf("seccomp: %w", err)
 	}
 	preload()
-	if err := load(p.process, unix.SECCOMP_FILTER_FLAG_TSYNC); err != nil {
+	if err := load(proc, unix.SECCOMP_FILTER_FLAG_TSYNC); err != nil {
 		return err
 	}
-	installed.Store(int32(m))
+	vcpuProgram.Store(&vcpu)
 	return nil
 }
 
@@ -103,22 +89,14 @@ func InstallProcess(m Mode) error {
 // line that formats a time (a vCPU thread's was).
 func preload() { time.Now().Local().Zone() }
 
-// Installed is the mode InstallProcess confined the process with (Off
-// before it did).
-func Installed() Mode { return Mode(installed.Load()) }
-
 // ConfineVcpuThread adds the vCPU allow-list to the calling thread, which
 // must be locked to its goroutine for the rest of its life
 // (runtime.LockOSThread, never unlocked): the filter cannot be removed.
 // It does nothing unless the process was confined.
 func ConfineVcpuThread() error {
-	m := Installed()
-	if m == Off {
+	p := vcpuProgram.Load()
+	if p == nil {
 		return nil
 	}
-	p, err := assembled[m]()
-	if err != nil {
-		return fmt.Errorf("seccomp: %w", err)
-	}
-	return load(p.vcpu, 0)
+	return load(*p, 0)
 }

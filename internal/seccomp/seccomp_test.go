@@ -245,8 +245,10 @@ func TestParseMode(t *testing.T) {
 // the vCPU list is a subset of the process one.
 func TestProgramsAssemble(t *testing.T) {
 	for _, m := range []Mode{Trap, Log, Errno} {
-		if _, err := assembled[m](); err != nil {
-			t.Fatalf("%v: %v", m, err)
+		for _, list := range [][]string{processList(), vcpuList()} {
+			if _, err := program(m, list); err != nil {
+				t.Fatalf("%v: %v", m, err)
+			}
 		}
 	}
 	proc := map[string]bool{}
