@@ -457,5 +457,5 @@ func ports(rng *rand.Rand) {
 			p.ReadAt(b, port)
 		}
 	}
-	fmt.Println("HOSTILE-PORTS writes=2000")
+	fmt.Println("HOSTILE-PORTS accesses=2000")
 }
