@@ -166,7 +166,7 @@ func (p *vmmProc) processLog() string {
 
 // start runs nimbus with the guest's kernel and initramfs, the given
 // command line, 1 vCPU (unless extra has --cpus), 256 MiB (unless extra
-// has --memory), no virtio console (unless extra has --console) and the serial
+// has --memory) and the serial
 // port in a file, plus extra options; it returns once the API socket
 // answers.
 func (g *guest) start(t *testing.T, cmdline string, extra ...string) *vmmProc {
@@ -181,9 +181,7 @@ func (g *guest) start(t *testing.T, cmdline string, extra ...string) *vmmProc {
 		"--initramfs", g.initramfs,
 		"--cmdline", cmdline,
 		"--serial", "file=" + serial,
-	}
-	if !slices.Contains(extra, "--console") {
-		args = append(args, "--console", "off")
+		"--console", "off",
 	}
 	if !slices.Contains(extra, "--memory") {
 		args = append(args, "--memory", "size=256M")
