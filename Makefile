@@ -104,6 +104,17 @@ lifecycle-demo: deps build
 	$(SANDBOX) -qemu --file $(BIN):/nimbus/bin --file build/lifecycle:/nimbus/guest \
 	  --file scripts/lifecycle-demo.sh:/nimbus/lifecycle-demo.sh -- sh /nimbus/lifecycle-demo.sh
 
+# How often a plain guest boot fails in the sandbox (nested KVM under
+# QEMU's TCG): N boots in a row, the stalls described (scripts/nested-boots.sh).
+# QEMU_TOO=1 alternates with QEMU/KVM boots of the same guest. Asserts nothing.
+N ?= 12
+.PHONY: nested-boots
+nested-boots: deps build
+	$(SANDBOX) image -o build/demo -script '$(DEMO_SCRIPT)'
+	$(SANDBOX) -qemu --timeout 60m --file $(BIN):/nimbus/bin --file build/demo:/nimbus/guest \
+	  --file scripts/nested-boots.sh:/nimbus/nested-boots.sh --env N=$(N) --env QEMU_TOO=$(QEMU_TOO) \
+	  --env NIMBUS_ARGS='$(NIMBUS_ARGS)' -- sh /nimbus/nested-boots.sh
+
 clean-cache:
 	rm -rf build/cache build/sandbox build/demo build/demo-uefi
 

@@ -32,6 +32,13 @@ import (
 // Environment variables set for commands run in the sandbox (and, pointing
 // at the build cache, by `nimbus-sandbox test` on hosts with /dev/kvm).
 const (
+	// EnvQEMUCPU, read on the host, replaces the sandbox's -cpu model
+	// ("max"), for experiments with what TCG emulates.
+	EnvQEMUCPU = "NIMBUS_SANDBOX_CPU"
+	// EnvQEMUAccel replaces the sandbox's -accel ("tcg").
+	EnvQEMUAccel = "NIMBUS_SANDBOX_ACCEL"
+	// EnvQEMUSMP replaces the sandbox's vCPU count (2).
+	EnvQEMUSMP = "NIMBUS_SANDBOX_SMP"
 	// EnvRequireKVM=1 turns a test's "skip: no /dev/kvm" into a failure.
 	EnvRequireKVM = "NIMBUS_REQUIRE_KVM"
 	// EnvBinDir is the directory holding the nimbus and nimbus-remote binaries.

@@ -305,6 +305,11 @@ func TestInitScriptQuoting(t *testing.T) {
 	if out, err := exec.Command("sh", "-n", "-c", s).CombinedOutput(); err != nil {
 		t.Fatalf("sh -n: %v %s", err, out)
 	}
+	// The sandbox's GOMAXPROCS comes first, so that a caller's Env wins.
+	s = initScript("n", nil, Config{Args: []string{"true"}, Env: []string{"GOMAXPROCS=2"}, Dir: "/"})
+	if d, e := strings.Index(s, "export GOMAXPROCS=1\n"), strings.Index(s, "export GOMAXPROCS='2'"); d < 0 || e < d {
+		t.Fatalf("init must export GOMAXPROCS=1 before the caller's env:\n%s", s)
+	}
 	if _, err := Run(context.Background(), Config{Args: []string{"x"}, Env: []string{"1A=b"}}); err == nil {
 		t.Fatal("bad env name accepted")
 	}
