@@ -379,10 +379,14 @@ func fill(rng *rand.Rand, variant int, mem []page, f *fn) {
 		put(desc, 0, buf, 64, 0, 0)
 		binary.LittleEndian.PutUint16(avail[2:], 0x8000+uint16(rng.IntN(100)))
 		return
-	case 9: // random rings and indirect tables, but every address either
-		// in the zeroed buffer pages or past RAM: a device told to write
-		// anywhere in RAM (or a balloon told to drop random pages) would
-		// crash this guest, which is its right but ends the test
+	case 9: // random rings and indirect tables, but every buffer either
+		// inside one of the zeroed buffer pages or past RAM: a device told
+		// to write anywhere in RAM (or a balloon told to drop random
+		// pages) would crash this guest, which is its right but ends the
+		// test. The length too: a random one from a random offset ran
+		// into whatever page follows (the pinned pages are not
+		// contiguous), and the guest died now and then in the balloon's
+		// rounds.
 		for _, p := range mem[:4] {
 			for i := range p.b[:1024] {
 				p.b[i] = byte(rng.Uint32())
@@ -390,11 +394,13 @@ func fill(rng *rand.Rand, variant int, mem []page, f *fn) {
 		}
 		for _, table := range [][]byte{desc, ind} {
 			for i := 0; i < 1024/16; i++ {
-				a := mem[4+rng.IntN(4)].phys + uint64(rng.IntN(4096))
+				off := rng.IntN(4096)
+				a, n := mem[4+rng.IntN(4)].phys+uint64(off), uint32(rng.IntN(4096-off+1))
 				if rng.IntN(4) == 0 {
-					a = 1<<45 + rng.Uint64()>>20
+					a, n = 1<<45+rng.Uint64()>>20, rng.Uint32()
 				}
 				binary.LittleEndian.PutUint64(table[i*16:], a)
+				binary.LittleEndian.PutUint32(table[i*16+8:], n)
 			}
 		}
 		binary.LittleEndian.PutUint16(avail[2:], uint16(rng.IntN(qsize*2)))
