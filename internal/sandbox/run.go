@@ -45,6 +45,14 @@ func (m Mode) String() string {
 	}
 }
 
+// envOr is the host's $key, or def when it is unset or empty.
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
 // sandboxGOMAXPROCS is GOMAXPROCS for every process in the QEMU sandbox
 // (see initScript).
 const sandboxGOMAXPROCS = 1
@@ -280,13 +288,14 @@ echo %s %s
 	fmt.Fprintf(&s, "export %s=1 HOME=/root\n", EnvInSandbox)
 	// One P per Go process (nimbus and the test binaries alike), before
 	// cfg.Env so a caller can say otherwise. Under this TCG, nested guests
-	// of a Go VMM with a P per L1 CPU broke in 25-35%% of boots (L2 page
+	// of a Go VMM with a P per L1 CPU broke in 10 of 29 boots (L2 page
 	// tables suddenly holding L1 physical addresses: KVM then loops on one
 	// nested page fault, or the guest oopses; now and then the L1 kernel
 	// overflows its stack in the VMM's vcpu thread), against 0 of 15 for
 	// QEMU/KVM guests in the same sandbox and 1 of 14 with GOMAXPROCS=1:
 	// the second L1 CPU running the VMM's other threads while the first
-	// runs the guest is what sets it off. scripts/nested-boots.sh counts it.
+	// runs the guest is what sets it off (a busy loop there breaks
+	// QEMU/KVM guests too). scripts/nested-boots.sh counts it.
 	fmt.Fprintf(&s, "export GOMAXPROCS=%d\n", sandboxGOMAXPROCS)
 	for _, e := range cfg.Env {
 		k, v, _ := strings.Cut(e, "=")
@@ -314,11 +323,12 @@ func runQEMU(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.MemoryMB <= 0 {
 		cfg.MemoryMB = 4096
 	}
-	if n, err := strconv.Atoi(os.Getenv(EnvQEMUSMP)); err == nil && n > 0 && cfg.CPUs <= 0 {
-		cfg.CPUs = n
-	}
 	if cfg.CPUs <= 0 {
-		cfg.CPUs = 2
+		n, err := strconv.Atoi(envOr(EnvQEMUSMP, "2"))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%w: %s=%q is not a positive vCPU count", ErrBoot, EnvQEMUSMP, os.Getenv(EnvQEMUSMP))
+		}
+		cfg.CPUs = n
 	}
 	if cfg.Kernel == nil {
 		if cfg.CacheDir == "" {
@@ -397,15 +407,7 @@ func runQEMU(ctx context.Context, cfg Config) (*Result, error) {
 	// the vcpu thread's page-fault path); without them, none in 16.
 	// Little evidence, and no slower.
 	monitor := filepath.Join(tmp, "monitor.sock")
-	cpu := "max"
-	if c := os.Getenv(EnvQEMUCPU); c != "" {
-		cpu = c
-	}
-	accel := "tcg"
-	if a := os.Getenv(EnvQEMUAccel); a != "" {
-		accel = a
-	}
-	args := []string{"-accel", accel, "-cpu", cpu, "-m", strconv.Itoa(cfg.MemoryMB), "-smp", strconv.Itoa(cfg.CPUs),
+	args := []string{"-accel", envOr(EnvQEMUAccel, "tcg"), "-cpu", envOr(EnvQEMUCPU, "max"), "-m", strconv.Itoa(cfg.MemoryMB), "-smp", strconv.Itoa(cfg.CPUs),
 		"-nographic", "-no-reboot", "-nic", "none", "-monitor", "unix:" + monitor + ",server=on,wait=off",
 		"-kernel", cfg.Kernel.Image, "-initrd", initrd,
 		"-append", "console=ttyS0 quiet rdinit=/init panic=-1 softlockup_panic=1 sysrq_always_enabled=1 transparent_hugepage=never mitigations=off"}

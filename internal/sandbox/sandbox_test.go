@@ -565,3 +565,18 @@ func TestHoldKVMScript(t *testing.T) {
 		t.Fatalf("bad holder: %v %q", err, out)
 	}
 }
+
+// TestQEMUSMPKnob: a NIMBUS_SANDBOX_SMP that is not a positive count is
+// refused before QEMU starts, naming the variable, not silently ignored.
+func TestQEMUSMPKnob(t *testing.T) {
+	for _, bad := range []string{"two", "0", "-1"} {
+		t.Setenv(EnvQEMUSMP, bad)
+		_, err := runQEMU(context.Background(), Config{Args: []string{"true"}})
+		if errors.Is(err, ErrMissingTool) {
+			t.Skip(err)
+		}
+		if err == nil || !strings.Contains(err.Error(), EnvQEMUSMP+"=\""+bad+"\"") {
+			t.Fatalf("%s=%s: got %v", EnvQEMUSMP, bad, err)
+		}
+	}
+}
