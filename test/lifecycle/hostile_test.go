@@ -23,6 +23,10 @@ echo "HOSTILE-TARGETS$t"
 echo "HOSTILE-VDA $(dd if=/dev/vda bs=512 count=1 iflag=direct 2>/dev/null | head -c 24)"
 `
 
+// hostileTargets is every virtio device but the guest's own disk: the
+// second disk, rng, balloon and vsock.
+const hostileTargets = 4
+
 var hostileQueues = regexp.MustCompile(`HOSTILE-QUEUES (\S+) rounds=(\d+) needs_reset=(\d+)`)
 
 // TestHostileGuest: a guest that takes a virtio-blk disk, the rng, the
@@ -70,8 +74,8 @@ func TestHostileGuest(t *testing.T) {
 		}
 	}
 	targets := regexp.MustCompile(`HOSTILE-TARGETS(.*)`).FindStringSubmatch(out)
-	if targets == nil || len(strings.Fields(targets[1])) != 4 {
-		t.Fatalf("targets %q, want the second disk, rng, balloon and vsock", targets)
+	if targets == nil || len(strings.Fields(targets[1])) != hostileTargets {
+		t.Fatalf("targets %q, want %d: the second disk, rng, balloon and vsock", targets, hostileTargets)
 	}
 	for _, m := range hostileQueues.FindAllStringSubmatch(out, -1) {
 		t.Logf("%s: %s rounds, DEVICE_NEEDS_RESET seen after %s", m[1], m[2], m[3])
@@ -79,8 +83,8 @@ func TestHostileGuest(t *testing.T) {
 			t.Errorf("%s never reported DEVICE_NEEDS_RESET", m[1])
 		}
 	}
-	if n := len(hostileQueues.FindAllString(out, -1)); n != 4 {
-		t.Errorf("%d devices attacked, want 4", n)
+	if n := len(hostileQueues.FindAllString(out, -1)); n != hostileTargets {
+		t.Errorf("%d devices attacked, want %d", n, hostileTargets)
 	}
 
 	// The VMM runs on and answers.
