@@ -83,8 +83,12 @@ deps:
 kernel:
 	$(SANDBOX) kernel
 
-demo: deps build
+# The demo guest: the Debian kernel and a busybox initramfs running DEMO_SCRIPT.
+.PHONY: demo-image
+demo-image: deps
 	$(SANDBOX) image -o build/demo -script '$(DEMO_SCRIPT)'
+
+demo: demo-image build
 	$(SANDBOX) -qemu --file $(BIN):/nimbus/bin --file build/demo:/nimbus/guest -- sh -c '$(DEMO_CMD)'
 
 # The VM lifecycle driven by nimbus-remote against a real guest (README).
@@ -107,12 +111,11 @@ lifecycle-demo: deps build
 # How often a plain guest boot fails in the sandbox (nested KVM under
 # QEMU's TCG): N boots in a row, the stalls described (scripts/nested-boots.sh).
 # QEMU_TOO=1 alternates with QEMU/KVM boots of the same guest. Asserts nothing.
-N ?= 12
+BOOTS ?= 12
 .PHONY: nested-boots
-nested-boots: deps build
-	$(SANDBOX) image -o build/demo -script '$(DEMO_SCRIPT)'
+nested-boots: demo-image build
 	$(SANDBOX) -qemu --timeout 60m --file $(BIN):/nimbus/bin --file build/demo:/nimbus/guest \
-	  --file scripts/nested-boots.sh:/nimbus/nested-boots.sh --env N=$(N) --env QEMU_TOO=$(QEMU_TOO) \
+	  --file scripts/nested-boots.sh:/nimbus/nested-boots.sh --env N=$(BOOTS) --env QEMU_TOO=$(QEMU_TOO) \
 	  --env NIMBUS_ARGS='$(NIMBUS_ARGS)' -- sh /nimbus/nested-boots.sh
 
 clean-cache:

@@ -3,7 +3,7 @@
 # the demo guest (make demo's image, /nimbus/guest) in a row, each watched
 # for a serial console that stops growing. Run in the sandbox:
 #
-#   make nested-boots [N=12] [NIMBUS_ARGS='--cpus boot=2']
+#   make nested-boots [BOOTS=12] [NIMBUS_ARGS='--cpus boot=2']
 #
 # For a boot that stalls it prints the guest's last lines and, from the L1
 # kernel's kvm tracepoints, 0.3 s of exits: the nested-paging failure under
@@ -25,7 +25,7 @@ run() { # $1: nimbus|qemu, $2: serial file
 			--cmdline "console=ttyS0" --memory size=256M --serial file="$2" --console off \
 			$NIMBUS_ARGS >/tmp/vmm.log 2>&1 &
 	fi
-	pid=$!; last=-1; same=0; t=0
+	pid=$!; last=-1; same=0; t=0; : >"$2"
 	while kill -0 $pid 2>/dev/null; do
 		sleep 2; t=$((t+2))
 		sz=$(wc -c <"$2" 2>/dev/null)
@@ -43,8 +43,11 @@ run() { # $1: nimbus|qemu, $2: serial file
 			break
 		fi
 	done
-	wait $pid 2>/dev/null
-	grep -q "Hello from" "$2"
+	wait $pid 2>/dev/null; rc=$?
+	grep -q "Hello from" "$2" && return 0
+	echo "boot $i ($1): no guest line; exit status $rc; the VMM's last lines:"
+	tail -5 /tmp/vmm.log | sed 's/^/  | /'
+	return 1
 }
 while [ $i -lt "$N" ]; do
 	if run nimbus /tmp/serial.nimbus; then ok_n=$((ok_n+1)); fi
