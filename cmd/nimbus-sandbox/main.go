@@ -135,7 +135,7 @@ func runTests(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&tc.Run, "run", "", "run only tests matching this regexp (-test.run)")
 	fs.DurationVar(&tc.Timeout, "timeout", 20*time.Minute, "bound for the whole run, fresh boots after a dead sandbox included")
 	fs.DurationVar(&tc.PkgTimeout, "pkg-timeout", 10*time.Minute, "each test binary's -test.timeout")
-	fs.BoolVar(&tc.Rerun, "rerun-failed", false, "rerun failed tests (whole packages after a panic or timeout) in a fresh boot, up to three times; a package passes only if they pass there")
+	fs.BoolVar(&tc.Rerun, "rerun-failed", false, "stop a boot at the first failed test and go on in a fresh boot: the failed test again (four tries), then what had not run")
 	fs.DurationVar(&tc.Stall, "stall", 4*time.Minute, "treat the sandbox as dead after this long without console output (negative: never)")
 	fs.BoolVar(&tc.WithQEMU, "qemu", false, "ship the host's QEMU into the sandbox for reference guests ("+sandbox.EnvQEMU+")")
 	fs.Var(modeFlag{&tc.Mode}, "mode", "auto, qemu or host")

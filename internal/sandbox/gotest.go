@@ -31,8 +31,9 @@ type TestConfig struct {
 	// runs. A package still running a minute after it is treated as a
 	// stalled sandbox.
 	PkgTimeout time.Duration
-	// Rerun runs failed tests again in a fresh boot, up to MaxReruns times (whole
-	// packages after a panic or timeout); see RunTests.
+	// Rerun ends a boot at the first failed test and goes on in a fresh
+	// one: that test again (MaxReruns more tries), then what had not run;
+	// see RunTests.
 	Rerun bool
 	// Stall is Config.Stall for the sandbox (default 4 minutes; negative:
 	// never).
@@ -231,89 +232,67 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 		return sum, err
 	}
 	runScript := loc(scriptPath, "/nimbus/run-tests.sh")
-	rep := &testReporter{out: tc.Stdout, pkgs: run, status: make([]int, len(run)), cur: -1}
-	for i := range rep.status {
-		rep.status[i] = -1
-	}
-	// One sandbox boot runs every package. Nested KVM under TCG is not
-	// bullet-proof: the L1 kernel has been seen to panic, and to lock up
-	// with both vCPUs spinning in the scheduler, in the middle of a run.
-	// When the sandbox dies (ErrBoot: no exit marker) or stalls, the
-	// packages that did not finish get a fresh boot, at most four times, within
-	// Timeout, and the log says so.
-	unfinished := func() []int {
-		var todo []int
-		for i, st := range rep.status {
-			if st < 0 {
-				todo = append(todo, i)
-			}
+	rep := newTestReporter(tc.Stdout, run)
+	// One sandbox boot runs every package. Nested KVM under QEMU's TCG is
+	// not bullet-proof: guests go silent or triple-fault, the L1 kernel
+	// panics or locks up, and once it starts the rest of that boot tends to
+	// follow (CI runs lost five tests in a row, then had them all pass in a
+	// fresh boot). So with Rerun each package runs -test.failfast and the
+	// script stops at the first failure; the next boot goes on from there:
+	// the failed test again, then everything not yet run, without what
+	// passed. A test gets MaxReruns+1 tries, each after the first in a
+	// fresh boot; a test still failing then is given up (the package
+	// fails) and the rest goes on. A sandbox death (ErrBoot: no exit
+	// marker) or stall counts as a failed try of the test it was running;
+	// at most maxDeaths of them, within Timeout. Without Rerun a package
+	// runs once, and only what a death left unfinished gets a fresh boot.
+	const maxDeaths = 8
+	var res *Result
+	for boot, deaths := 1, 0; ctx.Err() == nil; boot++ {
+		todo := rep.todo(tc.Rerun)
+		if len(todo) == 0 {
+			break
 		}
-		return todo
-	}
-	runUnfinished := func(maxDeaths int) (res *Result, err error) {
-		for deaths := 0; ; deaths++ {
-			res, err = runTestScript(ctx, tc, rep, unfinished(), runs, scriptPath, runScript, holder, files, env, mode, k)
-			if err == nil || !sandboxDied(err) || deaths == maxDeaths || ctx.Err() != nil || len(unfinished()) == 0 {
-				return res, err
-			}
-			// The tests that passed before it died stand: a death late in
-			// a package of forty guest boots would cost them all again.
-			for _, i := range unfinished() {
+		if boot > 1 {
+			var what []string
+			for _, i := range todo {
 				runs[i].skip = rep.skipPattern(i)
+				what = append(what, run[i].ImportPath+rep.triesNote(i))
 			}
-			fmt.Fprintf(tc.Log, "nimbus-sandbox: the sandbox died: %v\nnimbus-sandbox: running the %d unfinished package(s) again in a fresh boot, without the tests that passed\n", err, len(unfinished()))
+			fmt.Fprintf(tc.Log, "nimbus-sandbox: boot %d: %s\n", boot, strings.Join(what, ", "))
 		}
-	}
-	res, err := runUnfinished(4)
-	// Nested guests also fail now and then on their own: silent from their
-	// first instruction, or reset early in boot, with the L1 kernel alive.
-	// With Rerun, a failed package's failed tests (the whole package after
-	// a panic or timeout) get a fresh boot, up to MaxReruns times; the package counts
-	// as passed only if they pass there, and the summary says how many did.
-	// Packages a dying sandbox left unfinished go into the next round too:
-	// the L1 panics come in runs (a CI run lost two boots in a row).
-	var rerun []int
-	for round := 1; round <= MaxReruns && tc.Rerun && ctx.Err() == nil; round++ {
-		if err != nil && !sandboxDied(err) || err == nil && res.ExitStatus != 0 {
+		res, err = runTestScript(ctx, tc, rep, todo, runs, scriptPath, runScript, holder, files, env, mode, k)
+		if err != nil {
+			if !sandboxDied(err) {
+				break
+			}
+			rep.died()
+			if deaths++; deaths > maxDeaths {
+				break
+			}
+			fmt.Fprintf(tc.Log, "nimbus-sandbox: the sandbox died: %v\n", err)
+			err = nil
+			continue
+		}
+		if res.ExitStatus != 0 {
 			break
 		}
-		var again []string
-		for i, st := range rep.status {
-			if st == 0 {
-				continue
-			}
-			if !slices.Contains(rerun, i) {
-				rerun = append(rerun, i)
-			}
-			if st > 0 {
-				runs[i].run = rep.rerunPattern(i)
-			}
-			what := "all tests"
-			if runs[i].run != "" {
-				what = runs[i].run
-			}
-			again = append(again, run[i].ImportPath+" ("+what+")")
-			rep.status[i] = -1
-		}
-		if len(again) == 0 {
-			break
-		}
-		fmt.Fprintf(tc.Log, "nimbus-sandbox: rerun %d in a fresh boot: %s\n", round, strings.Join(again, ", "))
-		res, err = runUnfinished(2)
 	}
 	for i, p := range run {
+		gaveUp := rep.gaveUp(i)
 		switch st := rep.status[i]; {
-		case st == 0:
+		case st == 0 && len(gaveUp) == 0:
 			sum.Passed++
-			// Failures before a sandbox death were run again with what
-			// the death left unfinished: they count as reruns too.
-			if slices.Contains(rerun, i) || rep.hadFailures(i) {
+			if rep.hadFailures(i) {
 				sum.PassedOnRerun++
 			}
 		case st < 0:
 			fmt.Fprintf(tc.Stdout, "FAIL\t%s [did not run to completion]\n", p.ImportPath)
 			sum.Failed++
 		default:
+			if len(gaveUp) > 0 {
+				fmt.Fprintf(tc.Stdout, "FAIL\t%s [failed every try: %s]\n", p.ImportPath, strings.Join(gaveUp, ", "))
+			}
 			sum.Failed++
 		}
 	}
@@ -325,10 +304,10 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	if err != nil {
 		return sum, err
 	}
-	if res.ExitStatus != 0 {
+	if res != nil && res.ExitStatus != 0 {
 		return sum, fmt.Errorf("%w: test script exited %d", ErrBoot, res.ExitStatus)
 	}
-	return sum, nil
+	return sum, ctx.Err()
 }
 
 // sandboxDied says whether err is the sandbox dying (no exit marker) or
@@ -339,8 +318,7 @@ func sandboxDied(err error) bool { return errors.Is(err, ErrBoot) || errors.Is(e
 // shipped through loc.
 type testRun struct {
 	bin, dir string
-	run      string // -test.run for this package when rerunning its failures
-	skip     string // -test.skip: what passed before the sandbox died under it
+	skip     string // -test.skip: what passed in earlier boots, and what was given up
 }
 
 // runTestScript runs the packages todo (indexes into runs) in one sandbox,
@@ -356,10 +334,10 @@ func runTestScript(ctx context.Context, tc TestConfig, rep *testReporter, todo [
 	}
 	for _, i := range todo {
 		args := []string{runs[i].bin, "-test.v", "-test.timeout", tc.PkgTimeout.String()}
-		switch {
-		case runs[i].run != "":
-			args = append(args, "-test.run", runs[i].run)
-		case tc.Run != "":
+		if tc.Rerun {
+			args = append(args, "-test.failfast")
+		}
+		if tc.Run != "" {
 			args = append(args, "-test.run", tc.Run)
 		}
 		if runs[i].skip != "" {
@@ -369,8 +347,12 @@ func runTestScript(ctx context.Context, tc TestConfig, rep *testReporter, todo [
 			args[j] = quote(args[j])
 		}
 		dir := runs[i].dir
-		fmt.Fprintf(&script, "mkdir -p %s; cd %s\necho %s %s %d\n%s 2>&1\necho %s %s %d $?\n",
+		fmt.Fprintf(&script, "mkdir -p %s; cd %s\necho %s %s %d\n%s 2>&1\nst=$?; echo %s %s %d $st\n",
 			quote(dir), quote(dir), markTestBegin, nonce, i, strings.Join(args, " "), markTestEnd, nonce, i)
+		if tc.Rerun {
+			// The rest goes on in a fresh boot (RunTests).
+			script.WriteString("[ $st -eq 0 ] || exit 0\n")
+		}
 	}
 	if err := os.WriteFile(scriptPath, []byte(script.String()), 0o755); err != nil {
 		return nil, err
@@ -398,7 +380,8 @@ const (
 	markTestEnd   = "NIMBUS-TEST-END"
 )
 
-// testReporter turns the test script's output into go-test-style output.
+// testReporter turns the test script's output into go-test-style output
+// and keeps, per package, what RunTests needs to go on in a fresh boot.
 type testReporter struct {
 	mu     sync.Mutex
 	out    io.Writer
@@ -408,10 +391,26 @@ type testReporter struct {
 	start  time.Time
 	cur    int // the package running (-1: none)
 	buf    []byte
-	// failed lists each package's failed top-level tests ("--- FAIL: X"),
-	// passed those that passed ("--- PASS: X").
-	failed map[int][]string
-	passed map[int][]string
+	// passed lists each package's top-level tests that passed or skipped
+	// ("--- PASS: X", "--- SKIP: X"); failedNow those that failed in its
+	// current run ("--- FAIL: X"); running the last top-level test started
+	// ("=== RUN   X"); fails counts each test's failed tries ("" for a
+	// failure no test is named for); done marks packages RunTests is
+	// finished with.
+	passed    map[int][]string
+	failedNow map[int][]string
+	running   map[int]string
+	fails     map[int]map[string]int
+	done      []bool
+}
+
+func newTestReporter(out io.Writer, pkgs []testPkg) *testReporter {
+	r := &testReporter{out: out, pkgs: pkgs, status: make([]int, len(pkgs)), cur: -1, done: make([]bool, len(pkgs)),
+		passed: map[int][]string{}, failedNow: map[int][]string{}, running: map[int]string{}, fails: map[int]map[string]int{}}
+	for i := range r.status {
+		r.status[i] = -1
+	}
+	return r
 }
 
 // overrun fails when the running package has run longer than limit: its
@@ -466,6 +465,8 @@ func (r *testReporter) line(l string) {
 			r.start, r.cur = time.Now(), -1
 			if i, err := strconv.Atoi(f[2]); err == nil && i >= 0 && i < len(r.pkgs) {
 				r.cur = i
+				delete(r.failedNow, i)
+				delete(r.running, i)
 			}
 			return
 		case markTestEnd:
@@ -478,6 +479,9 @@ func (r *testReporter) line(l string) {
 				break
 			}
 			r.status[i], r.cur = st, -1
+			if st != 0 {
+				r.countFailure(i, false)
+			}
 			word := "ok  "
 			if st != 0 {
 				word = "FAIL"
@@ -486,44 +490,143 @@ func (r *testReporter) line(l string) {
 			return
 		}
 	}
-	if r.cur >= 0 {
+	if i := r.cur; i >= 0 {
+		// Subtests' lines are indented or name "Parent/sub": only
+		// top-level tests count.
 		if name, ok := strings.CutPrefix(l, "--- FAIL: "); ok {
-			r.failed = addTestName(r.failed, r.cur, name)
+			r.failedNow[i] = addTestName(r.failedNow[i], name)
 		} else if name, ok := strings.CutPrefix(l, "--- PASS: "); ok {
-			r.passed = addTestName(r.passed, r.cur, name)
+			r.passed[i] = addTestName(r.passed[i], name)
+		} else if name, ok := strings.CutPrefix(l, "--- SKIP: "); ok {
+			r.passed[i] = addTestName(r.passed[i], name)
+		} else if name, ok := strings.CutPrefix(l, "=== RUN   "); ok && !strings.Contains(name, "/") {
+			r.running[i] = strings.TrimSpace(name)
 		}
 	}
 	fmt.Fprintln(r.out, l)
 }
 
 // addTestName adds the test named at the start of rest ("X (1.2s)") to
-// m[i] once.
-func addTestName(m map[int][]string, i int, rest string) map[int][]string {
+// names once.
+func addTestName(names []string, rest string) []string {
 	name, _, ok := strings.Cut(rest, " ")
-	if !ok || slices.Contains(m[i], name) {
-		return m
+	if !ok || slices.Contains(names, name) {
+		return names
 	}
-	if m == nil {
-		m = map[int][]string{}
-	}
-	m[i] = append(m[i], name)
-	return m
+	return append(names, name)
 }
 
-// hadFailures reports whether package i has failed tests not yet taken
-// by rerunPattern.
+// countFailure counts a failed try of package i's failed tests: those
+// that said "--- FAIL", else (a panic, a timeout, a death) the test that
+// was running, else the package itself (""). died also counts the
+// running test beside failed ones: the death cut it short.
+func (r *testReporter) countFailure(i int, died bool) {
+	names := slices.Clone(r.failedNow[i])
+	if run := r.running[i]; run != "" && !slices.Contains(r.passed[i], run) && !slices.Contains(names, run) &&
+		(died || len(names) == 0) {
+		names = append(names, run)
+	}
+	if len(names) == 0 {
+		names = []string{""}
+	}
+	if r.fails[i] == nil {
+		r.fails[i] = map[string]int{}
+	}
+	for _, n := range names {
+		r.fails[i][n]++
+	}
+	delete(r.failedNow, i)
+	delete(r.running, i)
+}
+
+// died counts the sandbox's death as a failed try of what was running.
+func (r *testReporter) died() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur >= 0 {
+		r.countFailure(r.cur, true)
+		r.cur = -1
+	}
+}
+
+// todo lists the packages the next boot runs, and forgets their status.
+// A package is finished when it passed (with what was given up skipped),
+// when the package itself (no test named) failed MaxReruns+1 times, and,
+// without rerun, when it ran to its end at all.
+func (r *testReporter) todo(rerun bool) []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var todo []int
+	for i, st := range r.status {
+		switch {
+		case r.done[i]:
+		case st == 0, st > 0 && (!rerun || r.fails[i][""] > MaxReruns):
+			r.done[i] = true
+		default:
+			todo = append(todo, i)
+			r.status[i] = -1
+		}
+	}
+	return todo
+}
+
+// gaveUpLocked lists package i's tests that failed every try.
+func (r *testReporter) gaveUpLocked(i int) []string {
+	var out []string
+	for n, c := range r.fails[i] {
+		if n != "" && c > MaxReruns {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// gaveUp lists package i's tests that failed every try.
+func (r *testReporter) gaveUp(i int) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gaveUpLocked(i)
+}
+
+// hadFailures reports whether package i had a failed try.
 func (r *testReporter) hadFailures(i int) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.failed[i]) > 0
+	return len(r.fails[i]) > 0
+}
+
+// triesNote says, for the log, what package i's next run skips and
+// retries.
+func (r *testReporter) triesNote(i int) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var retry []string
+	for n, c := range r.fails[i] {
+		if c <= MaxReruns {
+			if n == "" {
+				n = "the package"
+			}
+			retry = append(retry, fmt.Sprintf("%s try %d of %d", n, c+1, MaxReruns+1))
+		}
+	}
+	slices.Sort(retry)
+	note := fmt.Sprintf(" (%d passed before", len(r.passed[i]))
+	if len(retry) > 0 {
+		note += "; " + strings.Join(retry, ", ")
+	}
+	if g := r.gaveUpLocked(i); len(g) > 0 {
+		note += "; given up: " + strings.Join(g, ", ")
+	}
+	return note + ")"
 }
 
 // skipPattern is the -test.skip pattern for package i's tests that have
-// passed, or "".
+// passed or been given up, or "".
 func (r *testReporter) skipPattern(i int) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return namesPattern(r.passed[i])
+	return namesPattern(slices.Concat(r.passed[i], r.gaveUpLocked(i)))
 }
 
 // namesPattern matches exactly the tests named, or is "" for none.
@@ -538,27 +641,12 @@ func namesPattern(names []string) string {
 	return "^(" + strings.Join(q, "|") + ")$"
 }
 
-// MaxReruns is how many fresh boots -rerun-failed gives a failed
-// package's failed tests. Three since the lifecycle, hotplug and vsock
+// MaxReruns is how many more tries, each in a fresh boot, a failing test
+// gets with -rerun-failed. Three since the lifecycle, hotplug and vsock
 // tests landed: a final run lost TestBootGuest to the nested flakes three
 // times in a row (a hang mid-printk, an early triple fault, a hang after
 // PCI enumeration), twice as the first guest of a fresh sandbox.
 const MaxReruns = 3
-
-// rerunPattern is the -test.run pattern that reruns package i's failed
-// tests, or "" to rerun the whole package: when it exited other than 1
-// (a panic or a timeout ends the binary before its remaining tests ran)
-// or named no failed test. It forgets the failures.
-func (r *testReporter) rerunPattern(i int) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	names := r.failed[i]
-	delete(r.failed, i)
-	if r.status[i] != 1 {
-		return ""
-	}
-	return namesPattern(names)
-}
 
 // listPackages expands patterns with go list.
 func listPackages(ctx context.Context, root string, patterns []string) ([]testPkg, error) {

@@ -174,22 +174,68 @@ func TestRunStopsAStalledSandbox(t *testing.T) {
 	}
 }
 
-// TestReporterRerunPattern: a package that failed normally (exit 1) is
-// rerun with just its failed top-level tests; after a panic or timeout
-// (another status), or with no test named, the whole package.
-func TestReporterRerunPattern(t *testing.T) {
+// TestReporterTries: each failed try is counted against the test that
+// failed, or after a panic, timeout or death against the test that was
+// running; the next boot skips what passed; a test that failed
+// MaxReruns+1 times is given up (skipped, the package fails); a package
+// with no test to blame is finished after as many tries.
+func TestReporterTries(t *testing.T) {
 	var out bytes.Buffer
-	r := &testReporter{out: &out, nonce: "n", pkgs: []testPkg{{ImportPath: "x/a"}, {ImportPath: "x/b"}}, status: []int{-1, -1}, cur: -1}
-	r.Write([]byte("NIMBUS-TEST-BEGIN n 0\n--- FAIL: TestA (1.00s)\n    --- FAIL: TestA/sub (0.50s)\n--- PASS: TestB (0.1s)\n--- FAIL: TestC.x (2.00s)\nFAIL\nNIMBUS-TEST-END n 0 1\n"))
-	r.Write([]byte("NIMBUS-TEST-BEGIN n 1\n--- FAIL: TestD (1.00s)\npanic: boom\nNIMBUS-TEST-END n 1 2\n"))
-	if got, want := r.rerunPattern(0), `^(TestA|TestC\.x)$`; got != want {
-		t.Errorf("exit 1: pattern %q, want %q", got, want)
+	r := newTestReporter(&out, []testPkg{{ImportPath: "x/a"}, {ImportPath: "x/b"}, {ImportPath: "x/c"}})
+	r.setNonce("n")
+	r.Write([]byte("NIMBUS-TEST-BEGIN n 0\n=== RUN   TestA\n--- PASS: TestA (1.00s)\n=== RUN   TestB\n=== RUN   TestB/sub\n" +
+		"    --- FAIL: TestB/sub (0.50s)\n--- FAIL: TestB (1.00s)\nFAIL\nNIMBUS-TEST-END n 0 1\n"))
+	r.Write([]byte("NIMBUS-TEST-BEGIN n 1\n=== RUN   TestC\n--- SKIP: TestC (0.00s)\n=== RUN   TestD\npanic: test timed out\nNIMBUS-TEST-END n 1 2\n"))
+	r.Write([]byte("NIMBUS-TEST-BEGIN n 2\n=== RUN   TestE\n[ 9.9] Kernel panic\n"))
+	r.flush()
+	r.died()
+	if got := r.todo(true); !slices.Equal(got, []int{0, 1, 2}) {
+		t.Fatalf("todo %v", got)
 	}
-	if got := r.rerunPattern(0); got != "" {
-		t.Errorf("failures are forgotten once asked for, got %q", got)
+	for i, want := range []string{`^(TestA)$`, `^(TestC)$`, ""} {
+		if got := r.skipPattern(i); got != want {
+			t.Errorf("package %d: skip %q, want %q", i, got, want)
+		}
 	}
-	if got := r.rerunPattern(1); got != "" {
-		t.Errorf("after a panic (exit 2) the whole package reruns, got %q", got)
+	if got, want := r.triesNote(0), " (1 passed before; TestB try 2 of 4)"; got != want {
+		t.Errorf("note %q, want %q", got, want)
+	}
+	if got := r.fails[1]["TestD"] + r.fails[2]["TestE"]; got != 2 {
+		t.Errorf("a timeout and a death count against the running test: %v %v", r.fails[1], r.fails[2])
+	}
+	for try := 2; try <= MaxReruns+1; try++ {
+		r.Write([]byte("NIMBUS-TEST-BEGIN n 0\n=== RUN   TestB\n--- FAIL: TestB (1.00s)\nNIMBUS-TEST-END n 0 1\n"))
+		r.Write([]byte("NIMBUS-TEST-BEGIN n 1\nFAIL\nNIMBUS-TEST-END n 1 1\n")) // nothing to blame
+		r.Write([]byte("NIMBUS-TEST-BEGIN n 2\n=== RUN   TestE\n--- PASS: TestE (1.00s)\nNIMBUS-TEST-END n 2 0\n"))
+		if try == MaxReruns+1 {
+			break
+		}
+		if got := r.todo(true); !slices.Equal(got, []int{0, 1}) {
+			t.Fatalf("try %d: todo %v", try, got)
+		}
+	}
+	if got := r.skipPattern(0); got != `^(TestA|TestB)$` {
+		t.Fatalf("given up TestB is skipped with what passed: %q", got)
+	}
+	if got := r.todo(true); !slices.Equal(got, []int{0, 1}) {
+		t.Fatalf("after the last try: todo %v (x/a goes on without TestB, x/b once more)", got)
+	}
+	r.Write([]byte("NIMBUS-TEST-BEGIN n 0\nNIMBUS-TEST-END n 0 0\n"))
+	r.Write([]byte("NIMBUS-TEST-BEGIN n 1\nFAIL\nNIMBUS-TEST-END n 1 1\n"))
+	if got := r.todo(true); len(got) != 0 {
+		t.Fatalf("todo %v: x/b's package failure has had its tries", got)
+	}
+	if g := r.gaveUp(0); !slices.Equal(g, []string{"TestB"}) || r.status[0] != 0 || !r.hadFailures(2) || len(r.gaveUp(2)) != 0 {
+		t.Fatalf("gave up %v, status %v", g, r.status)
+	}
+	// Without rerun a package that ended is finished; one a death cut
+	// short is not.
+	r = newTestReporter(&out, []testPkg{{ImportPath: "x/a"}, {ImportPath: "x/b"}})
+	r.setNonce("n")
+	r.Write([]byte("NIMBUS-TEST-BEGIN n 0\n--- FAIL: TestA (1.00s)\nNIMBUS-TEST-END n 0 1\nNIMBUS-TEST-BEGIN n 1\n"))
+	r.died()
+	if got := r.todo(false); !slices.Equal(got, []int{1}) {
+		t.Fatalf("without rerun: todo %v", got)
 	}
 }
 
@@ -197,7 +243,8 @@ func TestReporterRerunPattern(t *testing.T) {
 // (no end marker) are skipped in the next boot; subtests do not count.
 func TestReporterSkipPattern(t *testing.T) {
 	var out bytes.Buffer
-	r := &testReporter{out: &out, nonce: "n", pkgs: []testPkg{{ImportPath: "x/a"}}, status: []int{-1}, cur: -1}
+	r := newTestReporter(&out, []testPkg{{ImportPath: "x/a"}})
+	r.setNonce("n")
 	r.Write([]byte("NIMBUS-TEST-BEGIN n 0\n--- PASS: TestA (1.00s)\n    --- PASS: TestB/sub (0.50s)\n--- PASS: TestB.x (0.1s)\n--- FAIL: TestC (2.00s)\n=== RUN   TestD\n[ 9.9] Kernel panic\n"))
 	if r.status[0] != -1 {
 		t.Fatalf("status %d: the package has not ended", r.status[0])
@@ -209,7 +256,8 @@ func TestReporterSkipPattern(t *testing.T) {
 
 func TestReporterOverrun(t *testing.T) {
 	var out bytes.Buffer
-	r := &testReporter{out: &out, nonce: "n1", pkgs: []testPkg{{ImportPath: "x/a"}}, status: []int{-1}, cur: -1}
+	r := newTestReporter(&out, []testPkg{{ImportPath: "x/a"}})
+	r.setNonce("n1")
 	if err := r.overrun(0); err != nil {
 		t.Fatalf("no package running: %v", err)
 	}
@@ -403,7 +451,8 @@ func TestParseLdd(t *testing.T) {
 
 func TestTestReporterPrintsGoTestLines(t *testing.T) {
 	var out bytes.Buffer
-	r := &testReporter{out: &out, nonce: "n1", pkgs: []testPkg{{ImportPath: "x/a"}, {ImportPath: "x/b"}}, status: []int{-1, -1}}
+	r := newTestReporter(&out, []testPkg{{ImportPath: "x/a"}, {ImportPath: "x/b"}})
+	r.setNonce("n1")
 	r.Write([]byte("NIMBUS-TEST-BEGIN n1 0\n=== RUN   TestA\n--- PASS: TestA (0.00s)\nPASS\nNIMBUS-TEST-END n1 0 0\n"))
 	r.Write([]byte("NIMBUS-TEST-BEGIN n1 1\n--- FAIL: TestB (0.00s)\nNIMBUS-TEST-END n2 1 0\nFAIL\nNIMBUS-TEST-END n1 1 1\npartial"))
 	r.flush()
@@ -472,7 +521,7 @@ func TestRunTestsOnHost(t *testing.T) {
 		Stdout: &rout, Log: &log, Timeout: 5 * time.Minute,
 	})
 	if err != nil || sum != (TestSummary{Passed: 1, PassedOnRerun: 1}) ||
-		!strings.Contains(log.String(), "rerun 1 in a fresh boot: github.com/nimbus-vmm/nimbus/internal/sandbox (^(TestFailsOnce)$)") ||
+		!strings.Contains(log.String(), "boot 2: github.com/nimbus-vmm/nimbus/internal/sandbox (0 passed before; TestFailsOnce try 2 of 4)") ||
 		!strings.Contains(rout.String(), "\n1 passed (1 only on a rerun after failing), 0 failed\n") {
 		t.Fatalf("rerun: %+v err %v\nlog:\n%s\noutput:\n%s", sum, err, log.String(), rout.String())
 	}
