@@ -603,7 +603,7 @@ func (r *testReporter) triesNote(i int) string {
 	defer r.mu.Unlock()
 	var retry []string
 	for n, c := range r.fails[i] {
-		if c <= MaxReruns {
+		if c <= MaxReruns && !slices.Contains(r.passed[i], n) {
 			if n == "" {
 				n = "the package"
 			}

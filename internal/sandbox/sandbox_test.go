@@ -228,6 +228,9 @@ func TestReporterTries(t *testing.T) {
 	if g := r.gaveUp(0); !slices.Equal(g, []string{"TestB"}) || r.status[0] != 0 || !r.hadFailures(2) || len(r.gaveUp(2)) != 0 {
 		t.Fatalf("gave up %v, status %v", g, r.status)
 	}
+	if got, want := r.triesNote(2), " (1 passed before)"; got != want {
+		t.Errorf("TestE passed on its second try: note %q, want %q", got, want)
+	}
 	// Without rerun a package that ended is finished; one a death cut
 	// short is not.
 	r = newTestReporter(&out, []testPkg{{ImportPath: "x/a"}, {ImportPath: "x/b"}})
