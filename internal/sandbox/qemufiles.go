@@ -60,7 +60,7 @@ func binaryFiles(bin, guest string) ([]File, error) {
 // GPT disks, DPDK's testpmd (dpdk-dev) as the vhost-user-net back end.
 // (virtiofsd comes from EnsureVirtiofsd, the EFI system partition from
 // BuildESP.)
-var TestTools = []string{"mkfs.ext4", "debugfs", "qemu-storage-daemon", "sfdisk", "dpdk-testpmd"}
+var TestTools = []string{"mkfs.ext4", "debugfs", "qemu-storage-daemon", "qemu-img", "sfdisk", "dpdk-testpmd"}
 
 // TestLibraries are host libraries the test tools load at run time (no
 // ldd shows them): DPDK's vhost-user and mempool drivers for the

@@ -23,7 +23,7 @@ func notBuilt(format string, args ...any) error {
 // this machine would not build: a client told "no" at boot is served
 // better than one that waits out its timeout for a device that never
 // comes. TestEveryConfigFieldIsBuiltOrRefused keeps the list complete.
-// Sections refused further down (qcow2 images, pci_segment != 0) are
+// Sections refused further down (vhd/vhdx/vmdk images, pci_segment != 0) are
 // refused where they are built.
 func refuseUnbuilt(cfg *config.VmConfig) error {
 	c := &cfg.Cpus

@@ -65,9 +65,10 @@ var fieldVerdicts = map[string]string{
 	"rate_limit_groups[].rate_limiter_config.ops.one_time_burst":       built, // internal/ratelimit
 	"rate_limit_groups[].rate_limiter_config.ops.refill_time":          built, // internal/ratelimit
 
-	// Raw images only: qcow2 and the other formats are refused when the
-	// image is opened (virtio/blk), pci_segment != 0 when the device is
-	// placed (vm/pci.go); backing_files and sparse mean nothing for raw.
+	// Raw and qcow2 images (internal/qcow2; backing_files allows a qcow2
+	// image's backing file); the other formats are refused when the image
+	// is opened (virtio/blk), pci_segment != 0 when the device is placed
+	// (vm/pci.go).
 	"disks[].path": built, "disks[].readonly": built, "disks[].direct": built, "disks[].num_queues": built,
 	"disks[].queue_size": built, "disks[].disable_io_uring": built, "disks[].disable_aio": built,
 	"disks[].serial": built, "disks[].backing_files": built, "disks[].sparse": built,

@@ -61,6 +61,7 @@ echo "== serials"
 for b in /sys/block/vd*; do echo "$(basename $b) $(cat $b/serial) ro=$(cat $b/ro) $(dd if=/dev/$(basename $b) bs=4096 count=1 iflag=direct 2>/dev/null | head -c 40)"; done
 echo "== guestwrite"
 echo guest-wrote-this | dd of=/dev/vda bs=4096 seek=16 conv=sync oflag=direct 2>&1 | tail -1
+[ -b /dev/vdc ] && echo guest-wrote-qcow2 | dd of=/dev/vdc bs=4096 seek=16 conv=sync oflag=direct 2>&1 | tail -1
 echo "== end"
 `
 
@@ -88,22 +89,26 @@ func checkDisks(t *testing.T, out string, serials []string, ro []bool, pats [][]
 	}
 }
 
-// TestCLIDisks boots `nimbus --disk path=…,serial=… path=…,serial=…,readonly=on`
-// (the CLI's multi-value --disk) and checks the guest sees both disks in
-// order with their serials, read-only flag and host data, that its write
-// reaches the host image, and that the guest's poweroff ends nimbus with
-// status 0.
+// TestCLIDisks boots `nimbus --disk path=…,serial=… path=…,serial=…,readonly=on
+// path=….qcow2,…` (the CLI's multi-value --disk) and checks the guest sees
+// the disks in order with their serials, read-only flag and host data
+// (the qcow2 one made by qemu-img convert), that its writes reach the
+// host images (the qcow2 one read back by qemu-img, which finds it clean),
+// and that the guest's poweroff ends nimbus with status 0.
 func TestCLIDisks(t *testing.T) {
 	a := guesttest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), guestTimeout)
 	defer cancel()
 	initrd := a.ImageFile(t, guestimage.Options{Script: diskScript})
-	pats := [][]byte{pattern("CLI0", 4096), pattern("CLI1", 4096)}
+	pats := [][]byte{pattern("CLI0", 4096), pattern("CLI1", 4096), pattern("CLI2", 4096)}
 	paths := []string{writeDisk(t, "cli0.img", 0, pats[0]), writeDisk(t, "cli1.img", 0, pats[1])}
+	qcow := filepath.Join(t.TempDir(), "cli2.qcow2")
+	qemuImg(t, "convert", "-f", "raw", "-O", "qcow2", writeDisk(t, "cli2.raw", 0, pats[2]), qcow)
 	serial := filepath.Join(t.TempDir(), "serial.log")
 	p := startNimbus(t, a, "--kernel", a.Kernel, "--initramfs", initrd,
 		"--cmdline", "console=ttyS0 panic=-1 quiet", "--cpus", "boot=2", "--memory", "size=512M",
 		"--disk", "path="+paths[0]+",serial=cli-disk-0", "path="+paths[1]+",serial=cli-disk-1,readonly=on",
+		"path="+qcow+",serial=cli-disk-2,image_type=qcow2",
 		"--serial", "file="+serial, "--console", "off")
 	exited, err := p.Wait(ctx)
 	if !exited || err != nil {
@@ -114,9 +119,27 @@ func TestCLIDisks(t *testing.T) {
 		t.Fatalf("guest %+v; serial:\n%s", c, readFile(serial))
 	}
 	t.Logf("guest output:\n%s", c.Results[0].Output)
-	checkDisks(t, c.Results[0].Output, []string{"cli-disk-0", "cli-disk-1"}, []bool{false, true}, pats, paths)
+	checkDisks(t, c.Results[0].Output, []string{"cli-disk-0", "cli-disk-1", "cli-disk-2"}, []bool{false, true, false}, pats, paths)
 	if ro, _ := os.ReadFile(paths[1]); !bytes.Equal(ro[:4096], pats[1]) {
 		t.Error("the read-only image changed")
+	}
+	qemuImg(t, "check", "-q", qcow)
+	back := filepath.Join(t.TempDir(), "back.raw")
+	qemuImg(t, "convert", "-f", "qcow2", "-O", "raw", qcow, back)
+	b, _ := os.ReadFile(back)
+	if len(b) != diskSize {
+		t.Fatalf("qcow2 image read back by qemu-img: %d bytes, want %d", len(b), diskSize)
+	}
+	if !bytes.Equal(b[:4096], pats[2]) || string(b[16*4096:16*4096+18]) != "guest-wrote-qcow2\n" {
+		t.Errorf("qcow2 image read back by qemu-img: %q at 0, %q at 64 KiB", b[:16], b[16*4096:16*4096+18])
+	}
+}
+
+// qemuImg runs qemu-img (the sandbox ships it from the host's qemu-utils).
+func qemuImg(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/qcow2"
 	"github.com/nimbus-vmm/nimbus/internal/ratelimit"
 	"github.com/nimbus-vmm/nimbus/internal/virtio"
 )
@@ -289,13 +290,13 @@ func (w *worker) execute(typ uint32, sector uint64, out, in []virtio.Buffer) (ui
 			return SIOErr, 0
 		}
 		if !d.writeback.Load() {
-			if err := unix.Fdatasync(int(d.img.f.Fd())); err != nil {
+			if err := d.img.sync(); err != nil {
 				return SIOErr, 0
 			}
 		}
 		return SOK, 0
 	case TFlush:
-		if err := unix.Fdatasync(int(d.img.f.Fd())); err != nil {
+		if err := d.img.sync(); err != nil {
 			return SIOErr, 0
 		}
 		return SOK, 0
@@ -318,6 +319,9 @@ func (w *worker) execute(typ uint32, sector uint64, out, in []virtio.Buffer) (ui
 // is ~256 page-sized segments, and a syscall per segment dominated the
 // cost. Other buffers go through the bounce buffer.
 func (w *worker) transfer(bufs []virtio.Buffer, off int64, write bool) error {
+	if q := w.d.img.qcow; q != nil {
+		return w.transferQcow2(q, bufs, off, write)
+	}
 	w.iov = w.iov[:0]
 	var run int64 // bytes in w.iov
 	flush := func() error {
@@ -352,6 +356,30 @@ func (w *worker) transfer(bufs []virtio.Buffer, off int64, write bool) error {
 		off += int64(b.Len)
 	}
 	return flush()
+}
+
+// transferQcow2 moves bufs through a qcow2 image, buffer by buffer:
+// straight to and from guest RAM where a buffer lies in one region.
+func (w *worker) transferQcow2(q *qcow2.Image, bufs []virtio.Buffer, off int64, write bool) error {
+	for _, b := range bufs {
+		if b.Len == 0 {
+			continue
+		}
+		if s, err := w.mem.Slice(b.Addr, uint64(b.Len)); err == nil {
+			if write {
+				_, err = q.WriteAt(s, off)
+			} else {
+				_, err = q.ReadAt(s, off)
+			}
+			if err != nil {
+				return err
+			}
+		} else if err := w.bounced(b, off, write); err != nil {
+			return err
+		}
+		off += int64(b.Len)
+	}
+	return nil
 }
 
 // maxIOV is Linux's IOV_MAX: the most iovecs one preadv/pwritev takes.
@@ -393,7 +421,7 @@ func vectored(fd int, iov [][]byte, off int64, write bool) error {
 // bounced moves one buffer that is not directly usable (it straddles RAM
 // regions, or is unaligned for O_DIRECT) through the bounce buffer.
 func (w *worker) bounced(b virtio.Buffer, off int64, write bool) error {
-	f := w.d.img.f
+	f := w.d.img.rw()
 	rest := uint64(b.Len)
 	addr := b.Addr
 	for rest > 0 {

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/qcow2"
 	"github.com/nimbus-vmm/nimbus/internal/virtio"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/blk"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/virtiotest"
@@ -227,11 +231,29 @@ func TestDiscardAndWriteZeroes(t *testing.T) {
 
 func TestRefusals(t *testing.T) {
 	t.Run("qcow2", func(t *testing.T) {
-		p := filepath.Join(t.TempDir(), "disk.qcow2")
-		os.WriteFile(p, append([]byte("QFI\xfb\x00\x00\x00\x03"), make([]byte, 4096)...), 0o600)
-		_, err := blk.New(config.DiskConfig{Path: p})
-		if !errors.Is(err, blk.ErrFormat) || !errors.Is(err, virtio.ErrBackend) {
-			t.Fatalf("qcow2 image: %v", err)
+		dir := t.TempDir()
+		bad := filepath.Join(dir, "bad.qcow2")
+		os.WriteFile(bad, append([]byte("QFI\xfb\x00\x00\x00\x03"), make([]byte, 4096)...), 0o600)
+		if _, err := blk.New(config.DiskConfig{Path: bad}); !errors.Is(err, qcow2.ErrFormat) || !errors.Is(err, virtio.ErrBackend) {
+			t.Fatalf("broken qcow2 header: %v", err)
+		}
+		good := qemuImg(t, "1M")
+		raw := newImage(t)
+		backed := filepath.Join(dir, "backed.qcow2")
+		tool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", raw, "-F", "raw", backed)
+		for _, c := range []struct {
+			cfg  config.DiskConfig
+			want error
+			says string
+		}{
+			{config.DiskConfig{Path: good, ImageType: config.ImageRaw}, blk.ErrFormat, "not raw (image_type=raw)"},
+			{config.DiskConfig{Path: raw, ImageType: config.ImageQcow2}, blk.ErrFormat, "not a qcow2 image"},
+			{config.DiskConfig{Path: good, Direct: true}, blk.ErrFormat, "direct=on with a qcow2 image"},
+			{config.DiskConfig{Path: backed}, qcow2.ErrBacking, "backing_files=on"},
+		} {
+			if _, err := blk.New(c.cfg); !errors.Is(err, c.want) || !errors.Is(err, virtio.ErrBackend) || !strings.Contains(err.Error(), c.says) {
+				t.Errorf("%+v: %v, want %v saying %q", c.cfg, err, c.want, c.says)
+			}
 		}
 	})
 	t.Run("lock conflict", func(t *testing.T) {
@@ -407,5 +429,76 @@ func BenchmarkRequest512K(b *testing.B) {
 				r.drv.ResetHeap(0x10000)
 			}
 		})
+	}
+}
+
+// tool runs a qemu-utils program (installed by scripts/install-deps.sh).
+func tool(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		t.Skipf("%s not installed (qemu-utils)", name)
+	}
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// qemuImg makes an empty qcow2 image of size with qemu-img.
+func qemuImg(t *testing.T, size string) string {
+	p := filepath.Join(t.TempDir(), "disk.qcow2")
+	tool(t, "qemu-img", "create", "-q", "-f", "qcow2", p, size)
+	return p
+}
+
+// TestQcow2: a qcow2 image (autodetected, and named by image_type) is the
+// guest's disk: its virtual size is the capacity, writes read back
+// through the device and through qemu-img, FLUSH works, discard is not
+// offered, qemu-img check finds the image clean; read-only refuses
+// writes; with backing_files=on the backing file shows through.
+func TestQcow2(t *testing.T) {
+	p := qemuImg(t, "3M")
+	for _, typ := range []config.ImageType{"", config.ImageQcow2} {
+		r := start(t, config.DiskConfig{Path: p, ImageType: typ, Sparse: true})
+		if got := r.dev.Capacity(); got != 3<<20/512 {
+			t.Fatalf("capacity %d sectors", got)
+		}
+		if r.dev.Features()&(blk.FDiscard|blk.FWriteZeroes) != 0 {
+			t.Fatal("discard/write-zeroes offered for qcow2")
+		}
+		data := pattern(65536+8192, byte(len(typ)))
+		if st, _, _ := r.do([][]byte{header(blk.TOut, 120), data[:4096], data[4096:]}, 0); st != blk.SOK {
+			t.Fatalf("write: %d", st)
+		}
+		if st, _, got := r.do([][]byte{header(blk.TIn, 120)}, uint32(len(data))); st != blk.SOK || !bytes.Equal(got, data) {
+			t.Fatalf("read back: %d", st)
+		}
+		if st, _, _ := r.do([][]byte{header(blk.TFlush, 0)}, 0); st != blk.SOK {
+			t.Fatalf("flush: %d", st)
+		}
+		if st, _, _ := r.do([][]byte{header(blk.TIn, 3<<20/512-1)}, 1024); st != blk.SIOErr {
+			t.Fatalf("read past the end: %d", st)
+		}
+		if err := r.dev.Close(); err != nil {
+			t.Fatal(err)
+		}
+		out := tool(t, "qemu-io", "-r", "-c", fmt.Sprintf("read -v %d 16", 120*512+4096), p)
+		if !strings.Contains(out, fmt.Sprintf("% x", data[4096:4096+16])) {
+			t.Fatalf("qemu-io reads another thing:\n%s", out)
+		}
+		tool(t, "qemu-img", "check", "-q", p)
+	}
+	ro := start(t, config.DiskConfig{Path: p, Readonly: true})
+	if st, _, _ := ro.do([][]byte{header(blk.TOut, 0), make([]byte, 512)}, 0); st != blk.SIOErr {
+		t.Fatalf("write to a read-only qcow2 disk: %d", st)
+	}
+	raw := newImage(t)
+	os.WriteFile(raw, pattern(diskSize, 3), 0o600)
+	over := filepath.Join(t.TempDir(), "over.qcow2")
+	tool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", raw, "-F", "raw", over)
+	r := start(t, config.DiskConfig{Path: over, BackingFiles: true})
+	if st, _, got := r.do([][]byte{header(blk.TIn, 8)}, 4096); st != blk.SOK || !bytes.Equal(got, pattern(diskSize, 3)[4096:8192]) {
+		t.Fatalf("backing file read: %d", st)
 	}
 }
