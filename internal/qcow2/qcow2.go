@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 )
 
@@ -644,6 +645,85 @@ func (img *Image) growReftable() error {
 		return err
 	}
 	for c := range oldClusters {
+		if err := img.addRef(oldOff/img.csize+c, -1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Resize grows the virtual disk to size bytes, moving the L1 table to a
+// larger one when it must, as upstream's QcowDisk::resize: shrinking is
+// refused (clusters past the end would have to be reclaimed), and so is
+// an image with a backing file.
+func (img *Image) Resize(size int64) error {
+	if img.readonly {
+		return ErrReadOnly
+	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	switch cur := img.Size(); {
+	case img.BackingFile != "":
+		return fmt.Errorf("%w: resizing an image with a backing file", ErrUnsupported)
+	case size < cur:
+		return fmt.Errorf("%w: shrinking a qcow2 image (%d to %d bytes)", ErrUnsupported, cur, size)
+	case size == cur:
+		return nil
+	case size > 1<<56:
+		return fmt.Errorf("%w: %d bytes", ErrUnsupported, size)
+	}
+	perL1 := img.csize * img.l2n
+	if need := (size + perL1 - 1) / perL1; need > int64(len(img.l1)) {
+		if err := img.growL1(need); err != nil {
+			return err
+		}
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(size))
+	if _, err := img.f.WriteAt(b[:], 24); err != nil {
+		return err
+	}
+	img.h.Size = uint64(size)
+	return img.f.Sync()
+}
+
+// growL1 moves the L1 table to n entries at the end of the file, then
+// points the header at it and frees the old one.
+func (img *Image) growL1(n int64) error {
+	if n > 1<<22 { // qemu's QCOW_MAX_L1_SIZE, 32 MiB of entries
+		return fmt.Errorf("%w: L1 table of %d entries", ErrUnsupported, n)
+	}
+	oldOff, oldN := int64(img.h.L1TableOffset), int64(len(img.l1))
+	clusters := func(entries int64) int64 { return (entries*8 + img.csize - 1) / img.csize }
+	off := img.end
+	img.end += clusters(n) * img.csize
+	l1 := append(slices.Clone(img.l1), make([]uint64, n-oldN)...)
+	b := make([]byte, clusters(n)*img.csize)
+	for i, e := range l1 {
+		binary.BigEndian.PutUint64(b[i*8:], e)
+	}
+	if _, err := img.f.WriteAt(b, off); err != nil {
+		return err
+	}
+	for c := range clusters(n) {
+		if err := img.addRef(off/img.csize+c, 1); err != nil {
+			return err
+		}
+	}
+	if err := img.f.Sync(); err != nil {
+		return err
+	}
+	var h [12]byte
+	binary.BigEndian.PutUint32(h[0:], uint32(n))
+	binary.BigEndian.PutUint64(h[4:], uint64(off))
+	if _, err := img.f.WriteAt(h[:], 36); err != nil {
+		return err
+	}
+	if err := img.f.Sync(); err != nil {
+		return err
+	}
+	img.l1, img.h.L1Size, img.h.L1TableOffset = l1, uint32(n), uint64(off)
+	for c := range clusters(oldN) {
 		if err := img.addRef(oldOff/img.csize+c, -1); err != nil {
 			return err
 		}

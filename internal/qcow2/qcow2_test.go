@@ -403,3 +403,52 @@ func TestSeedImage(t *testing.T) {
 		t.Fatalf("read %q..., %v", b[:8], err)
 	}
 }
+
+// TestResize: growing moves the L1 table when it must (512-byte
+// clusters: 1 MiB needs 32 entries, 8 MiB 256), keeps the data, and the
+// new space takes writes; qemu-img agrees on size and contents. Shrinking
+// and an image with a backing file are refused.
+func TestResize(t *testing.T) {
+	dir := t.TempDir()
+	p, refPath := filepath.Join(dir, "r.qcow2"), filepath.Join(dir, "r.raw")
+	tool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", p, "1M")
+	ref, err := os.Create(refPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	ref.Truncate(1 << 20)
+	img, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	writeBoth(t, img, ref, randBytes(r, 5000), 1000)
+	l1 := img.h.L1TableOffset
+	if err := img.Resize(8 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if img.h.L1TableOffset == l1 || img.h.L1Size != 256 {
+		t.Fatalf("L1 table at %#x (was %#x), %d entries", img.h.L1TableOffset, l1, img.h.L1Size)
+	}
+	ref.Truncate(8 << 20)
+	writeBoth(t, img, ref, randBytes(r, 70000), 8<<20-70000)
+	if err := img.Resize(4 << 20); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("shrink: %v", err)
+	}
+	img.Close()
+	checkClean(t, p, refPath)
+	if out := tool(t, "qemu-img", "info", p); !strings.Contains(out, "virtual size: 8 MiB") {
+		t.Fatalf("qemu-img info:\n%s", out)
+	}
+	over := filepath.Join(dir, "over.qcow2")
+	tool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", p, "-F", "qcow2", over)
+	img, err = Open(over, Options{BackingFiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	if err := img.Resize(16 << 20); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "backing file") {
+		t.Fatalf("resize over a backing file: %v", err)
+	}
+}

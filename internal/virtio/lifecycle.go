@@ -125,6 +125,29 @@ func (l *Lifecycle) Resume() error {
 	return nil
 }
 
+// Quiesced runs fn with the device's goroutines stopped (when they run)
+// and starts them again after; irq is the driver's Interrupt when the
+// device is active (nil otherwise), for a configuration change
+// notification once fn changed what the driver reads.
+func (l *Lifecycle) Quiesced(fn func() error) (irq Interrupt, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	running := l.active && !l.paused
+	if running {
+		if err := l.halt(); err != nil {
+			return nil, err
+		}
+	}
+	err = fn()
+	if running {
+		l.hooks.Start()
+	}
+	if l.active {
+		irq = l.irq
+	}
+	return irq, err
+}
+
 // Reset implements Device.Reset.
 func (l *Lifecycle) Reset() error {
 	l.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/virtio/rng"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/vhostuser"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/vsock"
+	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
 // addVirtioDevices creates the virtio devices (the console on cons) in upstream's order, which
@@ -130,4 +131,23 @@ func (m *VM) addNet(nc *config.NetConfig) (pci.BDF, error) {
 		nc.MAC = mac
 	}
 	return bdf, nil
+}
+
+var _ vmm.DiskResizer = (*VM)(nil)
+
+// ResizeDisk implements vmm.DiskResizer (upstream's
+// DeviceManager::resize_disk): the virtio-blk disk id takes size bytes.
+func (m *VM) ResizeDisk(id string, size uint64) error {
+	// The device sits on its PCI transport's node (the virtio node is
+	// the id's child).
+	n, err := m.dm.Owner(id)
+	d, isBlk := n.Device.(*blk.Device)
+	if err != nil || !isBlk {
+		return vmm.DeviceManagerLeaf(vmm.ErrDeviceManager, "Failed to find device corresponding to the given identifier: %s", id)
+	}
+	if err := d.Resize(size); err != nil {
+		return vmm.DeviceManagerError(fmt.Errorf("Disk resize error: %w", err))
+	}
+	m.log.Info("disk resized", "id", id, "size", size)
+	return nil
 }

@@ -357,7 +357,11 @@ func (c *Controller) resizeDisk(r ResizeDisk) error {
 	if c.machine == nil {
 		return ErrResizeDisk
 	}
-	return fmt.Errorf("disk resize: %w", ErrUnsupported)
+	dr, ok := c.machine.(DiskResizer)
+	if !ok {
+		return fmt.Errorf("disk resize: %w", ErrUnsupported)
+	}
+	return dr.ResizeDisk(r.ID, r.DesiredSize)
 }
 
 // forgetDevice drops id from the config and closes the received fds only

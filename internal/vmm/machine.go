@@ -175,6 +175,11 @@ type BalloonResizer interface {
 	BalloonActual() uint64
 }
 
+// DiskResizer is a Machine whose disks can change size (vm.resize-disk).
+type DiskResizer interface {
+	ResizeDisk(id string, size uint64) error
+}
+
 // EjectedDevice is one device the guest ejected and the machine released.
 type EjectedDevice struct {
 	ID, BDF string

@@ -188,12 +188,13 @@ echo "== end"
 // the device reports DEVICE_NEEDS_RESET instead of touching host memory,
 // recovers after a reset and rebinding, the disks keep working, and the
 // VMM keeps serving (vm.info Running, vm.counters) until vmm.shutdown, after
-// which it exits with status 0.
+// which it exits with status 0. Last, vm.resize-disk grows the first disk
+// under the running guest.
 func TestRemoteColdAddDiskAndMisprogrammedDevice(t *testing.T) {
 	a := guesttest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), guestTimeout)
 	defer cancel()
-	initrd := a.ImageFile(t, guestimage.Options{Script: diskScript + misprogramScript})
+	initrd := a.ImageFile(t, guestimage.Options{Script: resizeWatchScript + diskScript + misprogramScript})
 	pats := [][]byte{pattern("API0", 4096), pattern("API1", 4096)}
 	paths := []string{writeDisk(t, "api0.img", 0, pats[0]), writeDisk(t, "api1.img", 0, pats[1])}
 	dir := t.TempDir()
@@ -267,9 +268,29 @@ func TestRemoteColdAddDiskAndMisprogrammedDevice(t *testing.T) {
 	if d0, d1 := counters["_disk0"], counters["_disk1"]; d0["write_bytes"] != 4096 || d0["read_bytes"] < 4096 || d1["read_bytes"] < 8192 || d1["write_bytes"] != 0 {
 		t.Errorf("disk counters %v: want one 4 KiB write on _disk0, two 4 KiB direct reads on _disk1", counters)
 	}
+
+	// vm.resize-disk on the running guest: the raw file grows, the
+	// driver sees the new capacity and reads its last sector.
+	remote("resize-disk", "--disk", "_disk0", "--size", "2M")
+	if fi, err := os.Stat(paths[0]); err != nil || fi.Size() != 2<<20 {
+		t.Errorf("image after resize-disk: %v, %v", fi, err)
+	}
+	if !waitFor(ctx, func() bool { return strings.Contains(readFile(serial), "resized-to 4096 512") }) {
+		t.Errorf("the guest did not see vda grow to 4096 sectors; serial:\n%s", readFile(serial))
+	}
 	remote("shutdown-vmm")
 	if exited, err := p.Wait(ctx); !exited || err != nil {
 		t.Errorf("nimbus after shutdown-vmm: exited %v, err %v; output:\n%s", exited, err, p.Output())
 	}
 	t.Logf("nimbus output:\n%s", p.Output())
 }
+
+// resizeWatchScript waits in the background for vda's capacity to change
+// (vm.resize-disk), then prints the new size in sectors and how many
+// bytes a direct read of its last sector returned.
+const resizeWatchScript = `
+s0=$(cat /sys/block/vda/size)
+( while [ "$(cat /sys/block/vda/size)" = "$s0" ]; do sleep 0.3; done
+  n=$(cat /sys/block/vda/size)
+  echo "resized-to $n $(dd if=/dev/vda bs=512 skip=$((n - 1)) count=1 iflag=direct 2>/dev/null | wc -c)" ) &
+`

@@ -110,7 +110,11 @@ func (d *Device) QueueSizes() []uint16 {
 }
 
 // Capacity is the disk size in 512-byte sectors.
-func (d *Device) Capacity() uint64 { return d.cfg.Capacity }
+func (d *Device) Capacity() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg.Capacity
+}
 
 // ReadConfig implements virtio.Device.
 func (d *Device) ReadConfig(off uint64, p []byte) {
@@ -163,6 +167,38 @@ func (d *Device) start() {
 		w := &worker{d: d, r: r, mem: d.life.Mem(), bounce: alignedBuf(1 << 17)}
 		r.Go(func() { virtio.ServeQueue(r, q, i, d.life.Irq(), w.handle) })
 	}
+}
+
+// ErrInvalidSize is upstream's VirtioBlockError::InvalidSize: a resize
+// to a size that is not whole sectors.
+var ErrInvalidSize = fmt.Errorf("Disk image size is not a multiple of %d: %w", SectorSize, virtio.ErrInvalid)
+
+// Resize changes the disk's size (upstream's Block::resize, for
+// vm.resize-disk): the image grows (a raw file may also shrink) with the
+// queues stopped, the capacity follows, and the driver hears of it
+// through a configuration change.
+func (d *Device) Resize(size uint64) error {
+	if size%SectorSize != 0 || size > math.MaxInt64 {
+		return ErrInvalidSize
+	}
+	irq, err := d.life.Quiesced(func() error {
+		if err := d.img.resize(int64(size)); err != nil {
+			return fmt.Errorf("Disk resize failed: %w", err)
+		}
+		d.mu.Lock()
+		d.cfg.Capacity = size / SectorSize
+		d.mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if irq != nil {
+		if err := irq.ConfigChanged(); err != nil {
+			return fmt.Errorf("Failed to signal the configuration change: %w", err)
+		}
+	}
+	return nil
 }
 
 // Pause implements virtio.Device.

@@ -502,3 +502,49 @@ func TestQcow2(t *testing.T) {
 		t.Fatalf("backing file read: %d", st)
 	}
 }
+
+// TestResize: vm.resize-disk's device half. A raw image grows (and
+// shrinks), a qcow2 image grows; the capacity in the config space
+// follows, the driver gets a configuration change interrupt, I/O reaches
+// the new end; sizes that are not whole sectors and read-only disks are
+// refused.
+func TestResize(t *testing.T) {
+	for _, p := range []string{newImage(t), qemuImg(t, "1M")} {
+		r := start(t, config.DiskConfig{Path: p})
+		if err := r.dev.Resize(diskSize + 100); !errors.Is(err, blk.ErrInvalidSize) {
+			t.Fatalf("unaligned size: %v", err)
+		}
+		before := r.irq.Configs()
+		if err := r.dev.Resize(2 * diskSize); err != nil {
+			t.Fatal(err)
+		}
+		if r.irq.Configs() != before+1 {
+			t.Fatal("no configuration change interrupt")
+		}
+		cfg := make([]byte, 8)
+		r.dev.ReadConfig(0, cfg)
+		if got := binary.LittleEndian.Uint64(cfg); got != 2*diskSize/512 || r.dev.Capacity() != got {
+			t.Fatalf("capacity %d sectors after the resize", got)
+		}
+		last := uint64(2*diskSize/512 - 8)
+		data := pattern(4096, 5)
+		if st, _, _ := r.do([][]byte{header(blk.TOut, last), data}, 0); st != blk.SOK {
+			t.Fatalf("write at the new end: %d", st)
+		}
+		if st, _, got := r.do([][]byte{header(blk.TIn, last)}, 4096); st != blk.SOK || !bytes.Equal(got, data) {
+			t.Fatalf("read at the new end: %d", st)
+		}
+	}
+	p := newImage(t)
+	r := start(t, config.DiskConfig{Path: p})
+	if err := r.dev.Resize(diskSize / 2); err != nil {
+		t.Fatalf("shrinking a raw image: %v", err)
+	}
+	if fi, _ := os.Stat(p); fi.Size() != diskSize/2 {
+		t.Fatalf("file of %d bytes", fi.Size())
+	}
+	ro := start(t, config.DiskConfig{Path: newImage(t), Readonly: true})
+	if err := ro.dev.Resize(2 * diskSize); err == nil {
+		t.Fatal("resized a read-only disk")
+	}
+}

@@ -193,6 +193,34 @@ func (img *image) sync() error {
 	return unix.Fdatasync(img.fd)
 }
 
+// resize sets the disk's size: a qcow2 image grows (internal/qcow2), a
+// raw file is truncated or extended; a block device is resized outside
+// (LVM, losetup) and only checked, as upstream does.
+func (img *image) resize(size int64) error {
+	switch {
+	case img.readonly:
+		return fmt.Errorf("the image is read-only: %w", virtio.ErrInvalid)
+	case img.qcow != nil:
+		if err := img.qcow.Resize(size); err != nil {
+			return err
+		}
+	case img.regular:
+		if err := img.f.Truncate(size); err != nil {
+			return err
+		}
+	default:
+		n, err := img.f.Seek(0, io.SeekEnd)
+		if err != nil {
+			return err
+		}
+		if n != size {
+			return fmt.Errorf("block device is %d bytes, not %d: resize it first: %w", n, size, virtio.ErrInvalid)
+		}
+	}
+	img.size = size
+	return nil
+}
+
 // readWriterAt is where the disk's bytes are: the raw file or the qcow2
 // image's virtual disk.
 type readWriterAt interface {
