@@ -6,10 +6,11 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nimbus-vmm/nimbus/internal/testproc"
 )
 
 // The tests make images with qemu-img and qemu-io (Debian's qemu-utils,
@@ -19,14 +20,7 @@ import (
 
 func tool(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Skipf("%s not installed (qemu-utils)", name)
-	}
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return testproc.Tool(t, name, args...)
 }
 
 // checkClean runs qemu-img check and compares the image with the raw

@@ -95,3 +95,19 @@ func ThreadNames(pid int) ([]string, error) {
 	}
 	return names, nil
 }
+
+// Tool runs a host program to its end and returns its combined output:
+// the test skips when the program is not installed and fails when it
+// exits with an error (e.g. qemu-img from qemu-utils, which
+// scripts/install-deps.sh installs).
+func Tool(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		t.Skipf("%s not installed", name)
+	}
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}

@@ -6,20 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/qcow2"
+	"github.com/nimbus-vmm/nimbus/internal/testproc"
 	"github.com/nimbus-vmm/nimbus/internal/virtio"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/blk"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/virtiotest"
+	"go.uber.org/goleak"
 )
 
 const diskSize = 1 << 20
@@ -432,17 +431,9 @@ func BenchmarkRequest512K(b *testing.B) {
 	}
 }
 
-// tool runs a qemu-utils program (installed by scripts/install-deps.sh).
 func tool(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Skipf("%s not installed (qemu-utils)", name)
-	}
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return testproc.Tool(t, name, args...)
 }
 
 // qemuImg makes an empty qcow2 image of size with qemu-img.
