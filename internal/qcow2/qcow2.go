@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Sentinel errors.
@@ -502,6 +504,99 @@ func (img *Image) checkData(host int64) error {
 		in(int64(img.h.L1TableOffset), int64(len(img.l1))*8) ||
 		in(int64(img.h.RefcountTableOffset), int64(img.h.RefcountTableClusters)*img.csize) {
 		return fmt.Errorf("%w: data cluster at %#x overlaps metadata or lies past the end", ErrFormat, host)
+	}
+	return nil
+}
+
+// Discard deallocates the clusters wholly inside [off, off+n) (the rest
+// is left as it is, as a discard may): they read as zeroes after, and
+// their host clusters are freed and punched out of the file.
+func (img *Image) Discard(off, n int64) error {
+	return img.zeroRange(off, n, false)
+}
+
+// WriteZeroes makes [off, off+n) read as zeroes: whole clusters are
+// deallocated as by Discard, the ends are written.
+func (img *Image) WriteZeroes(off, n int64) error {
+	return img.zeroRange(off, n, true)
+}
+
+func (img *Image) zeroRange(off, n int64, partial bool) error {
+	if img.readonly {
+		return ErrReadOnly
+	}
+	if off < 0 || n < 0 || off+n > img.Size() {
+		return fmt.Errorf("range %d+%d outside the disk's %d bytes: %w", off, n, img.Size(), io.EOF)
+	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	var zeroes []byte
+	for pos, end := off, off+n; pos < end; {
+		vc, within := pos/img.csize, pos&(img.csize-1)
+		k := min(end-pos, img.csize-within)
+		switch {
+		case k == img.csize:
+			if err := img.zeroCluster(vc); err != nil {
+				return err
+			}
+		case partial:
+			if zeroes == nil {
+				zeroes = make([]byte, img.csize)
+			}
+			if err := img.writeCluster(zeroes[:k], vc, within); err != nil {
+				return err
+			}
+		}
+		pos += k
+	}
+	return nil
+}
+
+// zeroCluster makes virtual cluster vc read as zeroes without data: an
+// unallocated entry when nothing shows through it, else version 3's zero
+// flag; version 2 over a backing file has neither and gets zeroes
+// written. What the cluster held is freed.
+func (img *Image) zeroCluster(vc int64) error {
+	e, table, err := img.l2Entry(vc)
+	if err != nil {
+		return err
+	}
+	var repl uint64
+	switch {
+	case img.backing != nil && img.h.Version < 3:
+		return img.writeCluster(make([]byte, img.csize), vc, 0)
+	case img.backing != nil:
+		repl = entryZero
+	}
+	if e == repl {
+		return nil
+	}
+	if table == 0 {
+		if table, err = img.ensureL2(vc / img.l2n); err != nil {
+			return err
+		}
+	}
+	t, err := img.loadL2(table)
+	if err != nil {
+		return err
+	}
+	if err := img.setL2(t, table, vc%img.l2n, repl); err != nil {
+		return err
+	}
+	switch host := int64(e & offsetMask); {
+	case e&entryCompressed != 0:
+		start, end := img.compressedRange(e)
+		for hc := start / img.csize; hc*img.csize < end; hc++ {
+			if err := img.addRef(hc, -1); err != nil {
+				return err
+			}
+		}
+	case host != 0:
+		if err := img.addRef(host/img.csize, -1); err != nil {
+			return err
+		}
+		// Give the space back to the host file system; best effort.
+		_ = unix.Fallocate(int(img.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, host, img.csize)
 	}
 	return nil
 }

@@ -196,6 +196,15 @@ func TestGetID(t *testing.T) {
 	}
 }
 
+// segment is a DISCARD / WRITE_ZEROES segment.
+func segment(sector uint64, n, flags uint32) []byte {
+	b := make([]byte, 16)
+	binary.LittleEndian.PutUint64(b, sector)
+	binary.LittleEndian.PutUint32(b[8:], n)
+	binary.LittleEndian.PutUint32(b[12:], flags)
+	return b
+}
+
 func TestDiscardAndWriteZeroes(t *testing.T) {
 	p := newImage(t)
 	r := start(t, config.DiskConfig{Path: p, Sparse: true})
@@ -203,17 +212,10 @@ func TestDiscardAndWriteZeroes(t *testing.T) {
 		t.Fatal("discard/write-zeroes not offered")
 	}
 	r.do([][]byte{header(blk.TOut, 0), pattern(16384, 7)}, 0)
-	seg := func(sector uint64, n, flags uint32) []byte {
-		b := make([]byte, 16)
-		binary.LittleEndian.PutUint64(b, sector)
-		binary.LittleEndian.PutUint32(b[8:], n)
-		binary.LittleEndian.PutUint32(b[12:], flags)
-		return b
-	}
-	if st, _, _ := r.do([][]byte{header(blk.TWriteZeroes, 0), seg(0, 8, 0)}, 0); st != blk.SOK {
+	if st, _, _ := r.do([][]byte{header(blk.TWriteZeroes, 0), segment(0, 8, 0)}, 0); st != blk.SOK {
 		t.Fatalf("write zeroes: %d", st)
 	}
-	if st, _, _ := r.do([][]byte{header(blk.TDiscard, 0), seg(8, 8, 0)}, 0); st != blk.SOK {
+	if st, _, _ := r.do([][]byte{header(blk.TDiscard, 0), segment(8, 8, 0)}, 0); st != blk.SOK {
 		t.Fatalf("discard: %d", st)
 	}
 	host, _ := os.ReadFile(p)
@@ -223,7 +225,7 @@ func TestDiscardAndWriteZeroes(t *testing.T) {
 	if !bytes.Equal(host[8192:16384], pattern(16384, 7)[8192:]) {
 		t.Fatal("data beyond the range lost")
 	}
-	if st, _, _ := r.do([][]byte{header(blk.TDiscard, 0), seg(diskSize/512, 8, 0)}, 0); st != blk.SIOErr {
+	if st, _, _ := r.do([][]byte{header(blk.TDiscard, 0), segment(diskSize/512, 8, 0)}, 0); st != blk.SIOErr {
 		t.Fatalf("discard past end: %d", st)
 	}
 }
@@ -455,8 +457,8 @@ func TestQcow2(t *testing.T) {
 		if got := r.dev.Capacity(); got != 3<<20/512 {
 			t.Fatalf("capacity %d sectors", got)
 		}
-		if r.dev.Features()&(blk.FDiscard|blk.FWriteZeroes) != 0 {
-			t.Fatal("discard/write-zeroes offered for qcow2")
+		if r.dev.Features()&(blk.FDiscard|blk.FWriteZeroes) != blk.FDiscard|blk.FWriteZeroes {
+			t.Fatal("discard/write-zeroes not offered for qcow2 with sparse=on")
 		}
 		data := pattern(65536+8192, byte(len(typ)))
 		if st, _, _ := r.do([][]byte{header(blk.TOut, 120), data[:4096], data[4096:]}, 0); st != blk.SOK {
@@ -468,14 +470,27 @@ func TestQcow2(t *testing.T) {
 		if st, _, _ := r.do([][]byte{header(blk.TFlush, 0)}, 0); st != blk.SOK {
 			t.Fatalf("flush: %d", st)
 		}
+		// Discard the second 64 KiB cluster, zero 4 KiB of the first.
+		if st, _, _ := r.do([][]byte{header(blk.TDiscard, 0), segment(128, 128, 0)}, 0); st != blk.SOK {
+			t.Fatalf("discard: %d", st)
+		}
+		if st, _, _ := r.do([][]byte{header(blk.TWriteZeroes, 0), segment(120, 8, 0)}, 0); st != blk.SOK {
+			t.Fatalf("write zeroes: %d", st)
+		}
+		copy(data[:4096], make([]byte, 4096))
+		copy(data[65536-120*512:], make([]byte, 65536))
+		if st, _, got := r.do([][]byte{header(blk.TIn, 120)}, uint32(len(data))); st != blk.SOK || !bytes.Equal(got, data) {
+			t.Fatalf("read after discard: %d", st)
+		}
 		if st, _, _ := r.do([][]byte{header(blk.TIn, 3<<20/512-1)}, 1024); st != blk.SIOErr {
 			t.Fatalf("read past the end: %d", st)
 		}
 		if err := r.dev.Close(); err != nil {
 			t.Fatal(err)
 		}
-		out := tool(t, "qemu-io", "-r", "-c", fmt.Sprintf("read -v %d 16", 120*512+4096), p)
-		if !strings.Contains(out, fmt.Sprintf("% x", data[4096:4096+16])) {
+		// What the device wrote past the discarded cluster, as qemu reads it.
+		out := tool(t, "qemu-io", "-r", "-c", fmt.Sprintf("read -v %d 16", 120*512+69632), p)
+		if !strings.Contains(out, fmt.Sprintf("% x", data[69632:69632+16])) {
 			t.Fatalf("qemu-io reads another thing:\n%s", out)
 		}
 		tool(t, "qemu-img", "check", "-q", p)

@@ -135,9 +135,7 @@ func openImage(cfg *config.DiskConfig) (*image, error) {
 		img.close()
 		return nil, fmt.Errorf("stat disk image: %w: %w", virtio.ErrBackend, err)
 	}
-	// Discard and write-zeroes punch holes in a raw file; a qcow2 image
-	// does not offer them (yet).
-	img.regular = fi.Mode().IsRegular() && q == nil
+	img.regular = fi.Mode().IsRegular()
 	img.granularity = cfg.LockGranularity
 	if err := img.lock(cfg.LockGranularity); err != nil {
 		img.close()
@@ -237,12 +235,20 @@ func (img *image) rw() readWriterAt {
 
 // punch deallocates [off, off+n), keeping the size.
 func (img *image) punch(off, n int64) error {
+	if img.qcow != nil {
+		return img.qcow.Discard(off, n)
+	}
 	return unix.Fallocate(int(img.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 }
 
 // zero makes [off, off+n) read as zeroes, preferring ZERO_RANGE and
 // writing zeroes where the file system has neither.
 func (img *image) zero(off, n int64, unmap bool) error {
+	if img.qcow != nil {
+		// Whole clusters lose their data either way: a qcow2 zero cluster
+		// is the cheap form of both.
+		return img.qcow.WriteZeroes(off, n)
+	}
 	fd := int(img.f.Fd())
 	if unmap {
 		if err := img.punch(off, n); err == nil {
