@@ -395,17 +395,15 @@ type testReporter struct {
 	// ("--- PASS: X", "--- SKIP: X"); failedNow those that failed in its
 	// current run ("--- FAIL: X"); running the last top-level test started
 	// ("=== RUN   X"); fails counts each test's failed tries ("" for a
-	// failure no test is named for); done marks packages RunTests is
-	// finished with.
+	// failure no test is named for).
 	passed    map[int][]string
 	failedNow map[int][]string
 	running   map[int]string
 	fails     map[int]map[string]int
-	done      []bool
 }
 
 func newTestReporter(out io.Writer, pkgs []testPkg) *testReporter {
-	r := &testReporter{out: out, pkgs: pkgs, status: make([]int, len(pkgs)), cur: -1, done: make([]bool, len(pkgs)),
+	r := &testReporter{out: out, pkgs: pkgs, status: make([]int, len(pkgs)), cur: -1,
 		passed: map[int][]string{}, failedNow: map[int][]string{}, running: map[int]string{}, fails: map[int]map[string]int{}}
 	for i := range r.status {
 		r.status[i] = -1
@@ -549,8 +547,9 @@ func (r *testReporter) died() {
 	}
 }
 
-// todo lists the packages the next boot runs, and forgets their status.
-// A package is finished when it passed (with what was given up skipped),
+// todo lists the packages the next boot runs, and forgets their status:
+// those a death left unfinished and, with rerun, those that failed. A
+// package is finished when it passed (with what was given up skipped),
 // when the package itself (no test named) failed MaxReruns+1 times, and,
 // without rerun, when it ran to its end at all.
 func (r *testReporter) todo(rerun bool) []int {
@@ -558,11 +557,7 @@ func (r *testReporter) todo(rerun bool) []int {
 	defer r.mu.Unlock()
 	var todo []int
 	for i, st := range r.status {
-		switch {
-		case r.done[i]:
-		case st == 0, st > 0 && (!rerun || r.fails[i][""] > MaxReruns):
-			r.done[i] = true
-		default:
+		if st < 0 || st > 0 && rerun && r.fails[i][""] <= MaxReruns {
 			todo = append(todo, i)
 			r.status[i] = -1
 		}
