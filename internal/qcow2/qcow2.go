@@ -116,7 +116,7 @@ func openFile(f *os.File, dir string, o Options) (*Image, error) {
 		return nil, err
 	}
 	img := &Image{f: f, readonly: o.ReadOnly, h: h, l2cache: map[int64][]uint64{}}
-	if err := img.check(fileSize); err != nil {
+	if err := img.check(); err != nil {
 		return nil, err
 	}
 	img.csize = 1 << h.ClusterBits
@@ -154,7 +154,7 @@ func openFile(f *os.File, dir string, o Options) (*Image, error) {
 }
 
 // check refuses what the package does not serve and what cannot be right.
-func (img *Image) check(fileSize int64) error {
+func (img *Image) check() error {
 	h := img.h
 	if h.ClusterBits < 9 || h.ClusterBits > 21 {
 		return fmt.Errorf("%w: cluster_bits %d", ErrFormat, h.ClusterBits)
@@ -310,19 +310,31 @@ func (img *Image) each(p []byte, off int64, do func(p []byte, vc, within int64) 
 		p, short = p[:rest], true
 	}
 	done := 0
-	for done < len(p) {
-		pos := off + int64(done)
-		within := pos & (img.csize - 1)
-		n := min(int64(len(p)-done), img.csize-within)
-		if err := do(p[done:done+int(n)], pos/img.csize, within); err != nil {
-			return done, err
+	err := img.clusters(off, int64(len(p)), func(vc, within, k int64) error {
+		if err := do(p[done:done+int(k)], vc, within); err != nil {
+			return err
 		}
-		done += int(n)
+		done += int(k)
+		return nil
+	})
+	if err == nil && short {
+		err = io.EOF
 	}
-	if short {
-		return done, io.EOF
+	return done, err
+}
+
+// clusters calls fn for each virtual cluster vc that [off, off+n) touches,
+// with the piece's start within the cluster and its length k.
+func (img *Image) clusters(off, n int64, fn func(vc, within, k int64) error) error {
+	for pos, end := off, off+n; pos < end; {
+		vc, within := pos/img.csize, pos&(img.csize-1)
+		k := min(end-pos, img.csize-within)
+		if err := fn(vc, within, k); err != nil {
+			return err
+		}
+		pos += k
 	}
-	return done, nil
+	return nil
 }
 
 // l2Entry is virtual cluster vc's L2 entry (0: unallocated), with the
@@ -458,7 +470,7 @@ func (img *Image) writeCluster(p []byte, vc, within int64) error {
 	}
 	// A whole new cluster: what the guest did not write comes from where
 	// the cluster read before.
-	c := make([]byte, img.csize)
+	c := p
 	if int64(len(p)) < img.csize {
 		switch {
 		case e&entryCompressed != 0:
@@ -466,13 +478,15 @@ func (img *Image) writeCluster(p []byte, vc, within int64) error {
 				return err
 			}
 		case img.isZero(e):
+			c = make([]byte, img.csize)
 		default:
+			c = make([]byte, img.csize)
 			if err := img.readBacking(c, vc*img.csize); err != nil {
 				return err
 			}
 		}
+		copy(c[within:], p)
 	}
-	copy(c[within:], p)
 	fresh := host == 0 || e&entryCompressed != 0
 	if fresh {
 		// A preallocated zero cluster keeps its host cluster.
@@ -487,11 +501,24 @@ func (img *Image) writeCluster(p []byte, vc, within int64) error {
 		return err
 	}
 	if e&entryCompressed != 0 {
-		start, end := img.compressedRange(e)
-		for hc := start / img.csize; hc*img.csize < end; hc++ {
-			if err := img.addRef(hc, -1); err != nil {
-				return err
-			}
+		return img.unrefCompressed(e)
+	}
+	return nil
+}
+
+// unrefCompressed drops the references a compressed cluster's data holds
+// on the host clusters it spans.
+func (img *Image) unrefCompressed(e uint64) error {
+	start, end := img.compressedRange(e)
+	return img.addRefs(start, end, -1)
+}
+
+// addRefs adds d to the refcount of every host cluster [start, end)
+// touches.
+func (img *Image) addRefs(start, end, d int64) error {
+	for hc := start / img.csize; hc*img.csize < end; hc++ {
+		if err := img.addRef(hc, d); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -512,44 +539,41 @@ func (img *Image) checkData(host int64) error {
 // is left as it is, as a discard may): they read as zeroes after, and
 // their host clusters are freed and punched out of the file.
 func (img *Image) Discard(off, n int64) error {
-	return img.zeroRange(off, n, false)
+	return img.zeroRange(off, n, true, false)
 }
 
-// WriteZeroes makes [off, off+n) read as zeroes: whole clusters are
-// deallocated as by Discard, the ends are written.
-func (img *Image) WriteZeroes(off, n int64) error {
-	return img.zeroRange(off, n, true)
+// WriteZeroes makes [off, off+n) read as zeroes. With unmap, whole
+// clusters are deallocated as by Discard and the ends written; without
+// (upstream's sparse=off), zeroes are written and the clusters stay
+// allocated.
+func (img *Image) WriteZeroes(off, n int64, unmap bool) error {
+	return img.zeroRange(off, n, unmap, true)
 }
 
-func (img *Image) zeroRange(off, n int64, partial bool) error {
+// zeroRange deallocates the whole clusters of [off, off+n) when
+// dealloc, and writes zeroes over the rest when write.
+func (img *Image) zeroRange(off, n int64, dealloc, write bool) error {
 	if img.readonly {
 		return ErrReadOnly
 	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	if off < 0 || n < 0 || off+n > img.Size() {
 		return fmt.Errorf("range %d+%d outside the disk's %d bytes: %w", off, n, img.Size(), io.EOF)
 	}
-	img.mu.Lock()
-	defer img.mu.Unlock()
 	var zeroes []byte
-	for pos, end := off, off+n; pos < end; {
-		vc, within := pos/img.csize, pos&(img.csize-1)
-		k := min(end-pos, img.csize-within)
+	return img.clusters(off, n, func(vc, within, k int64) error {
 		switch {
-		case k == img.csize:
-			if err := img.zeroCluster(vc); err != nil {
-				return err
-			}
-		case partial:
+		case dealloc && k == img.csize:
+			return img.zeroCluster(vc)
+		case write:
 			if zeroes == nil {
 				zeroes = make([]byte, img.csize)
 			}
-			if err := img.writeCluster(zeroes[:k], vc, within); err != nil {
-				return err
-			}
+			return img.writeCluster(zeroes[:k], vc, within)
 		}
-		pos += k
-	}
-	return nil
+		return nil
+	})
 }
 
 // zeroCluster makes virtual cluster vc read as zeroes without data: an
@@ -585,12 +609,7 @@ func (img *Image) zeroCluster(vc int64) error {
 	}
 	switch host := int64(e & offsetMask); {
 	case e&entryCompressed != 0:
-		start, end := img.compressedRange(e)
-		for hc := start / img.csize; hc*img.csize < end; hc++ {
-			if err := img.addRef(hc, -1); err != nil {
-				return err
-			}
-		}
+		return img.unrefCompressed(e)
 	case host != 0:
 		if err := img.addRef(host/img.csize, -1); err != nil {
 			return err
@@ -722,12 +741,10 @@ func (img *Image) growReftable() error {
 		return err
 	}
 	// addRef writes new blocks' entries into the new table.
-	for c := range n {
-		if err := img.addRef(off/img.csize+c, 1); err != nil {
-			return err
-		}
+	if err := img.addRefs(off, off+n*img.csize, 1); err != nil {
+		return err
 	}
-	if err := img.f.Sync(); err != nil {
+	if err := img.sync(); err != nil {
 		return err
 	}
 	var b [12]byte
@@ -736,15 +753,10 @@ func (img *Image) growReftable() error {
 	if _, err := img.f.WriteAt(b[:], 48); err != nil {
 		return err
 	}
-	if err := img.f.Sync(); err != nil {
+	if err := img.sync(); err != nil {
 		return err
 	}
-	for c := range oldClusters {
-		if err := img.addRef(oldOff/img.csize+c, -1); err != nil {
-			return err
-		}
-	}
-	return nil
+	return img.addRefs(oldOff, oldOff+oldClusters*img.csize, -1)
 }
 
 // Resize grows the virtual disk to size bytes, moving the L1 table to a
@@ -779,7 +791,7 @@ func (img *Image) Resize(size int64) error {
 		return err
 	}
 	img.h.Size = uint64(size)
-	return img.f.Sync()
+	return img.sync()
 }
 
 // growL1 moves the L1 table to n entries at the end of the file, then
@@ -800,12 +812,10 @@ func (img *Image) growL1(n int64) error {
 	if _, err := img.f.WriteAt(b, off); err != nil {
 		return err
 	}
-	for c := range clusters(n) {
-		if err := img.addRef(off/img.csize+c, 1); err != nil {
-			return err
-		}
+	if err := img.addRefs(off, img.end, 1); err != nil {
+		return err
 	}
-	if err := img.f.Sync(); err != nil {
+	if err := img.sync(); err != nil {
 		return err
 	}
 	var h [12]byte
@@ -814,16 +824,11 @@ func (img *Image) growL1(n int64) error {
 	if _, err := img.f.WriteAt(h[:], 36); err != nil {
 		return err
 	}
-	if err := img.f.Sync(); err != nil {
+	if err := img.sync(); err != nil {
 		return err
 	}
 	img.l1, img.h.L1Size, img.h.L1TableOffset = l1, uint32(n), uint64(off)
-	for c := range clusters(oldN) {
-		if err := img.addRef(oldOff/img.csize+c, -1); err != nil {
-			return err
-		}
-	}
-	return nil
+	return img.addRefs(oldOff, oldOff+oldN*8, -1)
 }
 
 func (img *Image) writeReftable() error {
@@ -840,8 +845,12 @@ func (img *Image) Flush() error {
 	if img.readonly {
 		return nil
 	}
-	return img.f.Sync()
+	return img.sync()
 }
+
+// sync is fdatasync: metadata lives in the file's data, and a grown file's
+// size is flushed with it.
+func (img *Image) sync() error { return unix.Fdatasync(int(img.f.Fd())) }
 
 // Close closes the image and its backing file.
 func (img *Image) Close() error {

@@ -490,12 +490,22 @@ func TestDiscardAndWriteZeroes(t *testing.T) {
 			}
 			ref.WriteAt(make([]byte, 300<<10-4096), 600<<10+4096)
 			// WriteZeroes over data and the ends of clusters.
-			if err := img.WriteZeroes(1<<20+5, 200<<10); err != nil {
+			if err := img.WriteZeroes(1<<20+5, 200<<10, true); err != nil {
 				t.Fatal(err)
 			}
 			ref.WriteAt(make([]byte, 200<<10), 1<<20+5)
-			if err := img.WriteZeroes(3<<20, 8192); err != nil { // clusters never written
+			if err := img.WriteZeroes(3<<20, 8192, true); err != nil { // clusters never written
 				t.Fatal(err)
+			}
+			// Without unmap (sparse=off) the zeroed cluster keeps its
+			// host cluster, written with zeroes.
+			before, _, _ := img.l2Entry(1<<20/4096 + 100)
+			if err := img.WriteZeroes(1<<20+400<<10, 4096, false); err != nil {
+				t.Fatal(err)
+			}
+			ref.WriteAt(make([]byte, 4096), 1<<20+400<<10)
+			if after, _, _ := img.l2Entry(1<<20/4096 + 100); after != before || after&offsetMask == 0 {
+				t.Fatalf("sparse=off write-zeroes: entry %#x, was %#x", after, before)
 			}
 			ref.WriteAt(make([]byte, 8192), 3<<20)
 			if err := img.Discard(0, size+1); err == nil {

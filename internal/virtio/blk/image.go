@@ -245,9 +245,7 @@ func (img *image) punch(off, n int64) error {
 // writing zeroes where the file system has neither.
 func (img *image) zero(off, n int64, unmap bool) error {
 	if img.qcow != nil {
-		// Whole clusters lose their data either way: a qcow2 zero cluster
-		// is the cheap form of both.
-		return img.qcow.WriteZeroes(off, n)
+		return img.qcow.WriteZeroes(off, n, unmap)
 	}
 	fd := int(img.f.Fd())
 	if unmap {
