@@ -2,6 +2,7 @@ package blk
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -34,7 +35,7 @@ func detectFormat(f *os.File, size int64) (config.ImageType, error) {
 		return "", err
 	}
 	switch {
-	case bytes.HasPrefix(head[:], []byte("QFI\xfb")):
+	case binary.BigEndian.Uint32(head[:]) == qcow2.Magic:
 		return config.ImageQcow2, nil
 	case bytes.Equal(head[:], []byte("vhdxfile")):
 		return config.ImageVhdx, nil
