@@ -11,8 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/nimbus-vmm/nimbus/internal/cachedir"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 )
 
@@ -50,18 +49,11 @@ type Kernel struct {
 // packages) serialize on a lock file.
 func EnsureKernel(ctx context.Context, cacheDir string) (*Kernel, error) {
 	kdir := filepath.Join(cacheDir, "kernel")
-	if err := os.MkdirAll(kdir, 0o755); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKernel, err)
-	}
-	lock, err := os.OpenFile(filepath.Join(kdir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	unlock, err := cachedir.Lock(kdir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKernel, err)
 	}
-	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return nil, fmt.Errorf("%w: locking %s: %w", ErrKernel, kdir, err)
-	}
-	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+	defer unlock()
 
 	// A cached kernel is used as is, so runs work offline once fetched.
 	if cur, err := os.ReadFile(filepath.Join(kdir, "current")); err == nil {

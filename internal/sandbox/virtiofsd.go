@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/nimbus-vmm/nimbus/internal/cachedir"
 )
 
 // EnvVirtiofsd is Debian's virtiofsd where the command runs, for the
@@ -38,18 +38,11 @@ func EnsureVirtiofsd(ctx context.Context, cacheDir string) (string, error) {
 		}
 	}
 	dir := filepath.Join(cacheDir, "virtiofsd")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("%w: %w", ErrVirtiofsd, err)
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	unlock, err := cachedir.Lock(dir)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrVirtiofsd, err)
 	}
-	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return "", fmt.Errorf("%w: %w", ErrVirtiofsd, err)
-	}
-	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+	defer unlock()
 	root := filepath.Join(dir, "root")
 	if p, ok := findVirtiofsd(root); ok {
 		return p, nil
