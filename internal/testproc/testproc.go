@@ -10,7 +10,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nimbus-vmm/nimbus/internal/syncbuf"
 )
@@ -110,4 +112,46 @@ func Tool(t testing.TB, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// Diagnose is for a test that gave up on a running process: each thread's
+// name, scheduler state, kernel wait channel and current system call
+// (/proc/PID/task/*: a vCPU thread in KVM_RUN shows syscall 16, ioctl,
+// with the KVM_RUN number 0xae80), then, for a Go program, every
+// goroutine's stack from the dump SIGQUIT makes it print as it exits
+// (waited for up to wait). An exited process gives its output only.
+func (p *Proc) Diagnose(wait time.Duration) string {
+	select {
+	case <-p.exited:
+		return p.Output()
+	default:
+	}
+	var s strings.Builder
+	pid := p.Cmd.Process.Pid
+	task := fmt.Sprintf("/proc/%d/task", pid)
+	ents, _ := os.ReadDir(task)
+	fmt.Fprintf(&s, "threads of %d (name state wchan syscall):\n", pid)
+	for _, e := range ents {
+		read := func(f string) string {
+			b, _ := os.ReadFile(filepath.Join(task, e.Name(), f))
+			return strings.TrimSpace(string(b))
+		}
+		state := read("stat")
+		if i := strings.LastIndexByte(state, ')'); i >= 0 && i+2 < len(state) {
+			state = strings.Fields(state[i+2:])[0]
+		}
+		sc := strings.Fields(read("syscall"))
+		if len(sc) > 2 {
+			sc = sc[:3]
+		}
+		fmt.Fprintf(&s, "  %s %s %s %s %s\n", e.Name(), read("comm"), state, read("wchan"), strings.Join(sc, " "))
+	}
+	p.Cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-p.exited:
+	case <-time.After(wait):
+	}
+	s.WriteString("output (a SIGQUIT dump at the end):\n")
+	s.WriteString(p.Output())
+	return s.String()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -86,5 +87,34 @@ func TestStartViaInheritsTheThreadsNamespace(t *testing.T) {
 	}
 	if h, _ := os.Hostname(); h == "nimbus-via" {
 		t.Fatal("the test's own hostname changed")
+	}
+}
+
+// TestDiagnose: a running Go program's threads are listed and its
+// goroutines dumped by SIGQUIT; the process is gone afterwards.
+func TestDiagnose(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "main.go")
+	os.WriteFile(src, []byte("package main\nimport \"time\"\nfunc sleeper() { time.Sleep(time.Hour) }\nfunc main() { println(\"ready\"); sleeper() }\n"), 0o644)
+	bin := filepath.Join(dir, "sleeper")
+	if out, err := exec.Command(gobin, "build", "-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	p := Start(t, bin)
+	for !strings.Contains(p.Output(), "ready") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	d := p.Diagnose(10 * time.Second)
+	for _, want := range []string{"threads of ", " sleeper S ", "SIGQUIT", "main.sleeper"} {
+		if !strings.Contains(d, want) {
+			t.Errorf("diagnosis lacks %q:\n%s", want, d)
+		}
+	}
+	if exited, _ := p.Wait(context.Background()); !exited {
+		t.Error("still running")
 	}
 }
