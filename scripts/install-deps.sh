@@ -21,6 +21,10 @@
 #                    (grub-mkstandalone) on a GPT EFI system partition
 #                    (sfdisk, mkfs.vfat, mcopy); nothing is installed to a
 #                    boot loader
+#   debootstrap      the Debian disk image with systemd that the
+#                    distribution tests boot (internal/debimage builds it
+#                    once into build/cache, from the archive the machine's
+#                    apt sources name)
 # Debian's virtiofsd is fetched, not installed: internal/sandbox.EnsureVirtiofsd.
 # The guest/sandbox kernel is NOT installed: internal/sandbox.EnsureKernel
 # fetches the package linux-image-amd64 depends on with `apt-get download`
@@ -31,7 +35,7 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 # Wait for other apt/dpkg runs instead of failing on their lock.
 APT=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(busybox-static curl e2fsprogs grub-common grub-efi-amd64-bin dosfstools mtools fdisk dpdk-dev)
+pkgs=(busybox-static curl e2fsprogs grub-common grub-efi-amd64-bin dosfstools mtools fdisk dpdk-dev debootstrap)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 

@@ -6,12 +6,15 @@
 //	nimbus-sandbox test [-run REGEX] [-timeout D] [-pkg-timeout D] [-stall D] [-rerun-failed] [-qemu] [-mode M] [-env K=V]... PKG...
 //	nimbus-sandbox kernel
 //	nimbus-sandbox image -o DIR [-script SH] [-stay]
+//	nimbus-sandbox debian
 //
 // The first form exits with the command's status (125 if the sandbox
 // itself failed). `test` exits 1 if any package failed. `kernel` fetches
 // the Debian kernel into the build cache and prints its paths. `image`
 // writes DIR/vmlinuz (a link to the cached kernel) and DIR/initramfs (a
 // guestimage test guest with the default virtio modules), for demos.
+// `debian` builds the Debian disk image once (internal/debimage) and prints
+// its directory.
 package main
 
 import (
@@ -27,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nimbus-vmm/nimbus/internal/debimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/sandbox"
 )
@@ -86,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 0
 		case "image":
 			return runImage(ctx, args[1:], stdout, stderr)
+		case "debian":
+			return runDebian(ctx, stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("nimbus-sandbox", flag.ContinueOnError)
@@ -100,7 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Var(modeFlag{&cfg.Mode}, "mode", "auto (host where it has hardware KVM, else qemu), qemu or host")
 	fs.BoolVar(&cfg.WithQEMU, "qemu", false, "make the host's QEMU available to the command as $"+sandbox.EnvQEMU)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: nimbus-sandbox [flags] -- CMD ARGS...\n       nimbus-sandbox test [-run REGEX] [-qemu] PKG...\n       nimbus-sandbox kernel\n")
+		fmt.Fprintf(stderr, "usage: nimbus-sandbox [flags] -- CMD ARGS...\n       nimbus-sandbox test [-run REGEX] [-qemu] PKG...\n       nimbus-sandbox kernel\n       nimbus-sandbox debian\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -139,6 +145,7 @@ func runTests(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.DurationVar(&tc.Stall, "stall", 4*time.Minute, "treat the sandbox as dead after this long without console output (negative: never)")
 	fs.BoolVar(&tc.WithQEMU, "qemu", false, "ship the host's QEMU into the sandbox for reference guests ("+sandbox.EnvQEMU+")")
 	fs.Var(modeFlag{&tc.Mode}, "mode", "auto, qemu or host")
+	fs.BoolVar(&tc.Debian, "debian", false, "ship the Debian disk image (built on first use with debootstrap) as $"+sandbox.EnvDebian)
 	var env listFlag
 	fs.Var(&env, "env", "set K=V for the test binaries (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -176,6 +183,20 @@ func runKernel(ctx context.Context, stdout, stderr io.Writer) int {
 	if errors.Is(err, sandbox.ErrMissingTool) {
 		return exitSandboxFailure
 	}
+	return 1
+}
+
+// runDebian builds (once) the Debian disk image and prints its directory.
+func runDebian(ctx context.Context, stdout, stderr io.Writer) int {
+	dir, err := sandbox.DefaultCacheDir()
+	if err == nil {
+		var img *debimage.Image
+		if img, err = sandbox.EnsureDebian(ctx, dir, stderr); err == nil {
+			fmt.Fprintln(stdout, img.Dir)
+			return 0
+		}
+	}
+	fmt.Fprintf(stderr, "nimbus-sandbox: %v\n", err)
 	return 1
 }
 

@@ -47,6 +47,9 @@ type TestConfig struct {
 	// knobs such as NIMBUS_LIFECYCLE_CYCLES=20).
 	Env      []string
 	CacheDir string // default DefaultCacheDir()
+	// Debian ships the Debian disk image (EnsureDebian, built on first
+	// use) as EnvDebian.
+	Debian bool
 }
 
 // TestSummary counts test packages.
@@ -209,6 +212,13 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	// CLOUDHV.fd, where scripts/install-deps.sh fetched it.
 	if fw := filepath.Join(tc.Root, "build", "firmware", "CLOUDHV.fd"); fileExists(fw) {
 		env = append(env, EnvFirmware+"="+loc(fw, "/nimbus/guest/CLOUDHV.fd"))
+	}
+	if tc.Debian {
+		img, err := EnsureDebian(ctx, tc.CacheDir, tc.Log)
+		if err != nil {
+			return sum, err
+		}
+		env = append(env, EnvDebian+"="+loc(img.Dir, "/nimbus/guest/debian"))
 	}
 	// Without virtiofsd only the virtio-fs tests fail (they name the
 	// variable); the log says why.

@@ -6,7 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
+
+	"github.com/nimbus-vmm/nimbus/internal/debimage"
 )
 
 // EnvUEFIESP is an EFI system partition image (FAT) holding a standalone
@@ -112,26 +113,5 @@ func BuildUEFIDisk(ctx context.Context, out, esp, kernel, initramfs, cmdline str
 	if err := run(ctx, dir, "mkfs.ext4", "-q", "-F", "-d", boot, bootImg); err != nil {
 		return fmt.Errorf("boot partition: mkfs.ext4 (e2fsprogs): %w", err)
 	}
-	espData, err := os.ReadFile(esp)
-	if err != nil {
-		return err
-	}
-	bootData, err := os.ReadFile(bootImg)
-	if err != nil {
-		return err
-	}
-	// 1 MiB for the GPT, the two partitions, 1 MiB for the backup GPT.
-	img := make([]byte, 1<<20+len(espData)+len(bootData)+1<<20)
-	copy(img[1<<20:], espData)
-	copy(img[1<<20+len(espData):], bootData)
-	if err := os.WriteFile(out, img, 0o644); err != nil {
-		return err
-	}
-	cmd := exec.CommandContext(ctx, "sfdisk", "-q", out)
-	cmd.Stdin = strings.NewReader(fmt.Sprintf("label: gpt\nstart=2048, size=%d, type=uefi, name=\"EFI system\"\nsize=%d, type=linux, name=\"boot\"\n",
-		len(espData)/512, len(bootData)/512))
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("partitioning %s: sfdisk (fdisk): %w: %s", out, err, strings.TrimSpace(string(b)))
-	}
-	return nil
+	return debimage.WriteGPTDisk(ctx, out, esp, bootImg, "boot")
 }

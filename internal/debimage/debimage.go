@@ -1,0 +1,358 @@
+// Package debimage builds the Debian disk that the distribution tests and
+// `make demo-debian` boot: debootstrap's minbase with systemd, udev and
+// iproute2 in an ext4 file system (no partition table: root=/dev/vda), with
+// the Debian kernel the sandbox uses and a small initramfs that loads the
+// virtio and ext4 drivers, mounts root= and hands over to systemd. The image
+// is kept as a zlib-compressed qcow2 (a 2 GiB disk in about 60 MiB), built
+// once per recipe into the build cache.
+package debimage
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/nimbus-vmm/nimbus/internal/cachedir"
+	"github.com/nimbus-vmm/nimbus/internal/guestimage"
+)
+
+// ErrImage is the category of every error building the image.
+var ErrImage = errors.New("debian image")
+
+// What the image is, for tests and the README.
+const (
+	Hostname     = "nimbus-debian"
+	RootPassword = "nimbus" // root's password on the consoles
+	Label        = "nimbus-root"
+	DiskSize     = 2 << 30 // the ext4 file system's size; the qcow2 stores what is used
+
+	// File names in Image.Dir.
+	QCOW2File  = "debian.qcow2"
+	UEFIFile   = "debian-uefi.qcow2"
+	KernelFile = "vmlinuz"
+	InitrdFile = "initrd.img"
+)
+
+// GrubMenu is the root file system's /nimbus.cfg: the menu that the
+// standalone GRUB on the UEFI disk's EFI system partition looks for on
+// every partition (sandbox.GrubEmbeddedConfig) and runs.
+const GrubMenu = `set timeout=0
+menuentry "Debian GNU/Linux (Nimbus image)" {
+  linux /boot/vmlinuz root=LABEL=` + Label + ` rw console=ttyS0
+  initrd /boot/initrd.img
+}
+`
+
+// Packages are installed beside debootstrap's minbase: an init system, a
+// device manager, network tools, and kmod for the modules udev loads.
+var Packages = []string{"systemd", "systemd-sysv", "udev", "dbus", "kmod", "iproute2"}
+
+// InitrdModules are loaded by the initramfs before root is mounted: the
+// test guests' drivers (so that console=hvc0 has its device before
+// systemd starts) and ext4. The same modules are in the root file system
+// for udev.
+var InitrdModules = append(append([]string{}, guestimage.DefaultModules...), "ext4", "crc32c_generic")
+
+// recipe changes the cache key when the way the image is made changes.
+const recipe = "debimage 2"
+
+// Kernel is the kernel the image carries in /boot and beside itself.
+type Kernel struct {
+	Image   string                  // bzImage
+	Version string                  // uname -r
+	Modules *guestimage.ModuleIndex // its modules
+}
+
+// Options say where the image is built and from what.
+type Options struct {
+	CacheDir string // the image goes to CacheDir/debian/<key>
+	Kernel   Kernel
+	Busybox  string // static busybox for the initramfs
+	ESP      string // an EFI system partition image with GRUB, for the UEFI disk
+	Suite    string // Debian suite; default the host's VERSION_CODENAME
+	Mirror   string // archive URI; default the one the host's apt sources name for Suite
+	Log      io.Writer
+}
+
+// Image is a built image.
+type Image struct {
+	Dir    string // holds the files below
+	QCOW2  string // the root file system as a compressed qcow2
+	UEFI   string // a GPT disk, Options.ESP then the root file system, as a compressed qcow2
+	Kernel string // the kernel, also /boot/vmlinuz in the image
+	Initrd string // the initramfs, also /boot/initrd.img in the image
+}
+
+func (o *Options) key() string {
+	h := sha256.New()
+	fmt.Fprintln(h, recipe, o.Suite, o.Kernel.Version, strings.Join(Packages, ","), strings.Join(InitrdModules, ","))
+	io.WriteString(h, initScript(nil))
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// Ensure returns the cached image for opts, building it first if needed
+// (debootstrap, chroot, mkfs.ext4 and qemu-img, as root; about a minute
+// and 150 MiB of downloads). Concurrent callers wait for one build.
+func Ensure(ctx context.Context, opts Options) (*Image, error) {
+	if opts.Log == nil {
+		opts.Log = io.Discard
+	}
+	if opts.Suite == "" {
+		s, err := hostSuite()
+		if err != nil {
+			return nil, err
+		}
+		opts.Suite = s
+	}
+	dir := filepath.Join(opts.CacheDir, "debian")
+	unlock, err := cachedir.Lock(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	defer unlock()
+
+	final := filepath.Join(dir, opts.key())
+	img := &Image{Dir: final, QCOW2: filepath.Join(final, QCOW2File), UEFI: filepath.Join(final, UEFIFile),
+		Kernel: filepath.Join(final, KernelFile), Initrd: filepath.Join(final, InitrdFile)}
+	if _, err := os.Stat(img.QCOW2); err == nil {
+		return img, nil
+	}
+	if opts.Mirror == "" {
+		m, err := AptMirror(opts.Suite)
+		if err != nil {
+			return nil, err
+		}
+		opts.Mirror = m
+	}
+	tmp, err := os.MkdirTemp(dir, "build-")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	defer os.RemoveAll(tmp)
+	if err := build(ctx, &opts, tmp); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	// Images of older recipes or kernels are not used again.
+	old, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for _, p := range old {
+		if p != final && !strings.HasPrefix(filepath.Base(p), ".") {
+			os.RemoveAll(p)
+		}
+	}
+	return img, nil
+}
+
+// build makes the three files in out (and removes its scratch root).
+func build(ctx context.Context, o *Options, out string) error {
+	root := filepath.Join(out, "root")
+	fmt.Fprintf(o.Log, "debimage: debootstrap %s from %s (minbase + %s)\n", o.Suite, o.Mirror, strings.Join(Packages, " "))
+	if err := run(ctx, out, nil, "debootstrap", "--variant=minbase", "--include="+strings.Join(Packages, ","),
+		o.Suite, root, o.Mirror); err != nil {
+		return err
+	}
+	initrd, err := Initramfs(o.Busybox, o.Kernel.Modules)
+	if err != nil {
+		return err
+	}
+	kernel, err := os.ReadFile(o.Kernel.Image)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	if err := configure(ctx, root, o.Kernel, kernel, initrd); err != nil {
+		return err
+	}
+	raw := filepath.Join(out, "root.img")
+	if err := os.WriteFile(raw, nil, 0o644); err != nil {
+		return fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	if err := os.Truncate(raw, DiskSize); err != nil {
+		return fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	fmt.Fprintf(o.Log, "debimage: mkfs.ext4 -d and qemu-img convert -c\n")
+	if err := run(ctx, out, nil, "mkfs.ext4", "-q", "-F", "-L", Label, "-d", root, raw); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(root); err != nil {
+		return fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	if err := run(ctx, out, nil, "qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", raw, QCOW2File); err != nil {
+		return err
+	}
+	uefi := filepath.Join(out, "uefi.img")
+	if err := WriteGPTDisk(ctx, uefi, o.ESP, raw, "root"); err != nil {
+		return err
+	}
+	if err := run(ctx, out, nil, "qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", uefi, UEFIFile); err != nil {
+		return err
+	}
+	for _, f := range []string{raw, uefi} {
+		if err := os.Remove(f); err != nil {
+			return fmt.Errorf("%w: %w", ErrImage, err)
+		}
+	}
+	for name, data := range map[string][]byte{KernelFile: kernel, InitrdFile: initrd} {
+		if err := os.WriteFile(filepath.Join(out, name), data, 0o644); err != nil {
+			return fmt.Errorf("%w: %w", ErrImage, err)
+		}
+	}
+	return nil
+}
+
+// configure makes the debootstrapped tree a machine: a host name, root's
+// password, the root file system in fstab, GRUB's menu, the kernel's modules for udev,
+// the kernel and initramfs in /boot; and it drops what a test disk does
+// not need (documentation, translations, apt's lists and caches, apt's
+// daily timers).
+func configure(ctx context.Context, root string, k Kernel, kernel, initrd []byte) error {
+	files := map[string]string{
+		"etc/hostname":   Hostname + "\n",
+		"etc/hosts":      "127.0.0.1 localhost\n127.0.1.1 " + Hostname + "\n::1 localhost ip6-localhost ip6-loopback\n",
+		"etc/fstab":      "LABEL=" + Label + " / ext4 rw,errors=remount-ro 0 1\n",
+		"etc/machine-id": "", // made at first boot, so no two guests share one
+		"nimbus.cfg":     GrubMenu,
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(text), 0o644); err != nil {
+			return fmt.Errorf("%w: %w", ErrImage, err)
+		}
+	}
+	for name, data := range map[string][]byte{"boot/vmlinuz": kernel, "boot/initrd.img": initrd} {
+		if err := os.WriteFile(filepath.Join(root, name), data, 0o644); err != nil {
+			return fmt.Errorf("%w: %w", ErrImage, err)
+		}
+	}
+	if err := run(ctx, root, strings.NewReader("root:"+RootPassword+"\n"), "chroot", root, "chpasswd"); err != nil {
+		return err
+	}
+	mods := filepath.Join(root, "lib", "modules", k.Version)
+	if err := k.Modules.ExportModules(mods, slices(guestimage.DefaultModules, guestimage.OptionalModules)...); err != nil {
+		return fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	if err := run(ctx, root, nil, "chroot", root, "depmod", "-a", k.Version); err != nil {
+		return err
+	}
+	var drop []string
+	for _, g := range []string{"usr/share/doc/*", "usr/share/man/*", "usr/share/info/*", "usr/share/locale/*",
+		"var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*",
+		"etc/systemd/system/timers.target.wants/apt-daily*.timer",
+		"var/lib/dbus/machine-id"} { // dbus falls back to /etc/machine-id
+		m, _ := filepath.Glob(filepath.Join(root, g))
+		drop = append(drop, m...)
+	}
+	for _, p := range drop {
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("%w: %w", ErrImage, err)
+		}
+	}
+	return nil
+}
+
+func slices(a, b []string) []string { return append(append([]string{}, a...), b...) }
+
+// Initramfs is the image's initramfs: busybox, InitrdModules and an /init
+// that mounts root= (a device, LABEL= or UUID=; read-only unless rw) and
+// switches to its init= (default /sbin/init).
+func Initramfs(busybox string, ix *guestimage.ModuleIndex) ([]byte, error) {
+	b := guestimage.NewBuilder()
+	if err := b.AddBusybox(busybox); err != nil {
+		return nil, err
+	}
+	mods, err := b.AddModules(ix, InitrdModules...)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.AddFile("/init", []byte(initScript(mods)), 0o755); err != nil {
+		return nil, err
+	}
+	return b.Bytes(guestimage.Gzip)
+}
+
+// initScript is the initramfs's /init. A root that does not come gives up
+// after 10 s with a message and powers off rather than hang the boot.
+func initScript(modules []string) string {
+	var s strings.Builder
+	s.WriteString(`#!/bin/sh
+# Nimbus Debian image initramfs (internal/debimage).
+/bin/busybox --install -s
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+`)
+	for _, m := range modules {
+		fmt.Fprintf(&s, "insmod %s || echo \"initramfs: insmod %s failed\"\n", m, m)
+	}
+	s.WriteString(`root=LABEL=` + Label + ` mode=ro init=/sbin/init
+for a in $(cat /proc/cmdline); do
+  case "$a" in
+    root=*) root=${a#root=} ;;
+    rw) mode=rw ;;
+    ro) mode=ro ;;
+    init=*) init=${a#init=} ;;
+  esac
+done
+fail() { echo "initramfs: $*"; sleep 1; poweroff -f; }
+i=0
+while :; do
+  case "$root" in
+    LABEL=*|UUID=*) dev=$(findfs "$root" 2>/dev/null) ;;
+    *) dev=$root ;;
+  esac
+  [ -n "$dev" ] && [ -b "$dev" ] && break
+  i=$((i + 1))
+  [ $i -ge 100 ] && fail "root device $root did not appear"
+  sleep 0.1
+done
+mkdir -p /newroot
+mount -t ext4 -o "$mode" "$dev" /newroot || fail "cannot mount $dev"
+[ -x "/newroot$init" ] || [ -L "/newroot$init" ] || fail "no $init on $dev"
+umount /sys /proc
+mount --move /dev /newroot/dev
+exec switch_root /newroot "$init"
+`)
+	return s.String()
+}
+
+// hostSuite is the host's Debian codename (os-release VERSION_CODENAME).
+func hostSuite() (string, error) {
+	b, err := os.ReadFile("/etc/os-release")
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VERSION_CODENAME="); ok && strings.Trim(v, `"`) != "" {
+			return strings.Trim(v, `"`), nil
+		}
+	}
+	return "", fmt.Errorf("%w: no VERSION_CODENAME in /etc/os-release: not Debian?", ErrImage)
+}
+
+// run runs a build step, its output kept for the error.
+func run(ctx context.Context, dir string, stdin io.Reader, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir, cmd.Stdin = dir, stdin
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		tail := out.String()
+		if len(tail) > 4000 {
+			tail = "..." + tail[len(tail)-4000:]
+		}
+		if errors.Is(err, exec.ErrNotFound) {
+			return fmt.Errorf("%w: %s not found (scripts/install-deps.sh installs debootstrap, e2fsprogs, qemu-utils): %w", ErrImage, name, err)
+		}
+		return fmt.Errorf("%w: %s %s: %w\n%s", ErrImage, name, strings.Join(args, " "), err, strings.TrimSpace(tail))
+	}
+	return nil
+}
