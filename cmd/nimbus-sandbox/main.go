@@ -145,6 +145,7 @@ func runTests(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.DurationVar(&tc.Stall, "stall", 4*time.Minute, "treat the sandbox as dead after this long without console output (negative: never)")
 	fs.BoolVar(&tc.WithQEMU, "qemu", false, "ship the host's QEMU into the sandbox for reference guests ("+sandbox.EnvQEMU+")")
 	fs.Var(modeFlag{&tc.Mode}, "mode", "auto, qemu or host")
+	fs.IntVar(&tc.Tries, "tries", sandbox.MaxReruns+1, "with -rerun-failed, how many tries a failing test gets, each in a fresh boot")
 	fs.BoolVar(&tc.Debian, "debian", false, "ship the Debian disk image (built on first use with debootstrap) as $"+sandbox.EnvDebian)
 	var env listFlag
 	fs.Var(&env, "env", "set K=V for the test binaries (repeatable)")

@@ -47,6 +47,9 @@ type TestConfig struct {
 	// knobs such as NIMBUS_LIFECYCLE_CYCLES=20).
 	Env      []string
 	CacheDir string // default DefaultCacheDir()
+	// Tries is how many tries a failing test gets with Rerun, each in a
+	// fresh boot (default MaxReruns+1).
+	Tries int
 	// Debian ships the Debian disk image (EnsureDebian, built on first
 	// use) as EnvDebian.
 	Debian bool
@@ -243,6 +246,9 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	}
 	runScript := loc(scriptPath, "/nimbus/run-tests.sh")
 	rep := newTestReporter(tc.Stdout, run)
+	if tc.Tries > 0 {
+		rep.reruns = tc.Tries - 1
+	}
 	// One sandbox boot runs every package. Nested KVM under QEMU's TCG is
 	// not bullet-proof: guests go silent or triple-fault, the L1 kernel
 	// panics or locks up, and once it starts the rest of that boot tends to
@@ -250,13 +256,13 @@ func RunTests(ctx context.Context, tc TestConfig) (TestSummary, error) {
 	// fresh boot). So with Rerun each package runs -test.failfast and the
 	// script stops at the first failure; the next boot goes on from there:
 	// the failed test again, then everything not yet run, without what
-	// passed. A test gets MaxReruns+1 tries, each after the first in a
+	// passed. A test gets Tries (MaxReruns+1) tries, each after the first in a
 	// fresh boot; a test still failing then is given up (the package
 	// fails) and the rest goes on. A sandbox death (ErrBoot: no exit
 	// marker) or stall counts as a failed try of the test it was running;
-	// at most maxDeaths of them, within Timeout. Without Rerun a package
+	// at most maxDeaths of them (more when tests get more tries), within Timeout. Without Rerun a package
 	// runs once, and only what a death left unfinished gets a fresh boot.
-	const maxDeaths = 8
+	maxDeaths := max(8, 2*(rep.reruns+1))
 	var res *Result
 	for boot, deaths := 1, 0; ctx.Err() == nil; boot++ {
 		todo := rep.todo(tc.Rerun)
@@ -410,10 +416,11 @@ type testReporter struct {
 	failedNow map[int][]string
 	running   map[int]string
 	fails     map[int]map[string]int
+	reruns    int // tries after the first
 }
 
 func newTestReporter(out io.Writer, pkgs []testPkg) *testReporter {
-	r := &testReporter{out: out, pkgs: pkgs, status: make([]int, len(pkgs)), cur: -1,
+	r := &testReporter{out: out, pkgs: pkgs, status: make([]int, len(pkgs)), cur: -1, reruns: MaxReruns,
 		passed: map[int][]string{}, failedNow: map[int][]string{}, running: map[int]string{}, fails: map[int]map[string]int{}}
 	for i := range r.status {
 		r.status[i] = -1
@@ -560,14 +567,14 @@ func (r *testReporter) died() {
 // todo lists the packages the next boot runs, and forgets their status:
 // those a death left unfinished and, with rerun, those that failed. A
 // package is finished when it passed (with what was given up skipped),
-// when the package itself (no test named) failed MaxReruns+1 times, and,
+// when the package itself (no test named) failed r.reruns+1 times, and,
 // without rerun, when it ran to its end at all.
 func (r *testReporter) todo(rerun bool) []int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var todo []int
 	for i, st := range r.status {
-		if st < 0 || st > 0 && rerun && r.fails[i][""] <= MaxReruns {
+		if st < 0 || st > 0 && rerun && r.fails[i][""] <= r.reruns {
 			todo = append(todo, i)
 			r.status[i] = -1
 		}
@@ -579,7 +586,7 @@ func (r *testReporter) todo(rerun bool) []int {
 func (r *testReporter) gaveUpLocked(i int) []string {
 	var out []string
 	for n, c := range r.fails[i] {
-		if n != "" && c > MaxReruns {
+		if n != "" && c > r.reruns {
 			out = append(out, n)
 		}
 	}
@@ -608,11 +615,11 @@ func (r *testReporter) triesNote(i int) string {
 	defer r.mu.Unlock()
 	var retry []string
 	for n, c := range r.fails[i] {
-		if c <= MaxReruns && !slices.Contains(r.passed[i], n) {
+		if c <= r.reruns && !slices.Contains(r.passed[i], n) {
 			if n == "" {
 				n = "the package"
 			}
-			retry = append(retry, fmt.Sprintf("%s try %d of %d", n, c+1, MaxReruns+1))
+			retry = append(retry, fmt.Sprintf("%s try %d of %d", n, c+1, r.reruns+1))
 		}
 	}
 	slices.Sort(retry)

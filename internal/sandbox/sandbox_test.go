@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -629,6 +630,26 @@ func TestQEMUSMPKnob(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), EnvQEMUSMP+"=\""+bad+"\"") {
 			t.Fatalf("%s=%s: got %v", EnvQEMUSMP, bad, err)
+		}
+	}
+}
+
+// TestReporterCustomTries: with six tries a test failing five times is
+// still retried, and given up after the sixth.
+func TestReporterCustomTries(t *testing.T) {
+	var out bytes.Buffer
+	r := newTestReporter(&out, []testPkg{{ImportPath: "x/a"}})
+	r.reruns = 5
+	r.setNonce("n")
+	for try := 1; try <= 6; try++ {
+		r.Write([]byte("NIMBUS-TEST-BEGIN n 0\n=== RUN   TestB\n--- FAIL: TestB (1.00s)\nNIMBUS-TEST-END n 0 1\n"))
+		todo := r.todo(true)
+		if try < 6 {
+			if want := fmt.Sprintf(" (0 passed before; TestB try %d of 6)", try+1); !slices.Equal(todo, []int{0}) || r.triesNote(0) != want {
+				t.Fatalf("after try %d: todo %v, note %q, want %q", try, todo, r.triesNote(0), want)
+			}
+		} else if g := r.gaveUp(0); !slices.Equal(g, []string{"TestB"}) {
+			t.Fatalf("after six tries: gave up %v", g)
 		}
 	}
 }
