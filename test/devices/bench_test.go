@@ -12,6 +12,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/internal/testproc"
 )
 
 // benchScript runs each disk workload with O_DIRECT on /dev/vda and
@@ -55,21 +56,26 @@ func parseBench(out string) map[string]benchResult {
 // TestDiskBench is the virtio-blk benchmark (make bench-devices): the same
 // dd workloads in the guest under Nimbus and under QEMU/KVM (q35,
 // virtio-blk-pci, host page cache as Nimbus's default), printing IOPS and
-// MiB/s and the Nimbus/QEMU ratio. It asserts nothing and runs only when
-// selected by name.
+// MiB/s and the Nimbus/QEMU ratio, on a raw file and on a qcow2 image. It
+// asserts nothing and runs only when selected by name.
 func TestDiskBench(t *testing.T) {
 	if f := flag.Lookup("test.run"); f == nil || !strings.Contains(f.Value.String(), "TestDiskBench") {
 		t.Skip("disk benchmark: run with -run TestDiskBench (make bench-devices)")
 	}
 	a := guesttest.Require(t)
 	initrd := a.ImageFile(t, guestimage.Options{Script: benchScript})
-	img := filepath.Join(t.TempDir(), "bench.img")
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
+	// The same workloads on a raw file and on a fresh qcow2 image (whose
+	// clusters are allocated as the writes come), each under both VMMs.
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "bench.img")
+	if err := os.WriteFile(raw, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(img, 64<<20); err != nil {
+	if err := os.Truncate(raw, 64<<20); err != nil {
 		t.Fatal(err)
 	}
+	qcow := filepath.Join(dir, "bench.qcow2")
+	testproc.Tool(t, "qemu-img", "create", "-q", "-f", "qcow2", qcow, "64M")
 	cmdline := "console=ttyS0 panic=-1 quiet"
 	run := func(name string, args ...string) map[string]benchResult {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*guestTimeout)
@@ -84,18 +90,21 @@ func TestDiskBench(t *testing.T) {
 	if a.BinDir == "" {
 		t.Fatal("no Nimbus binaries (NIMBUS_BIN_DIR)")
 	}
-	nimbus := run(filepath.Join(a.BinDir, "nimbus"), "--kernel", a.Kernel, "--initramfs", initrd, "--cmdline", cmdline,
-		"--serial", "tty", "--console", "off", "--memory", "size=512M", "--disk", "path="+img)
-	var qemu map[string]benchResult
-	if a.QEMU != "" {
-		qemu = run(a.QEMU, "-M", "q35", "-accel", "kvm", "-cpu", "host", "-m", "512M", "-smp", "1", "-nographic", "-no-reboot", "-nic", "none",
-			"-kernel", a.Kernel, "-initrd", initrd, "-append", cmdline,
-			"-drive", "file="+img+",if=none,id=d0,format=raw", "-device", "virtio-blk-pci,drive=d0")
+	for _, img := range []struct{ path, format string }{{raw, "raw"}, {qcow, "qcow2"}} {
+		nimbus := run(filepath.Join(a.BinDir, "nimbus"), "--kernel", a.Kernel, "--initramfs", initrd, "--cmdline", cmdline,
+			"--serial", "tty", "--console", "off", "--memory", "size=512M", "--disk", "path="+img.path+",image_type="+img.format)
+		var qemu map[string]benchResult
+		if a.QEMU != "" {
+			qemu = run(a.QEMU, "-M", "q35", "-accel", "kvm", "-cpu", "host", "-m", "512M", "-smp", "1", "-nographic", "-no-reboot", "-nic", "none",
+				"-kernel", a.Kernel, "-initrd", initrd, "-append", cmdline,
+				"-drive", "file="+img.path+",if=none,id=d0,format="+img.format, "-device", "virtio-blk-pci,drive=d0")
+		}
+		t.Logf("%s image:", img.format)
+		logBench(t, []string{"seq-write-1M", "seq-read-1M", "seq-write-4k", "seq-read-4k", "rand-read-4k", "rand-write-4k"}, nimbus, qemu,
+			func(r benchResult) string {
+				return strconv.FormatFloat(r.ops/r.secs, 'f', 0, 64) + " IOPS " + strconv.FormatFloat(r.bytes/r.secs/(1<<20), 'f', 1, 64) + " MiB/s"
+			})
 	}
-	logBench(t, []string{"seq-write-1M", "seq-read-1M", "seq-write-4k", "seq-read-4k", "rand-read-4k", "rand-write-4k"}, nimbus, qemu,
-		func(r benchResult) string {
-			return strconv.FormatFloat(r.ops/r.secs, 'f', 0, 64) + " IOPS " + strconv.FormatFloat(r.bytes/r.secs/(1<<20), 'f', 1, 64) + " MiB/s"
-		})
 }
 
 // logBench logs each workload's Nimbus figure (rate formats one), QEMU's
