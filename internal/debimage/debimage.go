@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/nimbus-vmm/nimbus/internal/cachedir"
@@ -59,7 +60,7 @@ var Packages = []string{"systemd", "systemd-sysv", "udev", "dbus", "kmod", "ipro
 // test guests' drivers (so that console=hvc0 has its device before
 // systemd starts) and ext4. The same modules are in the root file system
 // for udev.
-var InitrdModules = append(append([]string{}, guestimage.DefaultModules...), "ext4", "crc32c_generic")
+var InitrdModules = slices.Concat(guestimage.DefaultModules, []string{"ext4", "crc32c_generic"})
 
 // recipe changes the cache key when the way the image is made changes.
 const recipe = "debimage 2"
@@ -236,7 +237,7 @@ func configure(ctx context.Context, root string, k Kernel, kernel, initrd []byte
 		return err
 	}
 	mods := filepath.Join(root, "lib", "modules", k.Version)
-	if err := k.Modules.ExportModules(mods, slices(guestimage.DefaultModules, guestimage.OptionalModules)...); err != nil {
+	if err := k.Modules.ExportModules(mods, slices.Concat(guestimage.DefaultModules, guestimage.OptionalModules)...); err != nil {
 		return fmt.Errorf("%w: %w", ErrImage, err)
 	}
 	if err := run(ctx, root, nil, "chroot", root, "depmod", "-a", k.Version); err != nil {
@@ -257,8 +258,6 @@ func configure(ctx context.Context, root string, k Kernel, kernel, initrd []byte
 	}
 	return nil
 }
-
-func slices(a, b []string) []string { return append(append([]string{}, a...), b...) }
 
 // Initramfs is the image's initramfs: busybox, InitrdModules and an /init
 // that mounts root= (a device, LABEL= or UUID=; read-only unless rw) and
