@@ -20,10 +20,7 @@ import (
 func TestBootUnderQEMUKVM(t *testing.T) {
 	a := guesttest.Require(t)
 	if a.QEMU == "" {
-		if sandbox.RequireKVM() {
-			t.Fatalf("no QEMU in the sandbox: run nimbus-sandbox test with -qemu (%s unset)", sandbox.EnvQEMU)
-		}
-		t.Skip("qemu-system-x86_64 not installed")
+		guesttest.Missing(t, "no QEMU: install qemu-system-x86; in the sandbox run nimbus-sandbox test with -qemu (%s unset)", sandbox.EnvQEMU)
 	}
 	initrd := a.ImageFile(t, guestimage.Options{
 		Script:      "echo hello-from-embedded; exit 4",

@@ -2,7 +2,6 @@ package firmware
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,10 +24,7 @@ func hostTool(t *testing.T, name, pkg string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		if sandbox.RequireKVM() {
-			t.Fatalf("%s missing (Debian package %s; scripts/install-deps.sh installs it)", name, pkg)
-		}
-		t.Skipf("%s missing (Debian package %s)", name, pkg)
+		guesttest.Missing(t, "%s missing (Debian package %s; scripts/install-deps.sh installs it)", name, pkg)
 	}
 	return p
 }
@@ -40,12 +36,8 @@ func firmwareAssets(t *testing.T) (fw, esp string) {
 	t.Helper()
 	fw, esp = os.Getenv(sandbox.EnvFirmware), os.Getenv(sandbox.EnvUEFIESP)
 	if fw == "" || esp == "" {
-		msg := fmt.Sprintf("%s=%q, %s=%q: scripts/install-deps.sh fetches CLOUDHV.fd and installs GRUB's EFI build",
+		guesttest.Missing(t, "%s=%q, %s=%q: scripts/install-deps.sh fetches CLOUDHV.fd and installs GRUB's EFI build",
 			sandbox.EnvFirmware, fw, sandbox.EnvUEFIESP, esp)
-		if sandbox.RequireKVM() {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
 	}
 	return fw, esp
 }

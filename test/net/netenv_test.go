@@ -19,7 +19,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/nimbus-vmm/nimbus/internal/sandbox"
+	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
 )
 
 // requireNetAdmin skips unless the test may create taps and namespaces
@@ -39,10 +39,7 @@ func requireNetAdmin(t *testing.T) {
 	if err == nil {
 		return
 	}
-	if sandbox.RequireKVM() {
-		t.Fatalf("cannot create network devices in the sandbox: %v", err)
-	}
-	t.Skipf("needs root and /dev/net/tun (run with make test-kvm): %v", err)
+	guesttest.Missing(t, "network devices need root and /dev/net/tun (make test-kvm runs this in the sandbox): %v", err)
 }
 
 // inNetns runs fn on a fresh OS thread switched into ns. The thread is

@@ -28,10 +28,7 @@ func startTestpmd(t *testing.T, sock string) {
 	t.Helper()
 	bin, err := exec.LookPath("dpdk-testpmd")
 	if err != nil {
-		if sandbox.RequireKVM() {
-			t.Fatal("dpdk-testpmd missing (Debian package dpdk-dev; scripts/install-deps.sh installs it)")
-		}
-		t.Skip("dpdk-testpmd missing (Debian package dpdk-dev)")
+		guesttest.Missing(t, "dpdk-testpmd missing (Debian package dpdk-dev; scripts/install-deps.sh installs it)")
 	}
 	args := []string{"--no-huge", "-m", "512", "--no-pci", "--file-prefix", fmt.Sprintf("nimbus%d", os.Getpid()), "-l", "0,1"}
 	for _, p := range dpdkPMDs {
