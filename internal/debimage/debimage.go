@@ -77,8 +77,10 @@ type Options struct {
 	CacheDir string // the image goes to CacheDir/debian/<key>
 	Kernel   Kernel
 	Busybox  string // static busybox for the initramfs
-	ESP      string // an EFI system partition image with GRUB, for the UEFI disk
-	Suite    string // Debian suite; default the host's VERSION_CODENAME
+	// BuildESP writes an EFI system partition image with GRUB, for the
+	// UEFI disk; called only when the image is built.
+	BuildESP func(ctx context.Context, out string) error
+	Suite    string // Debian suite (required: the host's, for its kernel and mirror)
 	Mirror   string // archive URI; default the one the host's apt sources name for Suite
 	Log      io.Writer
 }
@@ -87,7 +89,7 @@ type Options struct {
 type Image struct {
 	Dir    string // holds the files below
 	QCOW2  string // the root file system as a compressed qcow2
-	UEFI   string // a GPT disk, Options.ESP then the root file system, as a compressed qcow2
+	UEFI   string // a GPT disk, the ESP then the root file system, as a compressed qcow2
 	Kernel string // the kernel, also /boot/vmlinuz in the image
 	Initrd string // the initramfs, also /boot/initrd.img in the image
 }
@@ -101,17 +103,13 @@ func (o *Options) key() string {
 
 // Ensure returns the cached image for opts, building it first if needed
 // (debootstrap, chroot, mkfs.ext4 and qemu-img, as root; about a minute
-// and 150 MiB of downloads). Concurrent callers wait for one build.
+// on the dev box). Concurrent callers wait for one build.
 func Ensure(ctx context.Context, opts Options) (*Image, error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
-	if opts.Suite == "" {
-		s, err := hostSuite()
-		if err != nil {
-			return nil, err
-		}
-		opts.Suite = s
+	if opts.Suite == "" || opts.BuildESP == nil {
+		return nil, fmt.Errorf("%w: no suite or ESP builder given", ErrImage)
 	}
 	dir := filepath.Join(opts.CacheDir, "debian")
 	unlock, err := cachedir.Lock(dir)
@@ -154,7 +152,7 @@ func Ensure(ctx context.Context, opts Options) (*Image, error) {
 	return img, nil
 }
 
-// build makes the three files in out (and removes its scratch root).
+// build makes Image's four files in out (and removes its scratch root).
 func build(ctx context.Context, o *Options, out string) error {
 	root := filepath.Join(out, "root")
 	fmt.Fprintf(o.Log, "debimage: debootstrap %s from %s (minbase + %s)\n", o.Suite, o.Mirror, strings.Join(Packages, " "))
@@ -190,14 +188,17 @@ func build(ctx context.Context, o *Options, out string) error {
 	if err := run(ctx, out, nil, "qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", raw, QCOW2File); err != nil {
 		return err
 	}
-	uefi := filepath.Join(out, "uefi.img")
-	if err := WriteGPTDisk(ctx, uefi, o.ESP, raw, "root"); err != nil {
+	uefi, esp := filepath.Join(out, "uefi.img"), filepath.Join(out, "esp.img")
+	if err := o.BuildESP(ctx, esp); err != nil {
+		return err
+	}
+	if err := WriteGPTDisk(ctx, uefi, esp, raw, "root"); err != nil {
 		return err
 	}
 	if err := run(ctx, out, nil, "qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", uefi, UEFIFile); err != nil {
 		return err
 	}
-	for _, f := range []string{raw, uefi} {
+	for _, f := range []string{raw, uefi, esp} {
 		if err := os.Remove(f); err != nil {
 			return fmt.Errorf("%w: %w", ErrImage, err)
 		}
@@ -321,20 +322,6 @@ mount --move /dev /newroot/dev
 exec switch_root /newroot "$init"
 `)
 	return s.String()
-}
-
-// hostSuite is the host's Debian codename (os-release VERSION_CODENAME).
-func hostSuite() (string, error) {
-	b, err := os.ReadFile("/etc/os-release")
-	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrImage, err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VERSION_CODENAME="); ok && strings.Trim(v, `"`) != "" {
-			return strings.Trim(v, `"`), nil
-		}
-	}
-	return "", fmt.Errorf("%w: no VERSION_CODENAME in /etc/os-release: not Debian?", ErrImage)
 }
 
 // run runs a build step, its output kept for the error.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/nimbus-vmm/nimbus/internal/debimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
@@ -26,15 +25,10 @@ func EnsureDebian(ctx context.Context, cacheDir string, log io.Writer) (*debimag
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKernel, err)
 	}
-	esp, err := os.CreateTemp(cacheDir, "esp-*.img")
-	if err != nil {
-		return nil, err
+	suite := releaseCodename()
+	if suite == "" {
+		return nil, fmt.Errorf("%w: no VERSION_CODENAME in /etc/os-release: the image is built from the host's suite", debimage.ErrImage)
 	}
-	esp.Close()
-	defer os.Remove(esp.Name())
-	if err := BuildESP(ctx, esp.Name()); err != nil {
-		return nil, err
-	}
-	return debimage.Ensure(ctx, debimage.Options{CacheDir: cacheDir, Busybox: "/bin/busybox", Log: log, ESP: esp.Name(),
+	return debimage.Ensure(ctx, debimage.Options{CacheDir: cacheDir, Busybox: "/bin/busybox", Log: log, BuildESP: BuildESP, Suite: suite,
 		Kernel: debimage.Kernel{Image: k.Image, Version: k.Version, Modules: ix}})
 }
