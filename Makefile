@@ -84,8 +84,11 @@ test-kvm:
 test: deps
 	$(MAKE) test-unit test-kvm
 
+# The Debian kernel is fetched here too, so that the unit tests that read
+# its modules (internal/debimage's initramfs) run rather than skip.
 deps:
 	bash scripts/install-deps.sh
+	$(SANDBOX) kernel
 
 # Fetch (once) and show the Debian kernel the sandbox and guests use.
 kernel:
