@@ -52,12 +52,12 @@ func copySparse(dst, src string, off int64, create bool) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrImage, err)
 	}
-	defer o.Close()
+	defer o.Close() // for the error paths; the last Close's error is returned
 	fi, err := in.Stat()
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrImage, err)
 	}
-	size := int64(fi.Size())
+	size := fi.Size()
 	for pos := int64(0); pos < size; {
 		data, err := unix.Seek(int(in.Fd()), pos, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {

@@ -477,12 +477,12 @@ func (img *Image) writeCluster(p []byte, vc, within int64) error {
 			if c, err = img.decompress(e); err != nil {
 				return err
 			}
-		case img.isZero(e):
-			c = make([]byte, img.csize)
 		default:
 			c = make([]byte, img.csize)
-			if err := img.readBacking(c, vc*img.csize); err != nil {
-				return err
+			if !img.isZero(e) {
+				if err := img.readBacking(c, vc*img.csize); err != nil {
+					return err
+				}
 			}
 		}
 		copy(c[within:], p)

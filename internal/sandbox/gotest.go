@@ -374,9 +374,10 @@ func runTestScript(ctx context.Context, tc TestConfig, rep *testReporter, todo [
 	// A comment of random length moves everything after the script in the
 	// sandbox's initramfs, so a retry is not a byte-identical boot: QEMU's
 	// TCG abort ("tcg_handle_interrupt: assertion failed: (bql_locked())")
-	// was seen to follow the L1 image's layout, aborting every boot of one
-	// build of the firmware tier (16 of 16) and none once 3 KB more went
-	// into this script.
+	// was seen to follow the L1 image's layout: the firmware tier aborted
+	// in every boot (over a dozen) of builds whose runner differed from a
+	// passing one by a few bytes, and its first boot passed once 3 KB more
+	// went into this script.
 	fmt.Fprintf(&script, "# layout: %s\n", strings.Repeat("-", rand.IntN(8192)))
 	if err := os.WriteFile(scriptPath, []byte(script.String()), 0o755); err != nil {
 		return nil, err
