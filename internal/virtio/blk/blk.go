@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/directio"
 	"github.com/nimbus-vmm/nimbus/internal/qcow2"
 	"github.com/nimbus-vmm/nimbus/internal/ratelimit"
 	"github.com/nimbus-vmm/nimbus/internal/virtio"
@@ -164,7 +165,7 @@ func (d *Device) start() {
 			continue
 		}
 		r.Watch(q.Notify)
-		w := &worker{d: d, r: r, mem: d.life.Mem(), bounce: alignedBuf(1 << 17)}
+		w := &worker{d: d, r: r, mem: d.life.Mem(), bounce: directio.AlignedBuf(1 << 17)}
 		r.Go(func() { virtio.ServeQueue(r, q, i, d.life.Irq(), w.handle) })
 	}
 }
@@ -373,7 +374,7 @@ func (w *worker) transfer(bufs []virtio.Buffer, off int64, write bool) error {
 		if b.Len == 0 {
 			continue
 		}
-		if s, err := w.mem.Slice(b.Addr, uint64(b.Len)); err == nil && (!w.d.img.direct || (addrOf(s)%4096 == 0 && len(s)%SectorSize == 0)) {
+		if s, err := w.mem.Slice(b.Addr, uint64(b.Len)); err == nil && (!w.d.img.direct || (directio.AddrAligned(s, directio.MemAlign) && len(s)%SectorSize == 0)) {
 			if len(w.iov) == maxIOV {
 				if err := flush(); err != nil {
 					return err

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
+	"github.com/nimbus-vmm/nimbus/internal/directio"
 	"github.com/nimbus-vmm/nimbus/internal/qcow2"
 	"github.com/nimbus-vmm/nimbus/internal/virtio"
 )
@@ -104,26 +105,22 @@ func openImage(cfg *config.DiskConfig) (*image, error) {
 	}
 	var q *qcow2.Image
 	if typ == config.ImageQcow2 {
-		if cfg.Direct {
-			// qcow2 metadata goes through the page cache here.
-			return nil, fmt.Errorf("%s: direct=on with a qcow2 image is not supported: %w: %w", cfg.Path, ErrFormat, virtio.ErrBackend)
-		}
-		if q, err = qcow2.Open(cfg.Path, qcow2.Options{ReadOnly: cfg.Readonly, BackingFiles: cfg.BackingFiles}); err != nil {
+		if q, err = qcow2.Open(cfg.Path, qcow2.Options{ReadOnly: cfg.Readonly, BackingFiles: cfg.BackingFiles, Direct: cfg.Direct}); err != nil {
 			return nil, fmt.Errorf("disk image: %w: %w", virtio.ErrBackend, err)
 		}
 		size = q.Size()
 	}
 
-	flags := unix.O_CLOEXEC
+	flags := os.O_RDWR
 	if cfg.Readonly {
-		flags |= os.O_RDONLY
-	} else {
-		flags |= os.O_RDWR
+		flags = os.O_RDONLY
 	}
+	var f *os.File
 	if cfg.Direct {
-		flags |= unix.O_DIRECT
+		f, err = directio.OpenFile(cfg.Path, flags)
+	} else {
+		f, err = os.OpenFile(cfg.Path, flags|unix.O_CLOEXEC, 0)
 	}
-	f, err := os.OpenFile(cfg.Path, flags, 0)
 	if err != nil {
 		if q != nil {
 			q.Close()
@@ -257,7 +254,7 @@ func (img *image) zero(off, n int64, unmap bool) error {
 	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, off, n); err == nil {
 		return nil
 	}
-	buf := alignedBuf(1 << 16)
+	buf := directio.AlignedBuf(1 << 16)
 	clear(buf)
 	for n > 0 {
 		k := min(n, int64(len(buf)))
@@ -268,14 +265,4 @@ func (img *image) zero(off, n int64, unmap bool) error {
 		n -= k
 	}
 	return nil
-}
-
-// alignedBuf returns n bytes aligned to 4096 (O_DIRECT's strictest need).
-func alignedBuf(n int) []byte {
-	b := make([]byte, n+4096)
-	off := 4096 - int(addrOf(b)%4096)
-	if off == 4096 {
-		off = 0
-	}
-	return b[off : off+n : off+n]
 }
