@@ -22,6 +22,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nimbus-vmm/nimbus/internal/directio"
 )
 
 // Sentinel errors.
@@ -43,6 +45,20 @@ type Options struct {
 	// BackingFiles allows an image with a backing file, opened read-only
 	// (upstream's backing_files=on).
 	BackingFiles bool
+	// Direct opens the image with O_DIRECT (upstream's direct=on): data and
+	// metadata bypass the host's page cache, unaligned transfers through
+	// a bounce buffer. A backing file, only ever read, is still cached.
+	Direct bool
+}
+
+// file is what an image lives in: an *os.File, or a *directio.File for
+// Options.Direct.
+type file interface {
+	io.ReaderAt
+	io.WriterAt
+	Fd() uintptr
+	Stat() (os.FileInfo, error)
+	Close() error
 }
 
 // Backing is a backing file's contents.
@@ -56,7 +72,7 @@ type Backing interface {
 // (one at a time).
 type Image struct {
 	mu       sync.Mutex
-	f        *os.File
+	f        file
 	readonly bool
 	h        header
 	csize    int64 // cluster size
@@ -89,7 +105,13 @@ func Open(path string, o Options) (*Image, error) {
 	if o.ReadOnly {
 		flags = os.O_RDONLY
 	}
-	f, err := os.OpenFile(path, flags, 0)
+	var f file
+	var err error
+	if o.Direct {
+		f, err = directio.Open(path, flags)
+	} else {
+		f, err = os.OpenFile(path, flags, 0)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +123,7 @@ func Open(path string, o Options) (*Image, error) {
 	return img, nil
 }
 
-func openFile(f *os.File, dir string, o Options) (*Image, error) {
+func openFile(f file, dir string, o Options) (*Image, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err

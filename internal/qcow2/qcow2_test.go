@@ -116,9 +116,20 @@ func TestHeaderBytes(t *testing.T) {
 // refcounts.
 func TestWritesMatchRaw(t *testing.T) {
 	const size = 48 << 20
-	for _, opts := range []string{"compat=0.10,cluster_size=4096", "compat=1.1,cluster_size=65536",
-		"compat=1.1,cluster_size=4096,refcount_bits=64", "compat=1.1,cluster_size=512,refcount_bits=8"} {
-		t.Run(opts, func(t *testing.T) {
+	for _, c := range []struct {
+		opts   string
+		direct bool // through O_DIRECT (direct=on): metadata and data bounced where unaligned
+	}{
+		{"compat=0.10,cluster_size=4096", false}, {"compat=1.1,cluster_size=65536", false},
+		{"compat=1.1,cluster_size=4096,refcount_bits=64", false}, {"compat=1.1,cluster_size=512,refcount_bits=8", false},
+		{"compat=1.1,cluster_size=65536", true}, {"compat=0.10,cluster_size=4096", true},
+	} {
+		opts := c.opts
+		name := opts
+		if c.direct {
+			name += ",direct"
+		}
+		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			p, refPath := filepath.Join(dir, "disk.qcow2"), filepath.Join(dir, "ref.raw")
 			tool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, p, "48M")
@@ -130,9 +141,12 @@ func TestWritesMatchRaw(t *testing.T) {
 			if err := ref.Truncate(size); err != nil {
 				t.Fatal(err)
 			}
-			img, err := Open(p, Options{})
+			img, err := Open(p, Options{Direct: c.direct})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if _, ok := img.f.(*os.File); ok == c.direct {
+				t.Fatalf("direct=%v opened a %T", c.direct, img.f)
 			}
 			tableClusters := img.h.RefcountTableClusters
 			r := rand.New(rand.NewPCG(1, 2))
@@ -162,7 +176,7 @@ func TestWritesMatchRaw(t *testing.T) {
 			}
 			img.Close()
 			checkClean(t, p, refPath)
-			img, err = Open(p, Options{ReadOnly: true})
+			img, err = Open(p, Options{ReadOnly: true, Direct: c.direct})
 			if err != nil {
 				t.Fatal(err)
 			}
