@@ -56,6 +56,10 @@ const (
 	// EnvFirmware is Cloud Hypervisor's UEFI firmware (Debian's
 	// CLOUDHV.fd), when scripts/install-deps.sh fetched it.
 	EnvFirmware = "NIMBUS_FIRMWARE"
+	// EnvDirectDir names a directory on a file system that takes O_DIRECT
+	// (the sandbox guest's ext4 scratch; set by hand elsewhere when the
+	// temporary directory is a tmpfs older than Linux 6.6).
+	EnvDirectDir = "NIMBUS_DIRECT_DIR"
 	// EnvInSandbox=1 is set inside the QEMU sandbox guest.
 	EnvInSandbox = "NIMBUS_IN_SANDBOX"
 	// EnvCacheDir overrides the build cache directory (default build/cache

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,9 +68,15 @@ var KVMModules = []string{"kvm_amd"}
 // (/dev/net/tun), veth pairs and bridges; network namespaces are built in.
 var NetModules = []string{"tun", "veth", "bridge"}
 
+// ScratchModules let the sandbox guest mount an ext4 scratch file system
+// (EnvDirectDir: a loop device over a tmpfs file) for disks opened with
+// O_DIRECT, which the sandbox kernel's tmpfs refuses (tmpfs has it from
+// Linux 6.6). ext4 needs a crc32c (a soft dependency, not in modules.dep).
+var ScratchModules = []string{"loop", "crc32c_generic", "ext4"}
+
 // DefaultModules are what the sandbox guest loads when Config.Modules is nil.
 func DefaultModules() []string {
-	return append(append([]string(nil), KVMModules...), NetModules...)
+	return slices.Concat(KVMModules, NetModules, ScratchModules)
 }
 
 // File maps a host file or directory to a path in the sandbox.
@@ -256,6 +263,8 @@ const (
 	markStart = "NIMBUS-SANDBOX-START"
 	markExit  = "NIMBUS-SANDBOX-EXIT"
 	markAlive = "NIMBUS-SANDBOX-ALIVE"
+	// scratchDir is where the sandbox guest mounts its ext4 scratch.
+	scratchDir = "/var/tmp/nimbus-direct"
 	// errPrefix starts the init's own error lines, shown to the caller.
 	errPrefix = "nimbus-sandbox:"
 )
@@ -286,6 +295,13 @@ echo %s %s
 	// to 127.0.0.1 and name network namespaces (ip netns, vishvananda/netns).
 	fmt.Fprintf(&s, "ip link set lo up\nmkdir -p /run/netns /var/run\n[ -e /var/run/netns ] || ln -s /run/netns /var/run/netns\n")
 	fmt.Fprintf(&s, "export %s=1 HOME=/root\n", EnvInSandbox)
+	// Sparse: the scratch takes L1 memory only for what tests write.
+	fmt.Fprintf(&s, `if grep -qw ext4 /proc/filesystems; then
+  mkdir -p %[1]s && truncate -s 4G /tmp/.scratch.ext4 && mke2fs -F -b 4096 -m 0 /tmp/.scratch.ext4 >/dev/null &&
+  mount -t ext4 -o loop /tmp/.scratch.ext4 %[1]s && chmod 1777 %[1]s && export %[2]s=%[1]s ||
+  echo %[3]s no ext4 scratch file system at %[1]s
+fi
+`, scratchDir, EnvDirectDir, errPrefix)
 	// One P per Go process (nimbus and the test binaries alike), before
 	// cfg.Env so a caller can say otherwise. Under this TCG, nested guests
 	// of a Go VMM with a P per L1 CPU broke in 10 of 29 boots (L2 page

@@ -90,8 +90,9 @@ func checkDisks(t *testing.T, out string, serials []string, ro []bool, pats [][]
 	}
 }
 
-// TestCLIDisks boots `nimbus --disk path=…,serial=… path=…,serial=…,readonly=on
-// path=….qcow2,…` (the CLI's multi-value --disk) and checks the guest sees
+// TestCLIDisks boots `nimbus --disk path=…,serial=…,direct=on path=…,serial=…,readonly=on
+// path=….qcow2,…,direct=on` (the CLI's multi-value --disk; O_DIRECT on the
+// raw file and on the qcow2 image) and checks the guest sees
 // the disks in order with their serials, read-only flag and host data
 // (the qcow2 one made by qemu-img convert), that its writes and a discard
 // reach the host images (the qcow2 one read back by qemu-img, which finds
@@ -103,14 +104,15 @@ func TestCLIDisks(t *testing.T) {
 	defer cancel()
 	initrd := a.ImageFile(t, guestimage.Options{Script: diskScript})
 	pats := [][]byte{pattern("CLI0", 4096), pattern("CLI1", 4096), pattern("CLI2", 4096)}
-	paths := []string{writeDisk(t, "cli0.img", 0, pats[0]), writeDisk(t, "cli1.img", 0, pats[1])}
-	qcow := filepath.Join(t.TempDir(), "cli2.qcow2")
+	direct := guesttest.DirectDir(t)
+	paths := []string{writeDiskIn(t, direct, "cli0.img", 0, pats[0]), writeDisk(t, "cli1.img", 0, pats[1])}
+	qcow := filepath.Join(direct, "cli2.qcow2")
 	qemuImg(t, "convert", "-f", "raw", "-O", "qcow2", writeDisk(t, "cli2.raw", 0, pats[2]), qcow)
 	serial := filepath.Join(t.TempDir(), "serial.log")
 	p := startNimbus(t, a, "--kernel", a.Kernel, "--initramfs", initrd,
 		"--cmdline", "console=ttyS0 panic=-1 quiet", "--cpus", "boot=2", "--memory", "size=512M",
-		"--disk", "path="+paths[0]+",serial=cli-disk-0", "path="+paths[1]+",serial=cli-disk-1,readonly=on",
-		"path="+qcow+",serial=cli-disk-2,image_type=qcow2",
+		"--disk", "path="+paths[0]+",serial=cli-disk-0,direct=on", "path="+paths[1]+",serial=cli-disk-1,readonly=on",
+		"path="+qcow+",serial=cli-disk-2,image_type=qcow2,direct=on",
 		"--serial", "file="+serial, "--console", "off")
 	exited, err := p.Wait(ctx)
 	if !exited || err != nil {

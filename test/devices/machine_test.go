@@ -36,7 +36,13 @@ func pattern(tag string, n int) []byte {
 
 func writeDisk(t *testing.T, name string, at int64, data []byte) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
+	return writeDiskIn(t, t.TempDir(), name, at, data)
+}
+
+// writeDiskIn is writeDisk in dir.
+func writeDiskIn(t *testing.T, dir, name string, at int64, data []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
 	f, err := os.Create(p)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/hostkvm"
 	"github.com/nimbus-vmm/nimbus/internal/sandbox"
@@ -126,4 +128,39 @@ func (a *Assets) ImageFile(t testing.TB, opts guestimage.Options) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// DirectDir is a fresh directory, removed after the test, on a file system
+// that takes O_DIRECT (for disks with direct=on): the test's temporary
+// directory when it does, else one under $NIMBUS_DIRECT_DIR (the sandbox's
+// ext4 scratch).
+func DirectDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if takesDirect(dir) {
+		return dir
+	}
+	base := os.Getenv(sandbox.EnvDirectDir)
+	if base == "" {
+		Missing(t, "%s refuses O_DIRECT and %s is not set", dir, sandbox.EnvDirectDir)
+	}
+	dir, err := os.MkdirTemp(base, "direct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if !takesDirect(dir) {
+		t.Fatalf("%s=%s refuses O_DIRECT", sandbox.EnvDirectDir, base)
+	}
+	return dir
+}
+
+func takesDirect(dir string) bool {
+	f, err := os.OpenFile(filepath.Join(dir, ".direct-probe"), os.O_CREATE|os.O_RDWR|unix.O_DIRECT, 0o600)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return true
 }
