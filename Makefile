@@ -164,6 +164,11 @@ bench-boot:
 # virtio-blk benchmark: the same dd workloads (sequential 1 MiB and 4 KiB,
 # random 4 KiB, O_DIRECT) in the guest under Nimbus and under QEMU/KVM, in
 # the sandbox. Prints IOPS, MiB/s and the ratio; asserts nothing.
+# Nimbus's own time to the first vCPU entry with CLOUDHV.fd, 1 GiB and 8 GiB.
+.PHONY: bench-firmware
+bench-firmware: deps build
+	$(SANDBOX) test -qemu -run TestFirmwareStartTimes ./test/firmware
+
 .PHONY: bench-devices
 bench-devices: build
 	$(SANDBOX) test -qemu -run TestDiskBench ./test/devices
