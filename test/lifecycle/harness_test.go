@@ -272,12 +272,15 @@ func (p *vmmProc) exited() bool {
 // every boot: each new machine (reboot, boot after shutdown) truncates the
 // serial file, as upstream's File::create does, so earlier boots' output
 // is kept here. watchSerial polls often enough that a truncation is seen
-// before the new boot has written as much as the old one had.
+// before the new boot has written as much as the old one had. The file
+// is read under outMu: a read taken before another caller's newer one but
+// compared after it looked like a truncation, and the boot's output then
+// appeared twice (TestHostileGuest counted six devices of four).
 func (p *vmmProc) output() string {
-	b, _ := os.ReadFile(p.serial)
-	cur := strings.ReplaceAll(string(b), "\r", "")
 	p.outMu.Lock()
 	defer p.outMu.Unlock()
+	b, _ := os.ReadFile(p.serial)
+	cur := strings.ReplaceAll(string(b), "\r", "")
 	if !strings.HasPrefix(cur, p.outCur) {
 		p.outPrev += p.outCur
 	}
