@@ -21,6 +21,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
 	"github.com/nimbus-vmm/nimbus/internal/syncbuf"
+	"github.com/nimbus-vmm/nimbus/internal/testnet"
 )
 
 // benchRounds is how many times each VMM runs, alternating, because
@@ -54,7 +55,7 @@ func (r flowResult) mbps() float64 { return float64(r.bytes) / r.took.Seconds() 
 func newFlowTimer(t *testing.T, ns netns.NsHandle, size int) *flowTimer {
 	t.Helper()
 	f := &flowTimer{size: size}
-	if err := inNetns(ns, func() (err error) {
+	if err := testnet.InNetns(ns, func() (err error) {
 		if f.up, err = net.Listen("tcp4", ":0"); err != nil {
 			return err
 		}
@@ -176,7 +177,7 @@ func TestNetThroughput(t *testing.T) {
 	// Both VMMs, their taps and the host ends of the flows live in a
 	// namespace of the test's own. QEMU opens a tap the test made
 	// (persistent, so it outlives QEMU); Nimbus creates its own.
-	ns := newNetns(t)
+	ns := testnet.NewNetns(t)
 	const qtap = "qtap0"
 	if a.QEMU != "" {
 		h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
@@ -185,7 +186,7 @@ func TestNetThroughput(t *testing.T) {
 		}
 		defer h.Close()
 		tap := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: qtap}, Mode: netlink.TUNTAP_MODE_TAP, Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR}
-		if err := inNetns(ns, func() error { return netlink.LinkAdd(tap) }); err != nil {
+		if err := testnet.InNetns(ns, func() error { return netlink.LinkAdd(tap) }); err != nil {
 			t.Fatalf("creating %s: %v", qtap, err)
 		}
 		l, err := h.LinkByName(qtap)

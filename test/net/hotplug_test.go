@@ -6,6 +6,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/internal/testnet"
 )
 
 // TestHotAddNetFd: a NIC hot-added to a running guest with Kata's body
@@ -19,7 +20,7 @@ func TestHotAddNetFd(t *testing.T) {
 	requireNetAdmin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), guestTimeout)
 	defer cancel()
-	ns := newNetns(t)
+	ns := testnet.NewNetns(t)
 	const host, guest, mac = "10.99.6.1", "10.99.6.2", "52:54:00:aa:00:06"
 	tap := kataTap(t, ns, "tap0_6", host+"/24", 1)
 	p := newHostPeer(t, ns, payloadSize)

@@ -13,6 +13,7 @@ import (
 	chclient "github.com/kata-containers/kata-containers/src/runtime/virtcontainers/pkg/cloud-hypervisor/client"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/internal/testnet"
 )
 
 // kataSequenceScript is the guest's half of TestKataSequence: it onlines
@@ -44,7 +45,7 @@ func TestKataSequence(t *testing.T) {
 	requireNetAdmin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), guestTimeout)
 	defer cancel()
-	ns := newNetns(t)
+	ns := testnet.NewNetns(t)
 	const host, guest, mac = "10.99.7.1", "10.99.7.2", "52:54:00:aa:00:07"
 	tap := kataTap(t, ns, "tap0_7", host+"/24", 1)
 	p := newHostPeer(t, ns, payloadSize)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/internal/testnet"
 	"github.com/nimbus-vmm/nimbus/internal/testproc"
 	"github.com/nimbus-vmm/nimbus/pkg/client"
 	"github.com/nimbus-vmm/nimbus/test/internal/libvirtsim"
@@ -97,7 +98,7 @@ func TestLibvirtStartup(t *testing.T) {
 	if err := unix.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ns := newNetns(t)
+	ns := testnet.NewNetns(t)
 	const host, guest, mac = "10.99.8.1", "10.99.8.2", "52:54:00:aa:00:08"
 	tap := kataTap(t, ns, "tap0_8", host+"/24", 1)
 	peer := newHostPeer(t, ns, payloadSize)

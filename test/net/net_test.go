@@ -15,6 +15,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/internal/testnet"
 	"github.com/nimbus-vmm/nimbus/internal/testproc"
 	"github.com/nimbus-vmm/nimbus/pkg/client"
 )
@@ -152,7 +153,7 @@ func TestCLITap(t *testing.T) {
 		{"unnamed", "vmtap0", "", "10.99.2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ns := newNetns(t)
+			ns := testnet.NewNetns(t)
 			if linkIn(t, ns, tc.tap) {
 				t.Fatalf("%s exists before the test", tc.tap)
 			}
@@ -210,7 +211,7 @@ func fdNetTest(t *testing.T, subnet int, add func(ctx context.Context, t *testin
 	requireNetAdmin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), guestTimeout)
 	defer cancel()
-	ns := newNetns(t)
+	ns := testnet.NewNetns(t)
 	host, guest := fmt.Sprintf("10.99.%d.1", subnet), fmt.Sprintf("10.99.%d.2", subnet)
 	tap0 := kataTap(t, ns, fmt.Sprintf("tap0_%d", subnet), host+"/24", 1)
 	tap1 := kataTap(t, ns, fmt.Sprintf("tap1_%d", subnet), "", 1)

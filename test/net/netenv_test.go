@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/internal/testnet"
 )
 
 // requireNetAdmin skips unless the test may create taps and namespaces
@@ -42,46 +42,6 @@ func requireNetAdmin(t *testing.T) {
 	guesttest.Missing(t, "network devices need root and /dev/net/tun (make test-kvm runs this in the sandbox): %v", err)
 }
 
-// inNetns runs fn on a fresh OS thread switched into ns. The thread is
-// never unlocked, so the runtime discards it when fn returns instead of
-// reusing a thread in the wrong namespace. Sockets and tap fds fn opens
-// stay in ns and are usable from any goroutine afterwards.
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
-// newNetns creates an unnamed network namespace with loopback up and
-// returns a handle to it, closed at the end of the test (the namespace
-// goes away with its last reference).
-func newNetns(t *testing.T) netns.NsHandle {
-	t.Helper()
-	var ns netns.NsHandle
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: see inNetns
-		var err error
-		ns, err = netns.New()
-		if err == nil {
-			err = netlink.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo"}})
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("new network namespace: %v", err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	return ns
-}
-
 // kataTap creates a tap as Kata's runtime does (netlink Tuntap, multi-queue
 // defaults with IFF_VNET_HDR, persistent) inside ns with queues queue fds,
 // gives it addr (CIDR, may be empty) and brings it up. The returned files are
@@ -94,7 +54,7 @@ func kataTap(t *testing.T, ns netns.NsHandle, name, addr string, queues int) []*
 		Queues:    queues,
 		Flags:     netlink.TUNTAP_MULTI_QUEUE_DEFAULTS | netlink.TUNTAP_VNET_HDR,
 	}
-	if err := inNetns(ns, func() error { return netlink.LinkAdd(tap) }); err != nil {
+	if err := testnet.InNetns(ns, func() error { return netlink.LinkAdd(tap) }); err != nil {
 		t.Fatalf("creating tap %s: %v", name, err)
 	}
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
@@ -159,7 +119,7 @@ func newHostPeer(t *testing.T, ns netns.NsHandle, size int) *hostPeer {
 	}
 	var err error
 	if ns.IsOpen() {
-		err = inNetns(ns, listen)
+		err = testnet.InNetns(ns, listen)
 	} else {
 		err = listen()
 	}
@@ -313,5 +273,5 @@ func startIn(ns netns.NsHandle) func(func() error) error {
 	if !ns.IsOpen() {
 		return func(start func() error) error { return start() }
 	}
-	return func(start func() error) error { return inNetns(ns, start) }
+	return func(start func() error) error { return testnet.InNetns(ns, start) }
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/internal/testnet"
 )
 
 // TestNetRateLimit: a NIC's rate_limiter_config paces each direction on
@@ -17,7 +18,7 @@ func TestNetRateLimit(t *testing.T) {
 	a := guesttest.Require(t)
 	requireNetAdmin(t)
 	initrd := a.ImageFile(t, guestimage.Options{})
-	ns := newNetns(t)
+	ns := testnet.NewNetns(t)
 	f := newFlowTimer(t, ns, 1<<20)
 	up, down := runBench(t, ns, f, nimbusPath(t, a), "--kernel", a.Kernel, "--initramfs", initrd,
 		"--cmdline", "console=ttyS0 rdinit=/init panic=-1 reboot=t quiet "+guestimage.RunParam(benchScript("10.99.7.2", "10.99.7.1", f)),

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
+	"github.com/nimbus-vmm/nimbus/internal/testnet"
 )
 
 // TestRestoreWithNewTapFds follows libvirt's save/restore: a VM whose NIC
@@ -21,7 +22,7 @@ func TestRestoreWithNewTapFds(t *testing.T) {
 	requireNetAdmin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), guestTimeout)
 	defer cancel()
-	ns := newNetns(t)
+	ns := testnet.NewNetns(t)
 	const host, guest, mac = "10.99.7.1", "10.99.7.2", "52:54:00:aa:00:07"
 	oldTap := kataTap(t, ns, "tapold_7", "", 1)
 	p := newHostPeer(t, ns, payloadSize)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/nimbus-vmm/nimbus/internal/testnet"
 )
 
 // TestSandboxNetworking proves what the end-to-end tests build on: the
@@ -19,7 +21,7 @@ import (
 // in a namespace the test made: none in the machine's own.
 func TestSandboxNetworking(t *testing.T) {
 	requireNetAdmin(t)
-	near, ns := newNetns(t), newNetns(t)
+	near, ns := testnet.NewNetns(t), testnet.NewNetns(t)
 	hNear, err := netlink.NewHandleAt(near, unix.NETLINK_ROUTE)
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +69,7 @@ func TestSandboxNetworking(t *testing.T) {
 	mustAddr(inNS, "nbveth1", "10.98.0.2/24")
 
 	var ln net.Listener
-	if err := inNetns(ns, func() (err error) { ln, err = net.Listen("tcp4", "10.98.0.2:0"); return }); err != nil {
+	if err := testnet.InNetns(ns, func() (err error) { ln, err = net.Listen("tcp4", "10.98.0.2:0"); return }); err != nil {
 		t.Fatalf("listening in the namespace: %v", err)
 	}
 	defer ln.Close()
@@ -83,7 +85,7 @@ func TestSandboxNetworking(t *testing.T) {
 		got <- string(b)
 	}()
 	var c net.Conn
-	if err := inNetns(near, func() (err error) { c, err = net.DialTimeout("tcp4", ln.Addr().String(), 10*time.Second); return }); err != nil {
+	if err := testnet.InNetns(near, func() (err error) { c, err = net.DialTimeout("tcp4", ln.Addr().String(), 10*time.Second); return }); err != nil {
 		t.Fatalf("dialing into the namespace over veth: %v", err)
 	}
 	c.Write([]byte("across the veth"))
@@ -112,7 +114,7 @@ func TestSandboxNetworking(t *testing.T) {
 	// virtio_net_hdr (IFF_VNET_HDR's default size).
 	fds := kataTap(t, ns, "nbtap0", "10.98.1.1/24", 1)
 	defer fds[0].Close()
-	if err := inNetns(ns, func() error {
+	if err := testnet.InNetns(ns, func() error {
 		u, err := net.Dial("udp4", "10.98.1.2:9")
 		if err != nil {
 			return err
