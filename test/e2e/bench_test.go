@@ -14,8 +14,6 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
-	"github.com/nimbus-vmm/nimbus/internal/vm"
-	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
 // benchRounds is how many times each VMM boots, alternating, because
@@ -86,23 +84,7 @@ func TestBootTimes(t *testing.T) {
 	// Nimbus's own share, in-process: config to first KVM_RUN.
 	var setup []time.Duration
 	for range benchRounds {
-		cfg := config.DefaultVmConfig()
-		cfg.Payload = &config.PayloadConfig{Kernel: a.Kernel, Initramfs: initrd, Cmdline: cmdline}
-		cfg.Memory.Size = 256 << 20
-		cfg.Serial, cfg.Console = config.SerialConfig{Mode: config.ConsoleNull}, config.ConsoleConfig{Mode: config.ConsoleOff}
-		start := time.Now()
-		m, err := vm.New(&cfg, nil, make(chan vmm.MachineExit, 1), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.Boot(); err != nil {
-			t.Fatal(err)
-		}
-		<-m.Entered()
-		setup = append(setup, time.Since(start))
-		if err := m.Shutdown(); err != nil {
-			t.Fatal(err)
-		}
+		setup = append(setup, guesttest.TimeToFirstEntry(t, config.PayloadConfig{Kernel: a.Kernel, Initramfs: initrd, Cmdline: cmdline}, 256<<20))
 	}
 
 	var nimbus, qemu []bootRun

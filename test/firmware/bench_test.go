@@ -12,8 +12,6 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/config"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
-	"github.com/nimbus-vmm/nimbus/internal/vm"
-	"github.com/nimbus-vmm/nimbus/internal/vmm"
 )
 
 // startRounds is how many times each case starts; the median is reported.
@@ -39,23 +37,7 @@ func TestFirmwareStartTimes(t *testing.T) {
 	}{{"1G", 1 << 30}, {"8G", 8 << 30}} {
 		var inProcess, cli []time.Duration
 		for range startRounds {
-			cfg := config.DefaultVmConfig()
-			cfg.Payload = &config.PayloadConfig{Firmware: fw}
-			cfg.Memory.Size = mem.size
-			cfg.Serial, cfg.Console = config.SerialConfig{Mode: config.ConsoleNull}, config.ConsoleConfig{Mode: config.ConsoleOff}
-			start := time.Now()
-			m, err := vm.New(&cfg, nil, make(chan vmm.MachineExit, 1), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := m.Boot(); err != nil {
-				t.Fatal(err)
-			}
-			<-m.Entered()
-			inProcess = append(inProcess, time.Since(start))
-			if err := m.Shutdown(); err != nil {
-				t.Fatal(err)
-			}
+			inProcess = append(inProcess, guesttest.TimeToFirstEntry(t, config.PayloadConfig{Firmware: fw}, mem.size))
 			cli = append(cli, firstEntry(t, filepath.Join(a.BinDir, "nimbus"), "--firmware", fw, "--memory", "size="+mem.name,
 				"--serial", "null", "--console", "off", "-v"))
 		}
