@@ -56,6 +56,26 @@ menuentry "Debian GNU/Linux (Nimbus image)" {
 // device manager, network tools, and kmod for the modules udev loads.
 var Packages = []string{"systemd", "systemd-sysv", "udev", "dbus", "kmod", "iproute2"}
 
+// AptPackages are installed by apt-get in the chroot after debootstrap
+// (whose --include could not order python3-cryptography's configuration):
+// cloud-init, and ifupdown, which renders cloud-init's network
+// configuration (/etc/network/interfaces.d/50-cloud-init).
+var AptPackages = []string{"cloud-init", "ifupdown"}
+
+// imageModules are in the root file system beside the test guests' own:
+// iso9660 for cloud-init's NoCloud seed (cloud-localds makes an ISO).
+var imageModules = []string{"isofs"}
+
+// CloudConfig is /etc/cloud/cloud.cfg.d/90-nimbus.cfg: cloud-init looks
+// only for data sources on local disks, NoCloud (a disk labelled cidata)
+// and ConfigDrive (config-2), so that without one ds-identify turns it
+// off at boot instead of probing cloud metadata services (two, because
+// ds-identify takes a lone entry as found without looking, and then
+// cloud-init ran its four stages on every boot); and the locale is
+// glibc's built-in C.UTF-8, since the image generates none (cloud-init's
+// default, en_US.UTF-8, failed its locale module).
+const CloudConfig = "datasource_list: [ NoCloud, ConfigDrive ]\nlocale: C.UTF-8\n"
+
 // InitrdModules are loaded by the initramfs before root is mounted: the
 // test guests' drivers (so that console=hvc0 has its device before
 // systemd starts) and ext4. The same modules are in the root file system
@@ -63,7 +83,7 @@ var Packages = []string{"systemd", "systemd-sysv", "udev", "dbus", "kmod", "ipro
 var InitrdModules = slices.Concat(guestimage.DefaultModules, []string{"ext4", "crc32c_generic"})
 
 // recipe changes the cache key when the way the image is made changes.
-const recipe = "debimage 2"
+const recipe = "debimage 3"
 
 // Kernel is the kernel the image carries in /boot and beside itself.
 type Kernel struct {
@@ -96,8 +116,9 @@ type Image struct {
 
 func (o *Options) key() string {
 	h := sha256.New()
-	fmt.Fprintln(h, recipe, o.Suite, o.Kernel.Version, strings.Join(Packages, ","), strings.Join(InitrdModules, ","))
+	fmt.Fprintln(h, recipe, o.Suite, o.Kernel.Version, strings.Join(Packages, ","), strings.Join(AptPackages, ","), strings.Join(InitrdModules, ","))
 	io.WriteString(h, initScript(nil))
+	io.WriteString(h, CloudConfig)
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
@@ -160,6 +181,12 @@ func build(ctx context.Context, o *Options, out string) error {
 		o.Suite, root, o.Mirror); err != nil {
 		return err
 	}
+	fmt.Fprintf(o.Log, "debimage: apt-get install %s\n", strings.Join(AptPackages, " "))
+	if err := run(ctx, out, nil, "chroot", slices.Concat([]string{root, "sh", "-c",
+		`apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" && apt-get clean`,
+		"sh"}, AptPackages)...); err != nil {
+		return err
+	}
 	initrd, err := Initramfs(o.Busybox, o.Kernel.Modules)
 	if err != nil {
 		return err
@@ -218,11 +245,12 @@ func build(ctx context.Context, o *Options, out string) error {
 // daily timers).
 func configure(ctx context.Context, root string, k Kernel, kernel, initrd []byte) error {
 	files := map[string]string{
-		"etc/hostname":   Hostname + "\n",
-		"etc/hosts":      "127.0.0.1 localhost\n127.0.1.1 " + Hostname + "\n::1 localhost ip6-localhost ip6-loopback\n",
-		"etc/fstab":      "LABEL=" + Label + " / ext4 rw,errors=remount-ro 0 1\n",
-		"etc/machine-id": "", // made at first boot, so no two guests share one
-		"nimbus.cfg":     GrubMenu,
+		"etc/hostname":                        Hostname + "\n",
+		"etc/hosts":                           "127.0.0.1 localhost\n127.0.1.1 " + Hostname + "\n::1 localhost ip6-localhost ip6-loopback\n",
+		"etc/fstab":                           "LABEL=" + Label + " / ext4 rw,errors=remount-ro 0 1\n",
+		"etc/machine-id":                      "", // made at first boot, so no two guests share one
+		"etc/cloud/cloud.cfg.d/90-nimbus.cfg": CloudConfig,
+		"nimbus.cfg":                          GrubMenu,
 	}
 	for name, text := range files {
 		if err := os.WriteFile(filepath.Join(root, name), []byte(text), 0o644); err != nil {
@@ -238,7 +266,7 @@ func configure(ctx context.Context, root string, k Kernel, kernel, initrd []byte
 		return err
 	}
 	mods := filepath.Join(root, "lib", "modules", k.Version)
-	if err := k.Modules.ExportModules(mods, slices.Concat(guestimage.DefaultModules, guestimage.OptionalModules)...); err != nil {
+	if err := k.Modules.ExportModules(mods, slices.Concat(guestimage.DefaultModules, guestimage.OptionalModules, imageModules)...); err != nil {
 		return fmt.Errorf("%w: %w", ErrImage, err)
 	}
 	if err := run(ctx, root, nil, "chroot", root, "depmod", "-a", k.Version); err != nil {
