@@ -25,6 +25,9 @@
 #                    distribution tests boot (internal/debimage builds it
 #                    once into build/cache, from the archive the machine's
 #                    apt sources name)
+#   cloud-image-utils, genisoimage
+#                    cloud-localds, which makes the cloud-init NoCloud seed
+#                    (an ISO 9660 disk labelled cidata) of those tests
 # Debian's virtiofsd is fetched, not installed: internal/sandbox.EnsureVirtiofsd.
 # The guest/sandbox kernel is NOT installed: internal/sandbox.EnsureKernel
 # fetches the package linux-image-amd64 depends on with `apt-get download`
@@ -35,7 +38,8 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 # Wait for other apt/dpkg runs instead of failing on their lock.
 APT=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(busybox-static curl e2fsprogs grub-common grub-efi-amd64-bin dosfstools mtools fdisk dpdk-dev debootstrap)
+pkgs=(busybox-static curl e2fsprogs grub-common grub-efi-amd64-bin dosfstools mtools fdisk dpdk-dev debootstrap
+  cloud-image-utils genisoimage)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 

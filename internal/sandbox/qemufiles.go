@@ -36,8 +36,13 @@ func QEMUFiles(qemu string) ([]File, string, error) {
 }
 
 // binaryFiles is a dynamically linked program at guest path guest and the
-// shared libraries ldd reports, at their host paths.
+// shared libraries ldd reports, at their host paths; for a script, the
+// script and its interpreter (with the interpreter's libraries).
 func binaryFiles(bin, guest string) ([]File, error) {
+	if interp, ok := scriptInterpreter(bin); ok {
+		files, err := binaryFiles(interp, interp)
+		return append(files, File{Host: bin, Guest: guest}), err
+	}
 	out, err := exec.Command("ldd", bin).Output()
 	if err != nil {
 		return nil, fmt.Errorf("%w: ldd %s: %w", ErrMissingTool, bin, err)
@@ -57,10 +62,13 @@ func binaryFiles(bin, guest string) ([]File, error) {
 // sandbox (tests that need one say so when it is missing): e2fsprogs for
 // virtio-pmem's and the firmware tests' ext4 images, qemu-utils'
 // qemu-storage-daemon for vhost-user-blk, sfdisk for the firmware tests'
-// GPT disks, DPDK's testpmd (dpdk-dev) as the vhost-user-net back end.
+// GPT disks, DPDK's testpmd (dpdk-dev) as the vhost-user-net back end,
+// cloud-localds (cloud-image-utils, a bash script) and the genisoimage it
+// runs for the distribution tests' cloud-init seed.
 // (virtiofsd comes from EnsureVirtiofsd, the EFI system partition from
 // BuildESP.)
-var TestTools = []string{"mkfs.ext4", "debugfs", "qemu-storage-daemon", "qemu-img", "sfdisk", "dpdk-testpmd"}
+var TestTools = []string{"mkfs.ext4", "debugfs", "qemu-storage-daemon", "qemu-img", "sfdisk", "dpdk-testpmd",
+	"cloud-localds", "genisoimage"}
 
 // TestLibraries are host libraries the test tools load at run time (no
 // ldd shows them): DPDK's vhost-user and mempool drivers for the
@@ -125,4 +133,19 @@ func parseLdd(out []byte) ([]string, error) {
 		}
 	}
 	return libs, nil
+}
+
+// scriptInterpreter is the program a "#!" line at the start of path names.
+func scriptInterpreter(path string) (string, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	line, _ := bufio.NewReader(f).ReadString('\n')
+	rest, ok := strings.CutPrefix(line, "#!")
+	if f := strings.Fields(rest); ok && len(f) > 0 && filepath.IsAbs(f[0]) {
+		return f[0], true
+	}
+	return "", false
 }

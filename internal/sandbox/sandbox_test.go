@@ -453,6 +453,35 @@ func TestParseLdd(t *testing.T) {
 	}
 }
 
+// TestScriptToolFiles: a script tool ships with its interpreter and the
+// interpreter's libraries; a binary, with its own.
+func TestScriptToolFiles(t *testing.T) {
+	dir := t.TempDir()
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip(err)
+	}
+	sh, _ = filepath.EvalSymlinks(sh)
+	script := filepath.Join(dir, "tool")
+	if err := os.WriteFile(script, []byte("#!"+sh+" -e\necho hi\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files, err := HostToolFiles(script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := map[string]bool{}
+	for _, f := range files {
+		hosts[f.Host] = true
+	}
+	if !hosts[script] || !hosts[sh] || len(files) < 3 {
+		t.Fatalf("files %+v: want the script, %s and its libraries", files, sh)
+	}
+	if _, ok := scriptInterpreter(sh); ok {
+		t.Fatalf("%s taken for a script", sh)
+	}
+}
+
 func TestTestReporterPrintsGoTestLines(t *testing.T) {
 	var out bytes.Buffer
 	r := newTestReporter(&out, []testPkg{{ImportPath: "x/a"}, {ImportPath: "x/b"}})
