@@ -78,7 +78,7 @@ fuzz:
 test-kvm:
 	$(SANDBOX) test -qemu -timeout 55m -pkg-timeout 15m -stall 2m -rerun-failed $(KVM_TEST_PKGS)
 	$(SANDBOX) test -qemu -timeout 15m -pkg-timeout 5m -stall 2m -rerun-failed $(KVM_FIRMWARE_PKGS)
-	$(SANDBOX) test -qemu -debian -tries 6 -timeout 25m -pkg-timeout 12m -stall 3m -rerun-failed $(KVM_DISTRO_PKGS)
+	$(SANDBOX) test -qemu -debian -tries 6 -timeout 30m -pkg-timeout 15m -stall 3m -rerun-failed $(KVM_DISTRO_PKGS)
 
 # Every test: unit tests, then the KVM tier.
 test: deps

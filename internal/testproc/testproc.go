@@ -30,8 +30,11 @@ type Proc struct {
 // waits for it.
 func Start(t testing.TB, name string, args ...string) *Proc {
 	t.Helper()
-	return StartVia(t, func(start func() error) error { return start() }, name, args...)
+	return StartVia(t, Direct, name, args...)
 }
+
+// Direct is the via of StartVia that starts the process right here.
+func Direct(start func() error) error { return start() }
 
 // StartVia is Start with the fork made by via, which must call start and
 // return its error: via can run it on an OS thread it has switched into

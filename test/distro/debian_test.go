@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,7 +27,6 @@ const (
 	bootSilence     = 90 * time.Second // systemd prints all the way to the prompt; frozen guests printed nothing more
 	commandTimeout  = 3 * time.Minute
 	poweroffTimeout = 2 * time.Minute
-	prompt          = "root@" + debimage.Hostname + ":~# "
 )
 
 // asset is a path the sandbox passes in env; the test fails without it
@@ -52,6 +52,8 @@ type debian struct {
 	proc    *testproc.Proc
 	api     *client.Client
 	console string    // ttyS0 or hvc0
+	host    string    // the guest's host name, in its prompts
+	prompt  string    // the shell's prompt once logged in
 	pty     string    // its pty
 	term    *terminal // the pty opened
 	t0      time.Time
@@ -59,15 +61,22 @@ type debian struct {
 
 // directBoot is the payload for the image's kernel and initramfs with
 // the kernel console on console, on 2 vCPUs.
-func directBoot(img, console string) []string {
+func directBoot(img, console string, cmdline ...string) []string {
 	return []string{"--kernel", filepath.Join(img, debimage.KernelFile), "--initramfs", filepath.Join(img, debimage.InitrdFile),
-		"--cmdline", "root=/dev/vda rw console=" + console, "--cpus", "boot=2"}
+		"--cmdline", strings.Join(append([]string{"root=/dev/vda rw console=" + console}, cmdline...), " "), "--cpus", "boot=2"}
 }
 
 // bootDebian starts nimbus on disk with payload (and its --cpus), the guest's console on
 // console (ttyS0 or hvc0) and that device as a pty, and opens the pty
 // named in vm.info.
 func bootDebian(t *testing.T, a *guesttest.Assets, disk, console string, payload ...string) *debian {
+	t.Helper()
+	return bootDebianVia(t, a, testproc.Direct, console, append([]string{"--disk", "path=" + disk}, payload...)...)
+}
+
+// bootDebianVia is bootDebian with the process started through via (in a
+// network namespace) and the disks among args.
+func bootDebianVia(t *testing.T, a *guesttest.Assets, via func(func() error) error, console string, args ...string) *debian {
 	t.Helper()
 	if a.BinDir == "" {
 		t.Fatal("no Nimbus binaries: run under nimbus-sandbox test (NIMBUS_BIN_DIR)")
@@ -77,10 +86,9 @@ func bootDebian(t *testing.T, a *guesttest.Assets, disk, console string, payload
 	if console == "hvc0" {
 		ttys = []string{"--serial", "off", "--console", "pty"}
 	}
-	args := append(append([]string{"--api-socket", "path=" + sock, "--disk", "path=" + disk,
-		"--memory", "size=1G"}, payload...), ttys...)
-	d := &debian{t: t, t0: time.Now(), api: client.New(sock), console: console}
-	d.proc = testproc.Start(t, filepath.Join(a.BinDir, "nimbus"), args...)
+	args = slices.Concat([]string{"--api-socket", "path=" + sock, "--memory", "size=1G"}, args, ttys)
+	d := &debian{t: t, t0: time.Now(), api: client.New(sock), console: console, host: debimage.Hostname}
+	d.proc = testproc.StartVia(t, via, filepath.Join(a.BinDir, "nimbus"), args...)
 	d.openPty("")
 	return d
 }
@@ -133,17 +141,27 @@ func (d *debian) fail(format string, args ...any) {
 // login waits for the login prompt and logs in as root.
 func (d *debian) login() {
 	d.t.Helper()
+	d.loginAs("root", debimage.RootPassword)
+}
+
+// loginAs waits for the login prompt and logs in as user.
+func (d *debian) loginAs(user, password string) {
+	d.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	defer cancel()
-	if _, err := d.term.ExpectQuiet(ctx, debimage.Hostname+" login: ", bootSilence); err != nil {
+	if _, err := d.term.ExpectQuiet(ctx, d.host+" login: ", bootSilence); err != nil {
 		d.fail("%v", err)
 	}
 	d.t.Logf("login prompt %.1fs after start", time.Since(d.t0).Seconds())
-	if _, err := d.term.Dialogue(ctx, "root", "Password: ", time.Minute); err != nil {
+	if _, err := d.term.Dialogue(ctx, user, "Password: ", time.Minute); err != nil {
 		d.fail("%v", err)
 	}
-	if _, err := d.term.Dialogue(ctx, debimage.RootPassword, prompt, time.Minute); err != nil {
-		d.fail("logging in: %v", err)
+	d.prompt = user + "@" + d.host + ":~# "
+	if user != "root" {
+		d.prompt = user + "@" + d.host + ":~$ "
+	}
+	if _, err := d.term.Dialogue(ctx, password, d.prompt, time.Minute); err != nil {
+		d.fail("logging in as %s: %v", user, err)
 	}
 }
 
@@ -151,7 +169,7 @@ func (d *debian) login() {
 // prompt (the echoed command line included), as plain text.
 func (d *debian) run(cmd string) string {
 	d.t.Helper()
-	out, err := d.term.Dialogue(context.Background(), cmd, prompt, commandTimeout)
+	out, err := d.term.Dialogue(context.Background(), cmd, d.prompt, commandTimeout)
 	if err != nil {
 		d.fail("%s: %v", cmd, err)
 	}
@@ -176,7 +194,7 @@ func (d *debian) checkMultiUser(root string) {
 	}
 	d.t.Logf("system running %.1fs after start", time.Since(d.t0).Seconds())
 	d.expectOutput(`echo "M-$((6*7)) $(hostname) $(systemctl is-active multi-user.target) $(awk '$2 == "/" {print $1, substr($4, 1, 2)}' /proc/mounts)"`,
-		"M-42 "+debimage.Hostname+" active "+root+" rw")
+		"M-42 "+d.host+" active "+root+" rw")
 }
 
 // poweroff runs systemctl poweroff and expects nimbus to exit 0.

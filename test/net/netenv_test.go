@@ -20,6 +20,7 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
 	"github.com/nimbus-vmm/nimbus/internal/testnet"
+	"github.com/nimbus-vmm/nimbus/internal/testproc"
 )
 
 // requireNetAdmin skips unless the test may create taps and namespaces
@@ -271,7 +272,7 @@ func linkHere(name string) bool {
 // ns, so the child runs there; with netns.None() it forks where the test is.
 func startIn(ns netns.NsHandle) func(func() error) error {
 	if !ns.IsOpen() {
-		return func(start func() error) error { return start() }
+		return testproc.Direct
 	}
 	return func(start func() error) error { return testnet.InNetns(ns, start) }
 }
