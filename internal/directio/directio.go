@@ -88,9 +88,6 @@ func (d *File) Stat() (os.FileInfo, error) { return d.f.Stat() }
 // Close closes the file.
 func (d *File) Close() error { return d.f.Close() }
 
-// Align is the offset and length alignment transfers avoid bouncing with.
-func (d *File) Align() int { return d.align }
-
 func (d *File) aligned(p []byte, off int64) bool {
 	a := int64(d.align)
 	return off%a == 0 && int64(len(p))%a == 0 && AddrAligned(p, d.memAlign)
