@@ -12,8 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/nimbus-vmm/nimbus/internal/directio"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/hostkvm"
 	"github.com/nimbus-vmm/nimbus/internal/sandbox"
@@ -156,7 +155,7 @@ func DirectDir(t testing.TB) string {
 }
 
 func takesDirect(dir string) bool {
-	f, err := os.OpenFile(filepath.Join(dir, ".direct-probe"), os.O_CREATE|os.O_RDWR|unix.O_DIRECT, 0o600)
+	f, err := directio.OpenFile(filepath.Join(dir, ".direct-probe"), os.O_CREATE|os.O_RDWR)
 	if err != nil {
 		return false
 	}
