@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/nimbus-vmm/nimbus/internal/testproc"
 )
 
 // InNetns runs fn on a fresh OS thread switched into ns. The thread is
@@ -51,4 +53,13 @@ func NewNetns(t testing.TB) netns.NsHandle {
 	}
 	t.Cleanup(func() { ns.Close() })
 	return ns
+}
+
+// StartIn returns a testproc.StartVia starter that forks from a thread in
+// ns, so the child runs there; with netns.None() it forks where the test is.
+func StartIn(ns netns.NsHandle) func(start func() error) error {
+	if !ns.IsOpen() {
+		return testproc.Direct
+	}
+	return func(start func() error) error { return InNetns(ns, start) }
 }

@@ -76,9 +76,8 @@ func TestDebianCloudInit(t *testing.T) {
 		filepath.Join(dir, "user-data"), filepath.Join(dir, "meta-data"))
 
 	ns := testnet.NewNetns(t)
-	via := func(start func() error) error { return testnet.InNetns(ns, start) }
 	// net.ifnames=0: the NIC is eth0, as the network-config names it.
-	d := bootDebianVia(t, a, via, "ttyS0", append(directBoot(img, "ttyS0", "net.ifnames=0"),
+	d := bootDebianVia(t, a, testnet.StartIn(ns), "ttyS0", append(directBoot(img, "ttyS0", "net.ifnames=0"),
 		"--disk", "path="+raw, "path="+seed+",readonly=on",
 		"--net", "tap=cloud0,ip="+cloudHostAddr+",mask=255.255.255.0,mac="+cloudMAC)...)
 	d.host = cloudHost

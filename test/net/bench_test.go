@@ -139,7 +139,7 @@ func runBench(t *testing.T, ns netns.NsHandle, f *flowTimer, name string, args .
 	cmd := exec.CommandContext(ctx, name, args...)
 	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err := startIn(ns)(cmd.Start)
+	err := testnet.StartIn(ns)(cmd.Start)
 	if err == nil {
 		err = cmd.Wait()
 	}

@@ -104,7 +104,7 @@ func TestLibvirtStartup(t *testing.T) {
 	peer := newHostPeer(t, ns, payloadSize)
 	cmd := exec.Command(ch, "--api-socket", "fd=3", "--event-monitor", "path="+fifo, "-v")
 	cmd.ExtraFiles = []*os.File{lnFile}
-	proc := testproc.StartCmd(t, startIn(ns), cmd)
+	proc := testproc.StartCmd(t, testnet.StartIn(ns), cmd)
 	lnFile.Close()
 
 	// libvirt opens its reader after the start; the VMM waits for it.

@@ -53,7 +53,7 @@ func (v *vmmUnderTest) start(ctx context.Context, t *testing.T, a *guesttest.Ass
 	if a.BinDir == "" {
 		t.Fatal("no Nimbus binaries: run under nimbus-sandbox test (NIMBUS_BIN_DIR)")
 	}
-	v.Proc = testproc.StartVia(t, startIn(v.ns), filepath.Join(a.BinDir, "nimbus"), append([]string{"--api-socket", "path=" + v.sock}, args...)...)
+	v.Proc = testproc.StartVia(t, testnet.StartIn(v.ns), filepath.Join(a.BinDir, "nimbus"), append([]string{"--api-socket", "path=" + v.sock}, args...)...)
 	if !waitFor(ctx, func() bool { _, err := v.c.Ping(ctx); return err == nil }) {
 		t.Fatalf("no vmm.ping answer; output:\n%s", v.Output())
 	}

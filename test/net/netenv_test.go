@@ -20,7 +20,6 @@ import (
 
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
 	"github.com/nimbus-vmm/nimbus/internal/testnet"
-	"github.com/nimbus-vmm/nimbus/internal/testproc"
 )
 
 // requireNetAdmin skips unless the test may create taps and namespaces
@@ -266,13 +265,4 @@ func linkIn(t *testing.T, ns netns.NsHandle, name string) bool {
 func linkHere(name string) bool {
 	_, err := net.InterfaceByName(name)
 	return err == nil
-}
-
-// startIn returns a testproc.StartVia starter that forks from a thread in
-// ns, so the child runs there; with netns.None() it forks where the test is.
-func startIn(ns netns.NsHandle) func(func() error) error {
-	if !ns.IsOpen() {
-		return testproc.Direct
-	}
-	return func(start func() error) error { return testnet.InNetns(ns, start) }
 }
