@@ -39,6 +39,9 @@ const (
 	EnvQEMUAccel = "NIMBUS_SANDBOX_ACCEL"
 	// EnvQEMUSMP replaces the sandbox's vCPU count (2).
 	EnvQEMUSMP = "NIMBUS_SANDBOX_SMP"
+	// EnvQEMUAffinity replaces the sandbox CPUs the command runs on
+	// (a taskset -c list, "0"; "all" for no pinning).
+	EnvQEMUAffinity = "NIMBUS_SANDBOX_AFFINITY"
 	// EnvRequireKVM=1 turns a test's "skip: no /dev/kvm" into a failure.
 	EnvRequireKVM = "NIMBUS_REQUIRE_KVM"
 	// EnvBinDir is the directory holding the nimbus and nimbus-remote binaries.

@@ -362,6 +362,10 @@ func TestInitScriptQuoting(t *testing.T) {
 	if d, e := strings.Index(s, "export GOMAXPROCS=1\n"), strings.Index(s, "export GOMAXPROCS='2'"); d < 0 || e < d {
 		t.Fatalf("init must export GOMAXPROCS=1 before the caller's env:\n%s", s)
 	}
+	s = initScript("n", nil, Config{Args: []string{"true"}, Dir: "/", affinity: "0"})
+	if !strings.Contains(s, "\ntaskset -c 0 'true' </dev/null") {
+		t.Fatalf("the command is not pinned to CPU 0:\n%s", s)
+	}
 	if _, err := Run(context.Background(), Config{Args: []string{"x"}, Env: []string{"1A=b"}}); err == nil {
 		t.Fatal("bad env name accepted")
 	}
@@ -391,7 +395,7 @@ func TestBootRealSandbox(t *testing.T) {
 		Mode:   QEMU,
 		Files:  []File{{Host: filepath.Join(dir, "msg"), Guest: "/data/msg"}},
 		Env:    []string{"FOO=bar baz"},
-		Args:   []string{"sh", "-c", `cat /data/msg; echo "FOO=$FOO"; ls -l /dev/kvm; exit 3`},
+		Args:   []string{"sh", "-c", `cat /data/msg; echo "FOO=$FOO"; ls -l /dev/kvm; grep Cpus_allowed_list /proc/self/status; exit 3`},
 		Stdout: &out, Log: &log, Timeout: 5 * time.Minute,
 	})
 	if err != nil {
@@ -405,14 +409,18 @@ func TestBootRealSandbox(t *testing.T) {
 	if res.ExitStatus != 3 || !strings.HasPrefix(got, "shipped\nFOO=bar baz\ncrw") || !strings.Contains(got, "/dev/kvm") {
 		t.Fatalf("status %d output:\n%s", res.ExitStatus, got)
 	}
+	if !strings.Contains(got, "Cpus_allowed_list:\t0\n") {
+		t.Errorf("the command is not pinned to the sandbox's CPU 0:\n%s", got)
+	}
 	if len(out.writes) < 3 {
 		t.Fatalf("output came in %d writes, wanted one per line", len(out.writes))
 	}
 }
 
 // TestRealSandboxStallReport stops a real sandbox as stalled and checks
-// the report: QEMU's monitor names the vCPUs' registers and the L1 kernel
-// answers the SysRq keys on the console before QEMU is killed.
+// the report: QEMU's monitor names the vCPUs' registers and local APICs
+// and the L1 kernel answers the SysRq keys on the console before QEMU is
+// killed.
 func TestRealSandboxStallReport(t *testing.T) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skip("qemu-system-x86_64 not installed (bash scripts/install-deps.sh); skipping the real boot")
@@ -437,8 +445,15 @@ func TestRealSandboxStallReport(t *testing.T) {
 	if !strings.Contains(log.String(), "nimbus-sandbox: qemu: RIP=") {
 		t.Errorf("no vCPU registers from the monitor in the log:\n%s", log.String())
 	}
-	if !strings.Contains(out.String(), "sysrq: Show Blocked State") {
-		t.Errorf("the L1 kernel did not answer SysRq w on the console:\n%s", out.String())
+	if !strings.Contains(log.String(), "nimbus-sandbox: qemu: dumping local APIC state for CPU 1") {
+		t.Errorf("no local APIC state of the second vCPU in the log:\n%s", log.String())
+	}
+	// The backtraces show only if SysRq 8 raised the quiet kernel's
+	// console log level first.
+	for _, want := range []string{"sysrq: Show Blocked State", "NMI backtrace for cpu", "Show clockevent devices"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the L1 kernel's console has no %q:\n%s", want, out.String())
+		}
 	}
 }
 
@@ -659,6 +674,26 @@ func TestQEMUSMPKnob(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), EnvQEMUSMP+"=\""+bad+"\"") {
 			t.Fatalf("%s=%s: got %v", EnvQEMUSMP, bad, err)
+		}
+	}
+}
+
+// TestQEMUAffinityKnob: NIMBUS_SANDBOX_AFFINITY takes a CPU list or
+// "all"; anything else is refused naming the variable, before QEMU starts.
+func TestQEMUAffinityKnob(t *testing.T) {
+	for _, bad := range []string{"one", "0;reboot", "1-", "0,,1"} {
+		t.Setenv(EnvQEMUAffinity, bad)
+		_, err := runQEMU(context.Background(), Config{Args: []string{"true"}})
+		if errors.Is(err, ErrMissingTool) {
+			t.Skip(err)
+		}
+		if err == nil || !strings.Contains(err.Error(), EnvQEMUAffinity+"=\""+bad+"\"") {
+			t.Fatalf("%s=%s: got %v", EnvQEMUAffinity, bad, err)
+		}
+	}
+	for _, good := range []string{"0", "0-1", "0,1", "all"} {
+		if good != "all" && !cpuList.MatchString(good) {
+			t.Errorf("%q refused", good)
 		}
 	}
 }
