@@ -233,6 +233,7 @@ type worker struct {
 	mem    virtio.GuestMemory
 	bounce []byte
 	iov    [][]byte // reused across requests
+	gather []byte   // a qcow2 request's pages, reused (transferQcow2)
 	// hdr and status are scratch that would escape (one allocation each
 	// per request) if declared in handle.
 	hdr    [headerSize]byte
@@ -395,9 +396,32 @@ func (w *worker) transfer(bufs []virtio.Buffer, off int64, write bool) error {
 	return flush()
 }
 
-// transferQcow2 moves bufs through a qcow2 image, buffer by buffer:
-// straight to and from guest RAM where a buffer lies in one region.
+// transferQcow2 moves bufs through a qcow2 image. A request of several
+// buffers (the guest's pages) goes through the image as one transfer
+// when it fits maxGather: buffer by buffer, the first page written into a
+// fresh cluster makes the image allocate the whole cluster and write it
+// filled, and every later page of it is written again, and each page is a
+// system call of its own. Otherwise buffer by buffer, straight to and
+// from guest RAM where a buffer lies in one region.
 func (w *worker) transferQcow2(q *qcow2.Image, bufs []virtio.Buffer, off int64, write bool) error {
+	if n := total(bufs); len(bufs) > 1 && n <= maxGather {
+		if uint64(cap(w.gather)) < n {
+			w.gather = make([]byte, n)
+		}
+		buf := w.gather[:n]
+		if write {
+			if _, err := io.ReadFull(virtio.NewReader(w.mem, bufs), buf); err != nil {
+				return err
+			}
+			_, err := q.WriteAt(buf, off)
+			return err
+		}
+		if _, err := q.ReadAt(buf, off); err != nil {
+			return err
+		}
+		_, err := virtio.NewWriter(w.mem, bufs).Write(buf)
+		return err
+	}
 	for _, b := range bufs {
 		if b.Len == 0 {
 			continue
@@ -418,6 +442,11 @@ func (w *worker) transferQcow2(q *qcow2.Image, bufs []virtio.Buffer, off int64, 
 	}
 	return nil
 }
+
+// maxGather bounds the buffer a worker keeps for a qcow2 request's
+// pages; Linux's virtio-blk requests are 1.25 MiB at most by default
+// (max_sectors_kb).
+const maxGather = 4 << 20
 
 // maxIOV is Linux's IOV_MAX: the most iovecs one preadv/pwritev takes.
 const maxIOV = 1024
