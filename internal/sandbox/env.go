@@ -39,8 +39,11 @@ const (
 	EnvQEMUAccel = "NIMBUS_SANDBOX_ACCEL"
 	// EnvQEMUSMP replaces the sandbox's vCPU count (2).
 	EnvQEMUSMP = "NIMBUS_SANDBOX_SMP"
-	// EnvQEMUAffinity replaces the sandbox CPUs the command runs on
-	// (a taskset -c list, "0"; "all" for no pinning).
+	// EnvQEMUAffinity, a taskset -c list, runs the command and all it
+	// starts on those sandbox CPUs only (default, or "all": every CPU).
+	// Pinned to CPU 0, the L2 guests that had two vCPUs booted three
+	// times slower, the others 1.3-1.5 times (guesttest.PinToOneCPU
+	// pins the tests that need it).
 	EnvQEMUAffinity = "NIMBUS_SANDBOX_AFFINITY"
 	// EnvRequireKVM=1 turns a test's "skip: no /dev/kvm" into a failure.
 	EnvRequireKVM = "NIMBUS_REQUIRE_KVM"

@@ -59,10 +59,6 @@ func envOr(key, def string) string {
 // (see initScript).
 const sandboxGOMAXPROCS = 1
 
-// sandboxAffinity is the sandbox CPU that the command and everything it
-// starts run on (see initScript).
-const sandboxAffinity = "0"
-
 // cpuList is a CPU list as taskset -c takes it.
 var cpuList = regexp.MustCompile(`^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$`)
 
@@ -338,12 +334,8 @@ fi
 	for i, a := range cfg.Args {
 		words[i] = quote(a)
 	}
-	// Every process of the command on one sandbox CPU, the other left to
-	// the L1 kernel: with GOMAXPROCS=1 alone, TestVirtioFs (its virtiofsd
-	// busy on the second CPU while the first runs the guest) still broke
-	// in 6 of 8 fresh boots, and 3 of 3 in a row (a guest silent after its
-	// reboot, the L1 kernel's stack guard page in the vcpu thread, a guest
-	// silent from the start); pinned, 4 of 4 in a row passed.
+	// With EnvQEMUAffinity, every process of the command on those sandbox
+	// CPUs only (an experiment knob: see guesttest.PinToOneCPU for why).
 	if cfg.affinity != "" {
 		words = append([]string{"taskset", "-c", cfg.affinity}, words...)
 	}
@@ -366,8 +358,8 @@ func runQEMU(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		cfg.CPUs = n
 	}
-	switch a := envOr(EnvQEMUAffinity, sandboxAffinity); {
-	case a == "all":
+	switch a := os.Getenv(EnvQEMUAffinity); {
+	case a == "", a == "all":
 	case cpuList.MatchString(a):
 		cfg.affinity = a
 	default:

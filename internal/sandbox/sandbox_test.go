@@ -409,8 +409,8 @@ func TestBootRealSandbox(t *testing.T) {
 	if res.ExitStatus != 3 || !strings.HasPrefix(got, "shipped\nFOO=bar baz\ncrw") || !strings.Contains(got, "/dev/kvm") {
 		t.Fatalf("status %d output:\n%s", res.ExitStatus, got)
 	}
-	if !strings.Contains(got, "Cpus_allowed_list:\t0\n") {
-		t.Errorf("the command is not pinned to the sandbox's CPU 0:\n%s", got)
+	if !strings.Contains(got, "Cpus_allowed_list:\t0-1\n") {
+		t.Errorf("the command does not run on both sandbox CPUs:\n%s", got)
 	}
 	if len(out.writes) < 3 {
 		t.Fatalf("output came in %d writes, wanted one per line", len(out.writes))
@@ -533,7 +533,7 @@ func TestRunTestsOnHost(t *testing.T) {
 	run := func(sel string) (TestSummary, string, error) {
 		var out bytes.Buffer
 		sum, err := RunTests(context.Background(), TestConfig{
-			Packages: []string{"./internal/guestimage", "./internal/guestimage/guesttest"},
+			Packages: []string{"./internal/guestimage", "./internal/testnet"},
 			Run:      sel, Mode: Host, Stdout: &out, Timeout: 5 * time.Minute,
 		})
 		return sum, out.String(), err
@@ -543,7 +543,7 @@ func TestRunTestsOnHost(t *testing.T) {
 		t.Fatalf("passing run: %+v err %v\n%s", sum, err, out)
 	}
 	for _, want := range []string{"--- PASS: TestRunParam", "ok  \tgithub.com/nimbus-vmm/nimbus/internal/guestimage\t",
-		"?   \tgithub.com/nimbus-vmm/nimbus/internal/guestimage/guesttest\t[no test files]", "\n1 passed, 0 failed\n"} {
+		"?   \tgithub.com/nimbus-vmm/nimbus/internal/testnet\t[no test files]", "\n1 passed, 0 failed\n"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("passing run output lacks %q:\n%s", want, out)
 		}

@@ -69,8 +69,10 @@ mount -t virtiofs kataShared /mnt/r && touch /mnt/r/rebooted && sync && umount /
 // virtiofsd serves one front end and exits when it hangs up, so upstream
 // cannot reboot such a guest unless something restarts them), and the
 // guest mounts both shares again. Both daemons exit once Nimbus has gone.
+// In the QEMU sandbox, Nimbus and virtiofsd share one CPU (PinToOneCPU).
 func TestVirtioFs(t *testing.T) {
 	g := newGuest(t, "virtiofs")
+	guesttest.PinToOneCPU(t)
 	dir, err := os.MkdirTemp("", "nimbus-fs")
 	if err != nil {
 		t.Fatal(err)
