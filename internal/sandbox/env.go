@@ -41,8 +41,9 @@ const (
 	EnvQEMUSMP = "NIMBUS_SANDBOX_SMP"
 	// EnvQEMUAffinity, a taskset -c list, runs the command and all it
 	// starts on those sandbox CPUs only (default, or "all": every CPU).
-	// Pinned to CPU 0, the L2 guests that had two vCPUs booted three
-	// times slower, the others 1.3-1.5 times (guesttest.PinToOneCPU
+	// Pinned to CPU 0 (against unpinned the same evening), a guest with
+	// two vCPUs booted in 90 s instead of 46, network tests took 1.2-1.5
+	// times as long, one-vCPU boots no longer (guesttest.PinToOneCPU
 	// pins the tests that need it).
 	EnvQEMUAffinity = "NIMBUS_SANDBOX_AFFINITY"
 	// EnvRequireKVM=1 turns a test's "skip: no /dev/kvm" into a failure.
