@@ -83,7 +83,7 @@ fuzz:
 # three tries, while the other two tiers take 15-20 minutes together.
 test-kvm:
 	$(SANDBOX) test -qemu -tries 6 -timeout 60m -pkg-timeout 25m -stall 2m -rerun-failed $(KVM_TEST_PKGS)
-	$(SANDBOX) test -qemu -tries 6 -timeout 15m -pkg-timeout 5m -stall 2m -rerun-failed $(KVM_FIRMWARE_PKGS)
+	$(SANDBOX) test -qemu -tries 6 -timeout 20m -pkg-timeout 5m -stall 2m -rerun-failed $(KVM_FIRMWARE_PKGS)
 	$(SANDBOX) test -qemu -debian -tries 6 -timeout 30m -pkg-timeout 15m -stall 3m -rerun-failed $(KVM_DISTRO_PKGS)
 
 # Every test: unit tests, then the KVM tier.

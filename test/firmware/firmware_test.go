@@ -2,6 +2,7 @@ package firmware
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,53 @@ import (
 // bootTimeout bounds one firmware boot to power-off (about 20-30 s
 // nested); a deadline for progress, not a timing assertion.
 const bootTimeout = 3 * time.Minute
+
+// silentLimit ends a boot whose console has printed nothing for this
+// long: a passing boot is never quiet for more than a few seconds (the
+// firmware's start, GRUB loading the kernel), while a nested guest that
+// broke (see the package doc) stays silent until bootTimeout, which made
+// every lost try cost three minutes.
+const silentLimit = 75 * time.Second
+
+// watchBoot starts cmd and follows its serial file until cmd exits
+// (its error), or done says the output is what the caller waited for
+// (nil; cmd is killed), or the console has not grown for silentLimit or
+// bootTimeout has passed (cmd is killed; the error says which).
+func watchBoot(t *testing.T, cmd *exec.Cmd, serial string, done func(out string) bool) error {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop := func(err error) error {
+		cmd.Process.Kill()
+		<-exited
+		return err
+	}
+	start, grew, size := time.Now(), time.Now(), -1
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-exited:
+			return err
+		case now := <-tick.C:
+			b, _ := os.ReadFile(serial)
+			if len(b) != size {
+				size, grew = len(b), now
+			}
+			switch {
+			case done != nil && done(string(b)):
+				return stop(nil)
+			case now.Sub(grew) > silentLimit:
+				return stop(fmt.Errorf("the guest's console was silent for %v after %d bytes", silentLimit, max(size, 0)))
+			case now.Sub(start) > bootTimeout:
+				return stop(fmt.Errorf("not done within %v", bootTimeout))
+			}
+		}
+	}
+}
 
 // hostTool finds a host program the test runs; without it the test
 // skips, or fails where the sandbox promised every tool.
@@ -73,14 +121,15 @@ func TestUEFIFirmware(t *testing.T) {
 	// upstream quick start's option.
 	t.Run("kernel", func(t *testing.T) {
 		serial := filepath.Join(dir, "kernel.log")
-		ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
-		defer cancel()
-		run, err := exec.CommandContext(ctx, nimbus, "--kernel", fw, "--disk", "path="+disk,
-			"--serial", "file="+serial, "--console", "off", "--memory", "size=512M", "-v").CombinedOutput()
+		cmd := exec.Command(nimbus, "--kernel", fw, "--disk", "path="+disk,
+			"--serial", "file="+serial, "--console", "off", "--memory", "size=512M", "-v")
+		var run strings.Builder
+		cmd.Stdout, cmd.Stderr = &run, &run
+		err := watchBoot(t, cmd, serial, nil)
 		b, _ := os.ReadFile(serial)
 		out := string(b)
 		if err != nil {
-			t.Fatalf("nimbus: %v\n%s\nserial:\n%s", err, run, out)
+			t.Fatalf("nimbus: %v\n%s\nserial:\n%s", err, run.String(), out)
 		}
 		for _, want := range []string{
 			`BdsDxe: starting Boot`, // the firmware's boot manager took the disk
@@ -101,20 +150,12 @@ func TestUEFIFirmware(t *testing.T) {
 			"--serial", "file="+serial, "--console", "off", "--memory", "size=512M")
 		var run strings.Builder
 		cmd.Stdout, cmd.Stderr = &run, &run
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { cmd.Process.Kill(); cmd.Wait() }()
-		deadline := time.Now().Add(bootTimeout)
-		for {
+		err := watchBoot(t, cmd, serial, func(out string) bool {
+			return strings.Contains(out, "Welcome to GRUB!") && strings.Contains(out, "BdsDxe: starting Boot")
+		})
+		if err != nil {
 			b, _ := os.ReadFile(serial)
-			if strings.Contains(string(b), "Welcome to GRUB!") && strings.Contains(string(b), "BdsDxe: starting Boot") {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no GRUB through --firmware:\n%s\nnimbus:\n%s", b, run.String())
-			}
-			time.Sleep(100 * time.Millisecond)
+			t.Fatalf("no GRUB through --firmware: %v\n%s\nnimbus:\n%s", err, b, run.String())
 		}
 	})
 	t.Run("flash image refused", func(t *testing.T) {
