@@ -24,7 +24,7 @@ const bootTimeout = 3 * time.Minute
 // firmware's start, GRUB loading the kernel), while a nested guest that
 // broke (see the package doc) stays silent until bootTimeout, which made
 // every lost try cost three minutes.
-const silentLimit = 75 * time.Second
+var silentLimit = 75 * time.Second
 
 // watchBoot starts cmd and follows its serial file until cmd exits
 // (its error), or done says the output is what the caller waited for
