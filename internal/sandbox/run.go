@@ -520,8 +520,9 @@ func diagnose(ctx context.Context, monitor string, cpus int, log io.Writer) {
 		fmt.Fprintf(conn, "cpu %d\ninfo lapic\n", i)
 	}
 	fmt.Fprint(conn, "sendkey alt-sysrq-8\nsendkey alt-sysrq-l\nsendkey alt-sysrq-w\nsendkey alt-sysrq-q\n")
-	// Keep the lines that say where each vCPU is; the rest is noise.
-	keep := []string{"VM status", "CPU#", "RIP=", "CS =", "CR0=", "dumping local APIC", "LVTT", "Timer", "ISR", "IRR", "PPR"}
+	// Keep the lines that say where each vCPU is and what its APIC holds
+	// ("APR ... TPR ... PPR" is the priorities' line); the rest is noise.
+	keep := []string{"VM status", "CPU#", "RIP=", "CS =", "CR0=", "dumping local APIC", "LVTT", "Timer", "ISR", "IRR", "APR"}
 	sc := bufio.NewScanner(conn)
 	for sc.Scan() {
 		l := strings.TrimSpace(strings.TrimPrefix(sc.Text(), "(qemu)"))
