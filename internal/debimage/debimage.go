@@ -4,7 +4,9 @@
 // the Debian kernel the sandbox uses and a small initramfs that loads the
 // virtio and ext4 drivers, mounts root= and hands over to systemd. The image
 // is kept as a zlib-compressed qcow2 (a 2 GiB disk in about 60 MiB), built
-// once per recipe into the build cache.
+// once per recipe into the build cache, and also as a GPT disk with an EFI
+// system partition where the image's own grub-install put GRUB, for UEFI
+// firmware.
 package debimage
 
 import (
@@ -42,15 +44,26 @@ const (
 	InitrdFile = "initrd.img"
 )
 
-// GrubMenu is the root file system's /nimbus.cfg: the menu that the
-// standalone GRUB on the UEFI disk's EFI system partition looks for on
-// every partition (sandbox.GrubEmbeddedConfig) and runs.
-const GrubMenu = `set timeout=0
-menuentry "Debian GNU/Linux (Nimbus image)" {
-  linux /boot/vmlinuz root=LABEL=` + Label + ` rw console=ttyS0
-  initrd /boot/initrd.img
-}
+// GrubDefault is the image's /etc/default/grub, from which the
+// distribution's update-grub writes /boot/grub/grub.cfg: the menu shows
+// for a second on the firmware's text console (the serial port: GRUB's
+// graphical terminal finds no video mode there), and the kernel logs to
+// ttyS0 without quiet, as Debian's cloud images do.
+const GrubDefault = `GRUB_DEFAULT=0
+GRUB_TIMEOUT=1
+GRUB_TIMEOUT_STYLE=menu
+GRUB_DISTRIBUTOR=Debian
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=ttyS0"
+GRUB_TERMINAL=console
+GRUB_DISABLE_OS_PROBER=true
 `
+
+// ESPLabel is the FAT label of the UEFI disk's EFI system partition.
+const ESPLabel = "EFI"
+
+// espSize is the size of the UEFI disk's EFI system partition.
+const espSize = 32 << 20
 
 // Packages are installed beside debootstrap's minbase: an init system, a
 // device manager, network tools, and kmod for the modules udev loads.
@@ -59,8 +72,10 @@ var Packages = []string{"systemd", "systemd-sysv", "udev", "dbus", "kmod", "ipro
 // AptPackages are installed by apt-get in the chroot after debootstrap
 // (whose --include could not order python3-cryptography's configuration):
 // cloud-init, and ifupdown, which renders cloud-init's network
-// configuration (/etc/network/interfaces.d/50-cloud-init).
-var AptPackages = []string{"cloud-init", "ifupdown"}
+// configuration (/etc/network/interfaces.d/50-cloud-init); GRUB for UEFI,
+// which the UEFI disk boots through (its own grub-install and update-grub
+// put it there), and efibootmgr for the firmware's boot variables.
+var AptPackages = []string{"cloud-init", "ifupdown", "grub-efi-amd64", "efibootmgr"}
 
 // imageModules are in the root file system beside the test guests' own:
 // iso9660 for cloud-init's NoCloud seed (cloud-localds makes an ISO).
@@ -83,7 +98,7 @@ const CloudConfig = "datasource_list: [ NoCloud, ConfigDrive ]\nlocale: C.UTF-8\
 var InitrdModules = slices.Concat(guestimage.DefaultModules, []string{"ext4", "crc32c_generic"})
 
 // recipe changes the cache key when the way the image is made changes.
-const recipe = "debimage 3"
+const recipe = "debimage 4"
 
 // Kernel is the kernel the image carries in /boot and beside itself.
 type Kernel struct {
@@ -97,9 +112,6 @@ type Options struct {
 	CacheDir string // the image goes to CacheDir/debian/<key>
 	Kernel   Kernel
 	Busybox  string // static busybox for the initramfs
-	// BuildESP writes an EFI system partition image with GRUB, for the
-	// UEFI disk; called only when the image is built.
-	BuildESP func(ctx context.Context, out string) error
 	Suite    string // Debian suite (required: the host's, for its kernel and mirror)
 	Mirror   string // archive URI; default the one the host's apt sources name for Suite
 	Log      io.Writer
@@ -119,18 +131,21 @@ func (o *Options) key() string {
 	fmt.Fprintln(h, recipe, o.Suite, o.Kernel.Version, strings.Join(Packages, ","), strings.Join(AptPackages, ","), strings.Join(InitrdModules, ","))
 	io.WriteString(h, initScript(nil))
 	io.WriteString(h, CloudConfig)
+	io.WriteString(h, GrubDefault)
+	io.WriteString(h, installGrubScript)
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // Ensure returns the cached image for opts, building it first if needed
 // (debootstrap, chroot, mkfs.ext4 and qemu-img, as root; about a minute
-// on the dev box). Concurrent callers wait for one build.
+// on the dev box; loop devices for the UEFI disk's GRUB). Concurrent
+// callers wait for one build.
 func Ensure(ctx context.Context, opts Options) (*Image, error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
-	if opts.Suite == "" || opts.BuildESP == nil {
-		return nil, fmt.Errorf("%w: no suite or ESP builder given", ErrImage)
+	if opts.Suite == "" {
+		return nil, fmt.Errorf("%w: no suite given", ErrImage)
 	}
 	dir := filepath.Join(opts.CacheDir, "debian")
 	unlock, err := cachedir.Lock(dir)
@@ -216,10 +231,14 @@ func build(ctx context.Context, o *Options, out string) error {
 		return err
 	}
 	uefi, esp := filepath.Join(out, "uefi.img"), filepath.Join(out, "esp.img")
-	if err := o.BuildESP(ctx, esp); err != nil {
+	if err := run(ctx, out, nil, "mkfs.vfat", "-C", "-n", ESPLabel, esp, fmt.Sprint(espSize>>10)); err != nil {
 		return err
 	}
 	if err := WriteGPTDisk(ctx, uefi, esp, raw, "root"); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Log, "debimage: grub-install and update-grub on the UEFI disk\n")
+	if err := run(ctx, out, nil, "unshare", "--mount", "--propagation", "private", "sh", "-c", installGrubScript, "install-grub", uefi); err != nil {
 		return err
 	}
 	if err := run(ctx, out, nil, "qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", uefi, UEFIFile); err != nil {
@@ -239,7 +258,7 @@ func build(ctx context.Context, o *Options, out string) error {
 }
 
 // configure makes the debootstrapped tree a machine: a host name, root's
-// password, the root file system in fstab, GRUB's menu, the kernel's modules for udev,
+// password, the root file system in fstab, GRUB's defaults, the kernel's modules for udev,
 // the kernel and initramfs in /boot; and it drops what a test disk does
 // not need (documentation, translations, apt's lists and caches, apt's
 // daily timers).
@@ -250,14 +269,15 @@ func configure(ctx context.Context, root string, k Kernel, kernel, initrd []byte
 		"etc/fstab":                           "LABEL=" + Label + " / ext4 rw,errors=remount-ro 0 1\n",
 		"etc/machine-id":                      "", // made at first boot, so no two guests share one
 		"etc/cloud/cloud.cfg.d/90-nimbus.cfg": CloudConfig,
-		"nimbus.cfg":                          GrubMenu,
+		"etc/default/grub":                    GrubDefault,
 	}
 	for name, text := range files {
 		if err := os.WriteFile(filepath.Join(root, name), []byte(text), 0o644); err != nil {
 			return fmt.Errorf("%w: %w", ErrImage, err)
 		}
 	}
-	for name, data := range map[string][]byte{"boot/vmlinuz": kernel, "boot/initrd.img": initrd} {
+	// Named as Debian's kernel packages name them, for update-grub.
+	for name, data := range map[string][]byte{"boot/vmlinuz-" + k.Version: kernel, "boot/initrd.img-" + k.Version: initrd} {
 		if err := os.WriteFile(filepath.Join(root, name), data, 0o644); err != nil {
 			return fmt.Errorf("%w: %w", ErrImage, err)
 		}
@@ -364,7 +384,7 @@ func run(ctx context.Context, dir string, stdin io.Reader, name string, args ...
 			tail = "..." + tail[len(tail)-4000:]
 		}
 		if errors.Is(err, exec.ErrNotFound) {
-			return fmt.Errorf("%w: %s not found (scripts/install-deps.sh installs debootstrap, e2fsprogs, qemu-utils): %w", ErrImage, name, err)
+			return fmt.Errorf("%w: %s not found (scripts/install-deps.sh installs debootstrap, e2fsprogs, qemu-utils, dosfstools, mtools): %w", ErrImage, name, err)
 		}
 		return fmt.Errorf("%w: %s %s: %w\n%s", ErrImage, name, strings.Join(args, " "), err, strings.TrimSpace(tail))
 	}

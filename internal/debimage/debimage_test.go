@@ -66,3 +66,38 @@ func TestInitScript(t *testing.T) {
 		}
 	}
 }
+
+// TestInstallGrubScript parses the UEFI disk's GRUB installation with the
+// shell and checks that it installs the distribution's GRUB the way an
+// installer does (removable path, no firmware variables, update-grub
+// naming root by UUID), fills the FAT partition without mounting it, and
+// cleans up on every exit.
+func TestInstallGrubScript(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	if out, err := exec.Command(sh, "-n", "-c", installGrubScript).CombinedOutput(); err != nil {
+		t.Fatalf("sh -n: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"set -eu", "trap cleanup EXIT", `losetup -d "$dev"`,
+		`chroot "$mnt" grub-install --target=x86_64-efi --efi-directory=/boot/efi --removable --no-nvram`,
+		`chroot "$mnt" update-grub`,
+		`mount -t tmpfs "${dev}p1" "$mnt/boot/efi"`, // the source grub-install looks up
+		`mcopy -s -i "${dev}p1" "$mnt/boot/efi/EFI" ::/`,
+		`grep -q "root=UUID=$uuid " "$mnt/boot/grub/grub.cfg"`,
+	} {
+		if !strings.Contains(installGrubScript, want) {
+			t.Errorf("the script lacks %q", want)
+		}
+	}
+	if strings.Contains(installGrubScript, "--rbind /dev") {
+		t.Error("the chroot shares the host's /dev: the UUID link would land there")
+	}
+	for _, want := range []string{"GRUB_TERMINAL=console", `GRUB_CMDLINE_LINUX="console=ttyS0"`, "GRUB_TIMEOUT=1"} {
+		if !strings.Contains(GrubDefault, want) {
+			t.Errorf("/etc/default/grub lacks %q", want)
+		}
+	}
+}

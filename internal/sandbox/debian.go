@@ -14,7 +14,7 @@ import (
 const EnvDebian = "NIMBUS_DEBIAN"
 
 // EnsureDebian returns the Debian disk image cached under cacheDir, built
-// first if needed with the sandbox's kernel and BuildESP's GRUB
+// first if needed with the sandbox's kernel
 // (debimage.Ensure: debootstrap as root, about a minute).
 func EnsureDebian(ctx context.Context, cacheDir string, log io.Writer) (*debimage.Image, error) {
 	k, err := EnsureKernel(ctx, cacheDir)
@@ -29,6 +29,6 @@ func EnsureDebian(ctx context.Context, cacheDir string, log io.Writer) (*debimag
 	if suite == "" {
 		return nil, fmt.Errorf("%w: no VERSION_CODENAME in /etc/os-release: the image is built from the host's suite", debimage.ErrImage)
 	}
-	return debimage.Ensure(ctx, debimage.Options{CacheDir: cacheDir, Busybox: "/bin/busybox", Log: log, BuildESP: BuildESP, Suite: suite,
+	return debimage.Ensure(ctx, debimage.Options{CacheDir: cacheDir, Busybox: "/bin/busybox", Log: log, Suite: suite,
 		Kernel: debimage.Kernel{Image: k.Image, Version: k.Version, Modules: ix}})
 }

@@ -260,8 +260,9 @@ func TestDebianQcow2VirtioConsole(t *testing.T) {
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // TestDebianUEFI boots the image's GPT disk (compressed qcow2) through
-// Debian's CLOUDHV.fd: the firmware starts GRUB from the EFI system
-// partition, GRUB the kernel from the root partition; a login on the
+// Debian's CLOUDHV.fd: the firmware starts the GRUB that the image's own
+// grub-install put on the EFI system partition, GRUB the kernel that
+// update-grub found on the root partition; a login on the
 // serial pty, `systemctl reboot` goes back through the firmware (on a new
 // pty, as upstream makes at reboot) to a second login, and `systemctl
 // poweroff` ends nimbus with status 0.
@@ -293,7 +294,9 @@ func TestDebianUEFI(t *testing.T) {
 	d := bootDebian(t, a, disk, "ttyS0", "--kernel", fw, "--cpus", "boot=1")
 	for round := 1; round <= 2; round++ {
 		ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
-		for _, want := range []string{"BdsDxe: starting Boot", "Welcome to GRUB!"} {
+		// The distribution's GRUB (grub-install, update-grub) shows its
+		// menu for a second, then loads what update-grub found in /boot.
+		for _, want := range []string{"BdsDxe: starting Boot", "Welcome to GRUB!", "GNU GRUB  version", "Loading Linux "} {
 			if _, err := d.term.ExpectQuiet(ctx, want, bootSilence); err != nil {
 				cancel()
 				d.fail("boot %d: %v", round, err)
