@@ -285,6 +285,31 @@ func (m *Manager) BySlot(seg uint16, slot int) (Node, bool) {
 	return Node{}, false
 }
 
+// MoveBAR records that the guest moved BAR index of the PCI function at
+// bdf to base, as upstream's move_bar updates the device tree's PciBar
+// resource; it reports whether such a BAR was registered. The node gets a
+// new BARs slice, so copies handed out earlier (Nodes) do not change
+// under their readers.
+func (m *Manager) MoveBAR(bdf pci.BDF, index int, base uint64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, id := range m.order {
+		n := m.nodes[id]
+		if n.BDF == nil || *n.BDF != bdf {
+			continue
+		}
+		i := slices.IndexFunc(n.BARs, func(b pci.PciBarResource) bool { return b.Index == index })
+		if i < 0 {
+			return false
+		}
+		bars := slices.Clone(n.BARs)
+		bars[i].Base = base
+		n.BARs = bars
+		return true
+	}
+	return false
+}
+
 // Remove unregisters the device that owns id (see Owner) with its
 // children and releases its resources, last taken first. Its Device is
 // released by a release function the builder recorded.

@@ -37,6 +37,8 @@ type pciSegment struct {
 	mem64 *pci.Allocator
 	kvm   *kvm.VM
 	log   func(msg string, args ...any)
+	// dm keeps vm.info's device tree in step with BAR moves.
+	dm *devmgr.Manager
 }
 
 // pciWindows returns each segment's 32-bit and 64-bit BAR windows as
@@ -159,7 +161,7 @@ func (m *VM) setupPCI(cfg *config.VmConfig, cons console.Backend) error {
 // configuration space on the buses: ECAM, and 0xcf8 for segment 0 only,
 // as upstream's new_default_segment.
 func (m *VM) addPCISegment(id uint16, w32, w64 x86.Region) error {
-	p := &pciSegment{id: id, win32: w32, win64: w64, mem64: pci.NewAllocator(w64), kvm: m.kvm, log: m.log.Warn}
+	p := &pciSegment{id: id, win32: w32, win64: w64, mem64: pci.NewAllocator(w64), kvm: m.kvm, log: m.log.Warn, dm: m.dm}
 	var err error
 	p.root, err = pci.NewRoot(pci.RootConfig{
 		Segment: id, MMIO: m.dm.MMIO(),
@@ -315,10 +317,15 @@ func ioeventfd(addr uint64, fd int, deassign bool) kvm.IOEventFD {
 	return e
 }
 
-// barMoved follows a guest BAR reprogramming: the transport's notify
-// addresses moved with its BAR, so the ioeventfds move too. It runs on a
-// vCPU thread with the root's lock held.
+// barMoved follows a guest BAR reprogramming: vm.info's device tree gets
+// the new base (upstream's move_bar), and a transport's notify addresses
+// moved with its BAR, so the ioeventfds move too. It runs on a vCPU
+// thread with the root's lock held (then the device manager's: nothing
+// takes them the other way round).
 func (p *pciSegment) barMoved(bdf pci.BDF, fn pci.Function, mv pci.BARMove) {
+	if p.dm != nil && !p.dm.MoveBAR(bdf, mv.Index, mv.New) {
+		p.log("a moved BAR is not in the device tree", "bdf", bdf.String(), "bar", mv.Index)
+	}
 	t, ok := fn.(*vpci.Device)
 	if !ok || mv.Index != vpci.BARIndex {
 		return
