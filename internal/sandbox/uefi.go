@@ -68,6 +68,21 @@ func BuildESP(ctx context.Context, out string) error {
 	return nil
 }
 
+// GrubMenu is BuildUEFIDisk's GRUB menu (a format for the kernel command
+// line): before Linux, GRUB lists the PCI functions with their BARs as
+// the firmware left them (lspci -i), between two markers, so a test can
+// hold them against vm.info's device tree.
+const GrubMenu = `set timeout=0
+menuentry "Nimbus guest" {
+  insmod lspci
+  echo "GRUB: PCI functions"
+  lspci -i
+  echo "GRUB: booting Linux"
+  linux /vmlinuz %s
+  initrd /initramfs
+}
+`
+
 // BootPartitionSize is the size of BuildUEFIDisk's ext4 boot partition.
 const BootPartitionSize = 128 << 20
 
@@ -99,7 +114,7 @@ func BuildUEFIDisk(ctx context.Context, out, esp, kernel, initramfs, cmdline str
 			return err
 		}
 	}
-	menu := fmt.Sprintf("set timeout=0\nmenuentry \"Nimbus guest\" {\n  echo \"GRUB: booting Linux\"\n  linux /vmlinuz %s\n  initrd /initramfs\n}\n", cmdline)
+	menu := fmt.Sprintf(GrubMenu, cmdline)
 	if err := os.WriteFile(filepath.Join(boot, "nimbus.cfg"), []byte(menu), 0o644); err != nil {
 		return err
 	}

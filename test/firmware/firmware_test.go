@@ -13,6 +13,7 @@ import (
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage/guesttest"
 	"github.com/nimbus-vmm/nimbus/internal/sandbox"
+	"github.com/nimbus-vmm/nimbus/pkg/client"
 )
 
 // bootTimeout bounds one firmware boot to power-off (about 20-30 s
@@ -119,12 +120,23 @@ func TestUEFIFirmware(t *testing.T) {
 	// One boot to Linux per run (see the package doc): --kernel, the
 	// upstream quick start's option.
 	t.Run("kernel", func(t *testing.T) {
-		serial := filepath.Join(dir, "kernel.log")
-		cmd := exec.Command(nimbus, "--kernel", fw, "--disk", "path="+disk,
+		serial, sock := filepath.Join(dir, "kernel.log"), filepath.Join(dir, "api.sock")
+		cmd := exec.Command(nimbus, "--api-socket", "path="+sock, "--kernel", fw, "--disk", "path="+disk,
 			"--serial", "file="+serial, "--console", "off", "--memory", "size=512M", "-v")
 		var run strings.Builder
 		cmd.Stdout, cmd.Stderr = &run, &run
-		err := watchBoot(t, cmd, serial, nil)
+		// vm.info while GRUB hands over to Linux: the devices and BARs as
+		// the firmware left them, before the kernel may move any.
+		var info *client.VmInfo
+		var infoErr error
+		err := watchBoot(t, cmd, serial, func(out string) bool {
+			if info == nil && infoErr == nil && strings.Contains(out, "GRUB: booting Linux") {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				info, infoErr = client.New(sock).Info(ctx)
+				cancel()
+			}
+			return false
+		})
 		b, _ := os.ReadFile(serial)
 		out := string(b)
 		if err != nil {
@@ -139,6 +151,12 @@ func TestUEFIFirmware(t *testing.T) {
 			if !strings.Contains(out, want) {
 				t.Fatalf("serial output lacks %q:\n%s", want, out)
 			}
+		}
+		if infoErr != nil || info == nil {
+			t.Fatalf("vm.info while GRUB ran: %v", infoErr)
+		}
+		if err := samePCI(grubPCI(out), infoPCI(t, info)); err != nil {
+			t.Errorf("the PCI functions GRUB found after the firmware and vm.info's device tree differ: %v\nserial:\n%s", err, out)
 		}
 	})
 	// --firmware takes the same image the same way: up to GRUB, then
