@@ -94,8 +94,10 @@ func firmwareAssets(t *testing.T) (fw, esp string) {
 // quick start) finds the GPT disk's EFI system partition, starts
 // \EFI\BOOT\BOOTX64.EFI (GRUB), GRUB boots the Debian kernel from the ext4
 // boot partition, which sees EFI, runs the guest and powers off: exit
-// status 0. Given as --firmware it reaches GRUB the same way.
-// A QEMU flash image is refused at once, saying what boots.
+// status 0; the PCI functions and BARs GRUB finds are vm.info's. Given as
+// --firmware it reaches GRUB the same way, past a power button press, and
+// vm.shutdown and vmm.shutdown then behave as upstream's. A QEMU flash
+// image is refused at once, saying what boots.
 func TestUEFIFirmware(t *testing.T) {
 	fw, esp := firmwareAssets(t)
 	a := guesttest.Require(t)
@@ -159,20 +161,52 @@ func TestUEFIFirmware(t *testing.T) {
 			t.Errorf("the PCI functions GRUB found after the firmware and vm.info's device tree differ: %v\nserial:\n%s", err, out)
 		}
 	})
-	// --firmware takes the same image the same way: up to GRUB, then
-	// the VMM is stopped.
+	// --firmware takes the same image the same way, up to GRUB. On the
+	// way, as under upstream: a power button press that no OS is there to
+	// handle changes nothing (the firmware goes on to GRUB), vm.shutdown
+	// stops the VM without ending the VMM (state Created), and
+	// vmm.shutdown ends it with status 0.
 	t.Run("firmware", func(t *testing.T) {
-		serial := filepath.Join(dir, "firmware.log")
-		cmd := exec.Command(nimbus, "--firmware", fw, "--disk", "path="+disk,
+		serial, sock := filepath.Join(dir, "firmware.log"), filepath.Join(dir, "fw-api.sock")
+		cmd := exec.Command(nimbus, "--api-socket", "path="+sock, "--firmware", fw, "--disk", "path="+disk,
 			"--serial", "file="+serial, "--console", "off", "--memory", "size=512M")
 		var run strings.Builder
 		cmd.Stdout, cmd.Stderr = &run, &run
+		api := client.New(sock)
+		stage, apiErr := "power button", error(nil)
+		call := func(what string, f func(context.Context) error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := f(ctx); err != nil && apiErr == nil {
+				apiErr = fmt.Errorf("%s: %w", what, err)
+			}
+		}
+		state := func(want string) func(context.Context) error {
+			return func(ctx context.Context) error {
+				info, err := api.Info(ctx)
+				if err == nil && info.State != want {
+					err = fmt.Errorf("state %q, want %q", info.State, want)
+				}
+				return err
+			}
+		}
 		err := watchBoot(t, cmd, serial, func(out string) bool {
-			return strings.Contains(out, "Welcome to GRUB!") && strings.Contains(out, "BdsDxe: starting Boot")
+			switch {
+			case stage == "power button" && strings.Contains(out, "BdsDxe: starting Boot"):
+				call("vm.power-button", api.PowerButton)
+				stage = "GRUB"
+			case stage == "GRUB" && strings.Contains(out, "Welcome to GRUB!"):
+				call("vm.info after the press", state(client.StateRunning))
+				call("vm.shutdown", api.Shutdown)
+				call("vm.info after vm.shutdown", state(client.StateCreated))
+				call("vmm.shutdown", api.ShutdownVMM)
+				stage = "exit"
+			}
+			return apiErr != nil // then nimbus is killed
 		})
-		if err != nil {
+		if err != nil || apiErr != nil || stage != "exit" {
 			b, _ := os.ReadFile(serial)
-			t.Fatalf("no GRUB through --firmware: %v\n%s\nnimbus:\n%s", err, b, run.String())
+			t.Fatalf("through --firmware to GRUB, at %s: %v, API: %v\nserial:\n%s\nnimbus:\n%s", stage, err, apiErr, b, run.String())
 		}
 	})
 	t.Run("flash image refused", func(t *testing.T) {
