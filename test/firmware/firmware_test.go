@@ -157,9 +157,11 @@ func TestUEFIFirmware(t *testing.T) {
 		if infoErr != nil || info == nil {
 			t.Fatalf("vm.info while GRUB ran: %v", infoErr)
 		}
-		if err := samePCI(grubPCI(out), infoPCI(t, info)); err != nil {
+		grub, tree := grubPCI(out), infoPCI(t, info)
+		if err := samePCI(grub, tree); err != nil {
 			t.Errorf("the PCI functions GRUB found after the firmware and vm.info's device tree differ: %v\nserial:\n%s", err, out)
 		}
+		t.Logf("PCI functions and BAR bases, GRUB and vm.info alike: %v", grub)
 	})
 	// --firmware takes the same image the same way, up to GRUB. On the
 	// way, as under upstream: a power button press that no OS is there to

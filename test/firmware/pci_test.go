@@ -23,19 +23,20 @@ const hostBridge = "00:00.0"
 
 var (
 	grubFunction = regexp.MustCompile(`^([0-9a-f]{2}:[0-9a-f]{2}\.[0-7]) [0-9a-f]{4}:[0-9a-f]{4} \[[0-9a-f]{4}\]`)
-	grubBAR      = regexp.MustCompile(`^\t(?:IO|32-bit memory|64-bit memory) space (\d+) at 0x([0-9a-f]+)`)
+	grubBAR      = regexp.MustCompile(`^\s+(?:IO|32-bit memory|64-bit memory) space (\d+) at 0x([0-9a-f]+)`)
 )
 
 // grubPCI reads GRUB's `lspci -i` (sandbox.GrubMenu) from the console
 // output: the lines between "GRUB: PCI functions" and "GRUB: booting
-// Linux".
+// Linux". On the firmware's console each line starts with a carriage
+// return and tabs come out as spaces.
 func grubPCI(out string) pciView {
 	v := pciView{}
 	_, rest, _ := strings.Cut(out, "GRUB: PCI functions")
 	rest, _, _ = strings.Cut(rest, "GRUB: booting Linux")
 	fn := ""
 	for _, line := range strings.Split(rest, "\n") {
-		line = strings.TrimRight(line, "\r")
+		line = strings.Trim(line, "\r")
 		if m := grubFunction.FindStringSubmatch(line); m != nil {
 			fn = m[1]
 			v[fn] = map[int]uint64{}
@@ -112,14 +113,16 @@ func samePCI(grub, info pciView) error {
 // TestSamePCI: GRUB's lspci -i output read back, and the comparison
 // failing on a function or a BAR base that differs.
 func TestSamePCI(t *testing.T) {
-	out := "noise\r\nGRUB: PCI functions\r\n" +
-		"00:00.0 8086:0d57 [0600] Host Bridge\r\n" +
-		"00:01.0 1af4:1042 [0180] Mass storage controller\r\n" +
-		"\t64-bit memory space 0 at 0x00000000e0000000 [non-prefetchable]\r\n" +
-		"00:02.0 1af4:1044 [00ff]\r\n" +
-		"\t32-bit memory space 2 at 0x00000000c0000000 [prefetchable]\r\n" +
+	// As CLOUDHV.fd's console carried it: "\n\r" between lines, the
+	// tabs expanded; a plain tab as GRUB writes it, too.
+	out := "noise\n\rGRUB: PCI functions\n" +
+		"\r00:00.0 8086:0d57 [0600] Host Bridge\n" +
+		"\r00:01.0 1af4:1042 [0180] Mass storage Controller\n" +
+		"\r        64-bit memory space 0 at 0x00000000e0000000 [non-prefetchable]\n" +
+		"\r00:02.0 1af4:1044 [ffff] \n" +
+		"\r        32-bit memory space 2 at 0x00000000c0000000 [prefetchable]\n" +
 		"\tIO space 4 at 0x1000\r\n" +
-		"GRUB: booting Linux\r\n00:09.0 1af4:1041 [0200] after the marker\r\n"
+		"\rGRUB: booting Linux\n\r00:09.0 1af4:1041 [0200] after the marker\n"
 	grub := grubPCI(out)
 	want := pciView{hostBridge: {}, "00:01.0": {0: 0xe0000000}, "00:02.0": {2: 0xc0000000, 4: 0x1000}}
 	if fmt.Sprint(grub) != fmt.Sprint(want) {
