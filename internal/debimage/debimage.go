@@ -22,6 +22,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/nimbus-vmm/nimbus/internal/cachedir"
 	"github.com/nimbus-vmm/nimbus/internal/guestimage"
@@ -62,8 +64,9 @@ GRUB_DISABLE_OS_PROBER=true
 // ESPLabel is the FAT label of the UEFI disk's EFI system partition.
 const ESPLabel = "EFI"
 
-// espSize is the size of the UEFI disk's EFI system partition.
-const espSize = 32 << 20
+// ESPSize is the size of an EFI system partition made for the firmware
+// (the UEFI disk's, and the sandbox's test ESP).
+const ESPSize = 32 << 20
 
 // Packages are installed beside debootstrap's minbase: an init system, a
 // device manager, network tools, and kmod for the modules udev loads.
@@ -122,8 +125,8 @@ type Image struct {
 	Dir    string // holds the files below
 	QCOW2  string // the root file system as a compressed qcow2
 	UEFI   string // a GPT disk, the ESP then the root file system, as a compressed qcow2
-	Kernel string // the kernel, also /boot/vmlinuz in the image
-	Initrd string // the initramfs, also /boot/initrd.img in the image
+	Kernel string // the kernel, also /boot/vmlinuz-<version> in the image
+	Initrd string // the initramfs, also /boot/initrd.img-<version> in the image
 }
 
 func (o *Options) key() string {
@@ -231,7 +234,7 @@ func build(ctx context.Context, o *Options, out string) error {
 		return err
 	}
 	uefi, esp := filepath.Join(out, "uefi.img"), filepath.Join(out, "esp.img")
-	if err := run(ctx, out, nil, "mkfs.vfat", "-C", "-n", ESPLabel, esp, fmt.Sprint(espSize>>10)); err != nil {
+	if err := run(ctx, out, nil, "mkfs.vfat", "-C", "-n", ESPLabel, esp, fmt.Sprint(ESPSize>>10)); err != nil {
 		return err
 	}
 	if err := WriteGPTDisk(ctx, uefi, esp, raw, "root"); err != nil {
@@ -376,6 +379,10 @@ exec switch_root /newroot "$init"
 func run(ctx context.Context, dir string, stdin io.Reader, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir, cmd.Stdin = dir, stdin
+	// On cancellation, SIGTERM first: the GRUB step's shell then detaches
+	// its loop device; SIGKILL only if it is still there later.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

@@ -67,11 +67,13 @@ func TestInitScript(t *testing.T) {
 	}
 }
 
-// TestInstallGrubScript parses the UEFI disk's GRUB installation with the
-// shell and checks that it installs the distribution's GRUB the way an
-// installer does (removable path, no firmware variables, update-grub
-// naming root by UUID), fills the FAT partition without mounting it, and
-// cleans up on every exit.
+// TestInstallGrubScript is a syntax and text check of the UEFI disk's
+// GRUB installation (running it needs root, loop devices and the image:
+// the distro tier's image build does that): the shell parses it, and the
+// steps that make it an installer's (removable path, no firmware
+// variables, update-grub naming root by UUID, the FAT partition filled
+// without mounting it, the cleanup trap set before the loop device is
+// taken) have not gone missing.
 func TestInstallGrubScript(t *testing.T) {
 	sh, err := exec.LookPath("sh")
 	if err != nil {
@@ -81,7 +83,7 @@ func TestInstallGrubScript(t *testing.T) {
 		t.Fatalf("sh -n: %v\n%s", err, out)
 	}
 	for _, want := range []string{
-		"set -eu", "trap cleanup EXIT", `losetup -d "$dev"`,
+		"set -eu", `losetup -d "$dev"`, "trap 'exit 1' INT TERM HUP",
 		`chroot "$mnt" grub-install --target=x86_64-efi --efi-directory=/boot/efi --removable --no-nvram`,
 		`chroot "$mnt" update-grub`,
 		`mount -t tmpfs "${dev}p1" "$mnt/boot/efi"`, // the source grub-install looks up
@@ -94,6 +96,9 @@ func TestInstallGrubScript(t *testing.T) {
 	}
 	if strings.Contains(installGrubScript, "--rbind /dev") {
 		t.Error("the chroot shares the host's /dev: the UUID link would land there")
+	}
+	if t1, l := strings.Index(installGrubScript, "trap cleanup EXIT"), strings.Index(installGrubScript, "losetup --find"); t1 < 0 || t1 > l {
+		t.Error("the cleanup trap is not set before the loop device is taken")
 	}
 	for _, want := range []string{"GRUB_TERMINAL=console", `GRUB_CMDLINE_LINUX="console=ttyS0"`, "GRUB_TIMEOUT=1"} {
 		if !strings.Contains(GrubDefault, want) {

@@ -15,8 +15,9 @@
 // already paused are resumed and the error is returned.
 //
 // The manager is safe for concurrent use; the machine's control-loop
-// calls mutate it, vCPU threads only read it (the PCI hotplug eject
-// callback looks up a slot).
+// calls mutate it, vCPU threads read it (the PCI hotplug eject callback
+// looks up a slot) and record BAR moves (MoveBAR, with a PCI root's lock
+// held: so the manager's lock is never held while calling into a root).
 package devmgr
 
 import (

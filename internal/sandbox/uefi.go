@@ -16,7 +16,7 @@ import (
 const EnvUEFIESP = "NIMBUS_UEFI_ESP"
 
 // ESPSize is the size of BuildESP's image.
-const ESPSize = 32 << 20
+const ESPSize = debimage.ESPSize
 
 // GrubEmbeddedConfig is the configuration built into the standalone GRUB:
 // it finds the partition holding /nimbus.cfg (a test's ext4 boot
