@@ -15,9 +15,8 @@
 // already paused are resumed and the error is returned.
 //
 // The manager is safe for concurrent use; the machine's control-loop
-// calls mutate it, vCPU threads read it (the PCI hotplug eject callback
-// looks up a slot) and record BAR moves (MoveBAR, with a PCI root's lock
-// held: so the manager's lock is never held while calling into a root).
+// calls mutate it, vCPU threads only read it (the PCI hotplug eject
+// callback looks up a slot).
 package devmgr
 
 import (
@@ -93,7 +92,10 @@ type Node struct {
 	MMIO     []Range
 	IRQs     []uint32 // legacy interrupt lines
 	BDF      *pci.BDF
-	BARs     []pci.PciBarResource
+	// Function is the PCI function at BDF; its BARs are read from it when
+	// asked, so a BAR the guest moved is where the tree says (upstream's
+	// move_bar rewrites its device tree for the same reason).
+	Function pci.Function
 	// Device is the device itself: the virtio device for Virtio and PCI
 	// nodes, the bus device for the others. It may implement Lifecycle,
 	// Counting and Stateful.
@@ -180,10 +182,10 @@ func (t *Tx) insert(b *bus.Bus, what string, ranges *[]Range, dev bus.Device, ba
 // IRQ records a legacy interrupt line the device raises.
 func (t *Tx) IRQ(line uint32) { t.node.IRQs = append(t.node.IRQs, line) }
 
-// PCI records the function's address and BARs.
-func (t *Tx) PCI(bdf pci.BDF, bars []pci.PciBarResource) {
+// PCI records the function and its address.
+func (t *Tx) PCI(bdf pci.BDF, fn pci.Function) {
 	t.node.BDF = &bdf
-	t.node.BARs = bars
+	t.node.Function = fn
 }
 
 // Child registers a child node (the virtio device under its transport)
@@ -284,31 +286,6 @@ func (m *Manager) BySlot(seg uint16, slot int) (Node, bool) {
 		}
 	}
 	return Node{}, false
-}
-
-// MoveBAR records that the guest moved BAR index of the PCI function at
-// bdf to base, as upstream's move_bar updates the device tree's PciBar
-// resource; it reports whether such a BAR was registered. The node gets a
-// new BARs slice, so copies handed out earlier (Nodes) do not change
-// under their readers.
-func (m *Manager) MoveBAR(bdf pci.BDF, index int, base uint64) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, id := range m.order {
-		n := m.nodes[id]
-		if n.BDF == nil || *n.BDF != bdf {
-			continue
-		}
-		i := slices.IndexFunc(n.BARs, func(b pci.PciBarResource) bool { return b.Index == index })
-		if i < 0 {
-			return false
-		}
-		bars := slices.Clone(n.BARs)
-		bars[i].Base = base
-		n.BARs = bars
-		return true
-	}
-	return false
 }
 
 // Remove unregisters the device that owns id (see Owner) with its

@@ -165,33 +165,3 @@ func TestGSIsAreReused(t *testing.T) {
 		t.Fatal("Free outside the range succeeded")
 	}
 }
-
-// TestMoveBAR: a guest's BAR move reaches the function's node (its BAR of
-// that index only), a copy taken before keeps the old base, and a BAR or
-// function that was never registered is reported.
-func TestMoveBAR(t *testing.T) {
-	m := New(bus.NewIO(), bus.NewMMIO())
-	bdf := pci.BDF{Device: 4}
-	tx, _ := m.Begin("_virtio-pci-_net1", PCI)
-	tx.PCI(bdf, []pci.PciBarResource{
-		{Index: 0, Base: 0xe000_0000, Size: 0x8_0000, Type: pci.BARMem64},
-		{Index: 2, Base: 0xc000_0000, Size: 0x1000, Type: pci.BARMem32},
-	})
-	if err := tx.Commit(nil); err != nil {
-		t.Fatal(err)
-	}
-	before := m.Nodes()[0]
-	if !m.MoveBAR(bdf, 2, 0xc010_0000) {
-		t.Fatal("MoveBAR did not find BAR 2")
-	}
-	n, _ := m.Lookup("_virtio-pci-_net1")
-	if n.BARs[0].Base != 0xe000_0000 || n.BARs[1].Base != 0xc010_0000 {
-		t.Fatalf("BARs after the move: %+v", n.BARs)
-	}
-	if before.BARs[1].Base != 0xc000_0000 {
-		t.Fatalf("a copy taken before the move changed: %+v", before.BARs)
-	}
-	if m.MoveBAR(bdf, 1, 0xd000_0000) || m.MoveBAR(pci.BDF{Device: 5}, 0, 0xd000_0000) {
-		t.Fatal("MoveBAR reported an unregistered BAR as moved")
-	}
-}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nimbus-vmm/nimbus/internal/devices/pci"
 	"github.com/nimbus-vmm/nimbus/internal/devmgr"
 	"github.com/nimbus-vmm/nimbus/internal/kvm"
 	"github.com/nimbus-vmm/nimbus/internal/virtio/vhostuser"
@@ -202,8 +203,10 @@ func (m *VM) DeviceTree() map[string]*vmm.DeviceNode {
 		for _, r := range n.MMIO {
 			d.Resources = append(d.Resources, map[string]any{"MmioAddressRange": map[string]any{"base": r.Base, "size": r.Size}})
 		}
-		for _, b := range n.BARs {
-			d.Resources = append(d.Resources, map[string]any{"PciBar": b})
+		if n.Function != nil {
+			for _, r := range pci.BARResources(n.Function) {
+				d.Resources = append(d.Resources, map[string]any{"PciBar": *r.PciBar})
+			}
 		}
 		for _, irq := range n.IRQs {
 			d.Resources = append(d.Resources, map[string]any{"LegacyIrq": irq})

@@ -37,8 +37,6 @@ type pciSegment struct {
 	mem64 *pci.Allocator
 	kvm   *kvm.VM
 	log   func(msg string, args ...any)
-	// dm keeps vm.info's device tree in step with BAR moves.
-	dm *devmgr.Manager
 }
 
 // pciWindows returns each segment's 32-bit and 64-bit BAR windows as
@@ -161,7 +159,7 @@ func (m *VM) setupPCI(cfg *config.VmConfig, cons console.Backend) error {
 // configuration space on the buses: ECAM, and 0xcf8 for segment 0 only,
 // as upstream's new_default_segment.
 func (m *VM) addPCISegment(id uint16, w32, w64 x86.Region) error {
-	p := &pciSegment{id: id, win32: w32, win64: w64, mem64: pci.NewAllocator(w64), kvm: m.kvm, log: m.log.Warn, dm: m.dm}
+	p := &pciSegment{id: id, win32: w32, win64: w64, mem64: pci.NewAllocator(w64), kvm: m.kvm, log: m.log.Warn}
 	var err error
 	p.root, err = pci.NewRoot(pci.RootConfig{
 		Segment: id, MMIO: m.dm.MMIO(),
@@ -295,11 +293,7 @@ func (m *VM) addVirtioWith(id string, dev virtio.Device, common config.PciCommon
 			return nil
 		})
 	}
-	var bars []pci.PciBarResource
-	for _, r := range pci.BARResources(t) {
-		bars = append(bars, *r.PciBar)
-	}
-	tx.PCI(bdf, bars)
+	tx.PCI(bdf, t)
 	tx.Child(id, devmgr.Virtio, nil, placed...)
 	if err := tx.Commit(dev); err != nil {
 		return pci.BDF{}, wrap(ErrSetup, err)
@@ -317,15 +311,11 @@ func ioeventfd(addr uint64, fd int, deassign bool) kvm.IOEventFD {
 	return e
 }
 
-// barMoved follows a guest BAR reprogramming: vm.info's device tree gets
-// the new base (upstream's move_bar), and a transport's notify addresses
-// moved with its BAR, so the ioeventfds move too. It runs on a vCPU
-// thread with the root's lock held (then the device manager's: nothing
-// takes them the other way round).
+// barMoved follows a guest BAR reprogramming: the transport's notify
+// addresses moved with its BAR, so the ioeventfds move too. It runs on a
+// vCPU thread with the root's lock held. (vm.info's device tree reads
+// the BARs from the function itself.)
 func (p *pciSegment) barMoved(bdf pci.BDF, fn pci.Function, mv pci.BARMove) {
-	if p.dm != nil && !p.dm.MoveBAR(bdf, mv.Index, mv.New) {
-		p.log("a moved BAR is not in the device tree", "bdf", bdf.String(), "bar", mv.Index)
-	}
 	t, ok := fn.(*vpci.Device)
 	if !ok || mv.Index != vpci.BARIndex {
 		return

@@ -307,6 +307,10 @@ func TestGuestMovesBAR(t *testing.T) {
 	if r.mmio.Read(old, d) || !r.mmio.Read(0xd000_0000, d) {
 		t.Error("bus mapping not moved")
 	}
+	// vm.info's device tree lists the BARs from BARResources: the new base.
+	if res := BARResources(f); len(res) != 2 || res[1].PciBar.Index != 2 || res[1].PciBar.Base != 0xd000_0000 {
+		t.Errorf("BARResources after the move: %+v %+v", res[0].PciBar, res[len(res)-1].PciBar)
+	}
 	// A 64-bit BAR moves on its high half.
 	r.ioWrite(1, 0x10, 0x0080_0000, 4)
 	if len(moves) != 1 {
